@@ -1,0 +1,108 @@
+import { z } from 'zod'
+
+/**
+ * The one configuration schema. Every default lives here; config/default.yaml mirrors it with
+ * comments for operators. Keys are grouped by component.
+ */
+const port = z.number().int().min(0).max(65535)
+const positiveInt = z.number().int().positive()
+
+const mqttSchema = z.strictObject({
+  /** Address the MQTT TCP listener binds to. */
+  host: z.string().min(1).default('127.0.0.1'),
+  /** MQTT over TCP port; 0 picks a free port (tests). */
+  port: port.default(1883),
+  /** Seconds a new connection may take to send CONNECT. */
+  connectTimeoutSeconds: positiveInt.default(30),
+})
+
+const httpSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  /** HTTP API + MQTT over WebSocket (/mqtt and /$iothub/websocket). */
+  port: port.default(8080),
+})
+
+const authSchema = z.strictObject({
+  /** Seconds of clock skew tolerated when checking SAS token expiry. */
+  clockSkewSeconds: z.number().int().min(0).max(3600).default(30),
+  /** Failed CONNECTs allowed per source address within the window before refusing. */
+  maxFailuresPerAddress: positiveInt.default(20),
+  /** Failed CONNECTs allowed per device id within the window before refusing. */
+  maxFailuresPerDevice: positiveInt.default(10),
+  /** Window of the failed-attempt counters, in seconds. */
+  failureWindowSeconds: positiveInt.default(60),
+})
+
+const embeddedSchema = z.strictObject({
+  /**
+   * SQLite `synchronous` mode. NORMAL (default) survives a killed gateway process (WAL) but may
+   * lose the last commits on power loss; FULL also survives power loss at roughly half the
+   * commit throughput (see bench/ingest and DESIGN.md).
+   */
+  synchronous: z.enum(['NORMAL', 'FULL']).default('NORMAL'),
+  /** Most records written in one group commit. */
+  maxBatchRecords: positiveInt.default(2000),
+  /** How long a record may wait for companions before a commit, in ms (0 = next tick). */
+  lingerMs: z.number().int().min(0).max(1000).default(0),
+  /** Records older than this are deleted (hours; 0 = keep by age forever). */
+  retentionHours: z.number().min(0).default(168),
+  /** Per-partition size cap in MiB (0 = unlimited); oldest records go first. */
+  retentionMaxMiBPerPartition: z.number().min(0).default(1024),
+  /** How often retention runs, in seconds. */
+  retentionIntervalSeconds: positiveInt.default(60),
+  /** How often a consumer with nothing to read polls for new records, in ms. */
+  pollIntervalMs: positiveInt.default(100),
+})
+
+const topicsSchema = z.strictObject({
+  telemetry: z.string().min(1).default('telemetry'),
+  deviceEvents: z.string().min(1).default('device-events'),
+  commands: z.string().min(1).default('commands'),
+  commandFeedback: z.string().min(1).default('command-feedback'),
+})
+
+const streamSchema = z.strictObject({
+  backend: z.enum(['embedded']).default('embedded'),
+  /** Prefix put before every topic name (e.g. `plant1.` gives `plant1.telemetry`). */
+  topicPrefix: z.string().default(''),
+  /** Partitions of each topic created by the gateway. */
+  partitions: z.number().int().min(1).max(1024).default(8),
+  topics: topicsSchema.prefault({}),
+  embedded: embeddedSchema.prefault({}),
+})
+
+const limitsSchema = z.strictObject({
+  /** Largest telemetry payload accepted, in bytes (IoT Hub: 256 KiB); larger closes the connection. */
+  maxPayloadBytes: positiveInt.default(256 * 1024),
+  /**
+   * Records accepted from devices but not yet durable, across the gateway. Past it the gateway
+   * stops acknowledging and stops reading from device sockets until the stream catches up.
+   */
+  maxInFlightRecords: positiveInt.default(20000),
+  /** Bytes accepted from devices but not yet durable (payloads), across the gateway. */
+  maxInFlightBytes: positiveInt.default(64 * 1024 * 1024),
+  /** Simultaneous device connections; more are refused with CONNACK 3. */
+  maxConnections: positiveInt.default(50000),
+})
+
+const logSchema = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+})
+
+export const configSchema = z.strictObject({
+  /** Directory of the embedded stream, registry and generated secrets. */
+  dataDir: z.string().min(1).default('./data'),
+  /** Host name put in connection strings and expected in SAS tokens (`sr`) and user names. */
+  hostname: z.string().min(1).default('localhost'),
+  /** Bearer token for /api; generated and stored in the data dir at first start when empty. */
+  adminToken: z.string().min(16, 'adminToken must be at least 16 characters').optional(),
+  mqtt: mqttSchema.prefault({}),
+  http: httpSchema.prefault({}),
+  auth: authSchema.prefault({}),
+  stream: streamSchema.prefault({}),
+  limits: limitsSchema.prefault({}),
+  log: logSchema.prefault({}),
+})
+
+export type GatewayConfig = z.infer<typeof configSchema>
+export type ConfigInput = z.input<typeof configSchema>

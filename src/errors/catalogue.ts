@@ -1,0 +1,76 @@
+/**
+ * The one error catalogue. Every error the gateway reports to a device, an API caller, the CLI
+ * or the log carries a stable code from this table; callers branch on `code`, never on messages.
+ * `docs/errors.md` lists every code (a unit test keeps the two in step).
+ *
+ * connack: the MQTT 3.1.1 CONNACK return code used when the error ends a CONNECT
+ *   (2 identifier rejected, 3 server unavailable, 4 bad user name or password, 5 not authorized).
+ * http: the status the HTTP API answers with.
+ */
+export const ERROR_CODES = {
+  E_CONFIG_INVALID: { http: 500, connack: 3, summary: 'The configuration failed validation.' },
+  E_BAD_REQUEST: { http: 400, connack: 3, summary: 'An API request body, query or parameter is invalid.' },
+  E_UNAUTHORIZED: { http: 401, connack: 5, summary: 'The API request has no valid admin bearer token.' },
+  E_NOT_FOUND: { http: 404, connack: 5, summary: 'The API route or resource does not exist.' },
+  E_INTERNAL: { http: 500, connack: 3, summary: 'An unexpected internal failure; details are in the log only.' },
+
+  E_DEVICE_ID_INVALID: { http: 400, connack: 2, summary: 'The device id breaks the IoT Hub id rules.' },
+  E_DEVICE_NOT_FOUND: { http: 404, connack: 5, summary: 'No device with that id is registered.' },
+  E_DEVICE_EXISTS: { http: 409, connack: 5, summary: 'A device with that id is already registered.' },
+  E_DEVICE_DISABLED: { http: 403, connack: 5, summary: 'The device is registered but disabled.' },
+
+  E_AUTH_CLIENT_ID_MISMATCH: { http: 401, connack: 2, summary: 'The MQTT client id does not equal the device id in the user name.' },
+  E_AUTH_USERNAME_INVALID: { http: 401, connack: 4, summary: 'The MQTT user name is neither `<host>/<deviceId>/?...` nor a bare device id.' },
+  E_AUTH_CREDENTIALS_MISSING: { http: 401, connack: 4, summary: 'The CONNECT carried no password (SAS token or device password).' },
+  E_AUTH_TOKEN_MALFORMED: { http: 401, connack: 4, summary: 'The SAS token cannot be parsed.' },
+  E_AUTH_EXPIRED: { http: 401, connack: 5, summary: 'The SAS token has expired (after the allowed clock skew).' },
+  E_AUTH_AUDIENCE: { http: 401, connack: 5, summary: 'The SAS token resource (`sr`) names another host or device.' },
+  E_AUTH_SIGNATURE: { http: 401, connack: 5, summary: 'The SAS token signature matches neither device key.' },
+  E_AUTH_PASSWORD: { http: 401, connack: 4, summary: 'The device password is wrong, or the device has no password.' },
+  E_AUTH_RATE_LIMITED: { http: 429, connack: 3, summary: 'Too many failed attempts from this address or for this device; retry later.' },
+
+  E_TOPIC_FORBIDDEN: { http: 403, connack: 5, summary: 'A device published or subscribed outside its own IoT Hub topics; the connection is closed.' },
+  E_QOS_UNSUPPORTED: { http: 400, connack: 5, summary: 'QoS 2 is not supported (as in IoT Hub); the connection is closed.' },
+  E_PAYLOAD_TOO_LARGE: { http: 413, connack: 5, summary: 'A payload exceeds the configured maximum; the connection is closed.' },
+  E_PROPERTY_BAG_INVALID: { http: 400, connack: 5, summary: 'A topic property bag is not valid percent-encoding.' },
+
+  E_STREAM_UNAVAILABLE: { http: 503, connack: 3, summary: 'The event stream cannot take records right now; nothing is acknowledged.' },
+  E_STREAM_TOPIC_UNKNOWN: { http: 404, connack: 3, summary: 'The stream topic does not exist.' },
+  E_STREAM_CLOSED: { http: 503, connack: 3, summary: 'The event stream has been stopped.' },
+  E_SHUTTING_DOWN: { http: 503, connack: 3, summary: 'The gateway is shutting down.' },
+} as const
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode
+  /** Extra, non-secret facts for the log (never tokens, keys or payloads). */
+  readonly details: Record<string, unknown> | undefined
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'GatewayError'
+    this.code = code
+    this.details = details
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http
+  }
+
+  /** Aedes reads `returnCode` from an authenticate error to choose the CONNACK code. */
+  get returnCode(): number {
+    return ERROR_CODES[this.code].connack
+  }
+}
+
+export function isGatewayError(err: unknown): err is GatewayError {
+  return err instanceof GatewayError
+}
+
+/** Wrap anything thrown into a GatewayError, keeping a GatewayError as it is. */
+export function toGatewayError(err: unknown, fallback: ErrorCode = 'E_INTERNAL'): GatewayError {
+  if (isGatewayError(err)) return err
+  const message = err instanceof Error ? err.message : String(err)
+  return new GatewayError(fallback, message, undefined, { cause: err })
+}

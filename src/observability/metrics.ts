@@ -1,0 +1,32 @@
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+
+/**
+ * All gateway metrics on one prom-client registry (one per gateway instance, so tests can run
+ * several gateways in one process).
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry()
+
+  readonly connections = new Gauge({ name: 'streamgate_mqtt_connections', help: 'Device connections currently open', registers: [this.registry] })
+  readonly connects = new Counter({ name: 'streamgate_mqtt_connects_total', help: 'Successful device CONNECTs', registers: [this.registry] })
+  readonly authFailures = new Counter({ name: 'streamgate_auth_failures_total', help: 'Refused CONNECTs by error code', labelNames: ['code'], registers: [this.registry] })
+  readonly aclDenials = new Counter({ name: 'streamgate_acl_denials_total', help: 'Publishes or subscriptions refused by the per-device ACL (connection closed)', labelNames: ['action', 'code'], registers: [this.registry] })
+  readonly protocolErrors = new Counter({ name: 'streamgate_protocol_errors_total', help: 'Connections closed for a protocol error, by code', labelNames: ['code'], registers: [this.registry] })
+  readonly telemetryRecords = new Counter({ name: 'streamgate_telemetry_records_total', help: 'Telemetry records written durably to the stream', labelNames: ['qos'], registers: [this.registry] })
+  readonly telemetryBytes = new Counter({ name: 'streamgate_telemetry_bytes_total', help: 'Telemetry payload bytes written to the stream', registers: [this.registry] })
+  readonly inFlightRecords = new Gauge({ name: 'streamgate_ingest_in_flight_records', help: 'Records accepted from devices and not yet durable', registers: [this.registry] })
+  readonly inFlightBytes = new Gauge({ name: 'streamgate_ingest_in_flight_bytes', help: 'Payload bytes accepted from devices and not yet durable', registers: [this.registry] })
+  readonly backpressureWaits = new Counter({ name: 'streamgate_ingest_backpressure_waits_total', help: 'Publishes that waited for in-flight capacity (device sockets paused meanwhile)', registers: [this.registry] })
+  readonly appendErrors = new Counter({ name: 'streamgate_stream_append_errors_total', help: 'Failed stream appends by error code', labelNames: ['code'], registers: [this.registry] })
+  readonly ackLatency = new Histogram({
+    name: 'streamgate_ingest_durable_seconds',
+    help: 'Time from a publish reaching the gateway to its record being durable',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  })
+  readonly deviceEvents = new Counter({ name: 'streamgate_device_events_total', help: 'Lifecycle events written to device-events', labelNames: ['type'], registers: [this.registry] })
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'streamgate_' })
+  }
+}
