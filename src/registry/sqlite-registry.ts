@@ -1,0 +1,275 @@
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import BetterSqlite3, { type Database } from 'better-sqlite3'
+import { GatewayError } from '../errors/catalogue.js'
+import { hashPassword } from '../auth/password.js'
+import { migrate } from './sqlite-schema.js'
+import {
+  assertDeviceId,
+  generateKey,
+  validateKey,
+  validatePassword,
+  resolveListOptions,
+  validateAuthMethod,
+  validateStatus,
+  type ListOptions,
+} from './validation.js'
+import type {
+  ConnectionState,
+  CreateDeviceInput,
+  Device,
+  DeviceRegistry,
+  DeviceStatus,
+  KeyName,
+} from './types.js'
+
+/** A devices row as SQLite returns it (column names as in sqlite-schema.ts). */
+interface DeviceRow {
+  device_id: string
+  status: DeviceStatus
+  auth_method: Device['authMethod']
+  primary_key: string
+  secondary_key: string
+  password_hash: string | null
+  created_at: string
+  updated_at: string
+  last_activity_at: string | null
+  connection_state: ConnectionState
+  connection_state_updated_at: string | null
+  connection_seq: number
+}
+
+/** SQLITE_BUSY after busy_timeout, locks, open/I-O failures, a full disk, a damaged file. */
+const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|CORRUPT|NOTADB|READONLY|FULL|PERM)/
+
+const SELECT_DEVICE = 'SELECT * FROM devices WHERE device_id = ?'
+
+/**
+ * DeviceRegistry on one SQLite file (`<dataDir>/registry.db`, apart from the embedded stream so
+ * that stream group commits never wait on registry writes and vice versa).
+ *
+ * The running gateway and `streamgate devices` CLI processes open the same file at the same time,
+ * so nothing is cached in memory: every call is one statement (or one transaction) against the
+ * file, and each write is atomic on its own. WAL lets readers proceed during a write; busy_timeout
+ * makes a writer wait up to 5 s for another process's write instead of failing at once.
+ */
+export class SqliteDeviceRegistry implements DeviceRegistry {
+  readonly file: string
+  private db: Database | null = null
+
+  constructor(options: { file: string }) {
+    this.file = options.file
+  }
+
+  async start(): Promise<void> {
+    if (this.db) return
+    mkdirSync(dirname(this.file), { recursive: true })
+    const db = this.guard(() => new BetterSqlite3(this.file))
+    try {
+      db.pragma('journal_mode = WAL')
+      db.pragma('busy_timeout = 5000')
+      // NORMAL in WAL mode survives a killed process; a power cut may lose the last registry
+      // write, which an admin can repeat. The stream's own durability setting is separate.
+      db.pragma('synchronous = NORMAL')
+      db.pragma('foreign_keys = ON')
+      this.guard(() => migrate(db, this.file))
+    } catch (err) {
+      db.close()
+      throw err
+    }
+    this.db = db
+  }
+
+  async stop(): Promise<void> {
+    const db = this.db
+    this.db = null
+    db?.close()
+  }
+
+  async create(input: CreateDeviceInput): Promise<Device> {
+    assertDeviceId(input.deviceId)
+    const authMethod = validateAuthMethod(input.authMethod ?? 'sas')
+    const status = validateStatus(input.status ?? 'enabled')
+    if (authMethod === 'password' && input.password === undefined) {
+      throw new GatewayError('E_BAD_REQUEST', 'a device with authMethod "password" needs a password')
+    }
+    const primaryKey = input.primaryKey === undefined ? generateKey() : validateKey(input.primaryKey, 'primaryKey')
+    const secondaryKey =
+      input.secondaryKey === undefined ? generateKey() : validateKey(input.secondaryKey, 'secondaryKey')
+    const passwordHash = input.password === undefined ? null : await hashPassword(validatePassword(input.password))
+    const now = new Date().toISOString()
+    const row = this.run((db) => {
+      try {
+        return db
+          .prepare<unknown[], DeviceRow>(
+            `INSERT INTO devices (device_id, status, auth_method, primary_key, secondary_key, password_hash, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+          )
+          .get(input.deviceId, status, authMethod, primaryKey, secondaryKey, passwordHash, now, now)
+      } catch (err) {
+        if (sqliteCode(err) === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+          throw new GatewayError('E_DEVICE_EXISTS', `device "${input.deviceId}" already exists`, { deviceId: input.deviceId })
+        }
+        throw err
+      }
+    })
+    return toDevice(row!)
+  }
+
+  async get(deviceId: string): Promise<Device | null> {
+    const row = this.run((db) => db.prepare<unknown[], DeviceRow>(SELECT_DEVICE).get(deviceId))
+    return row ? toDevice(row) : null
+  }
+
+  async list(options?: ListOptions): Promise<Device[]> {
+    const { limit, after } = resolveListOptions(options)
+    const rows = this.run((db) =>
+      after === undefined
+        ? db.prepare<unknown[], DeviceRow>('SELECT * FROM devices ORDER BY device_id LIMIT ?').all(limit)
+        : db
+            .prepare<unknown[], DeviceRow>('SELECT * FROM devices WHERE device_id > ? ORDER BY device_id LIMIT ?')
+            .all(after, limit),
+    )
+    return rows.map(toDevice)
+  }
+
+  async remove(deviceId: string): Promise<void> {
+    const result = this.run((db) => db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId))
+    if (result.changes === 0) throw notFound(deviceId)
+  }
+
+  async setStatus(deviceId: string, status: DeviceStatus): Promise<Device> {
+    return this.update(deviceId, 'status = ?', [validateStatus(status)])
+  }
+
+  async rotateKey(deviceId: string, which: KeyName): Promise<Device> {
+    switch (which) {
+      case 'primary':
+        return this.update(deviceId, 'primary_key = ?', [generateKey()])
+      case 'secondary':
+        return this.update(deviceId, 'secondary_key = ?', [generateKey()])
+      case 'both':
+        return this.update(deviceId, 'primary_key = ?, secondary_key = ?', [generateKey(), generateKey()])
+      default:
+        throw new GatewayError('E_BAD_REQUEST', `key must be "primary", "secondary" or "both", got "${String(which)}"`)
+    }
+  }
+
+  async setPassword(deviceId: string, password: string | null): Promise<Device> {
+    if (password === null) {
+      // One statement, so a concurrent change of auth method cannot slip between check and write.
+      const row = this.run((db) =>
+        db
+          .prepare<unknown[], DeviceRow>(
+            `UPDATE devices SET password_hash = NULL, updated_at = ?
+             WHERE device_id = ? AND auth_method <> 'password' RETURNING *`,
+          )
+          .get(new Date().toISOString(), deviceId),
+      )
+      if (row) return toDevice(row)
+      if (await this.get(deviceId)) {
+        throw new GatewayError('E_BAD_REQUEST', `device "${deviceId}" authenticates by password; its password cannot be removed`)
+      }
+      throw notFound(deviceId)
+    }
+    const hash = await hashPassword(validatePassword(password))
+    return this.update(deviceId, 'password_hash = ?', [hash])
+  }
+
+  async recordConnection(deviceId: string, state: ConnectionState, at: Date): Promise<number | null> {
+    const iso = at.toISOString()
+    // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
+    const row = this.run((db) =>
+      db
+        .prepare<unknown[], { connection_seq: number }>(
+          `UPDATE devices SET connection_state = ?, connection_state_updated_at = ?,
+             connection_seq = connection_seq + 1,
+             last_activity_at = CASE WHEN ? = 'connected' THEN ? ELSE last_activity_at END
+           WHERE device_id = ? RETURNING connection_seq`,
+        )
+        .get(state, iso, state, iso, deviceId),
+    )
+    return row ? row.connection_seq : null
+  }
+
+  async resetConnections(at: Date): Promise<string[]> {
+    const rows = this.run((db) =>
+      db
+        .prepare<unknown[], { device_id: string }>(
+          `UPDATE devices SET connection_state = 'disconnected', connection_state_updated_at = ?,
+             connection_seq = connection_seq + 1
+           WHERE connection_state = 'connected' RETURNING device_id`,
+        )
+        .all(at.toISOString()),
+    )
+    return rows.map((r) => r.device_id).sort()
+  }
+
+  /** Unknown devices are ignored: touch runs on the telemetry path, after a racing removal too. */
+  async touch(deviceId: string, at: Date): Promise<void> {
+    this.run((db) =>
+      db.prepare('UPDATE devices SET last_activity_at = ? WHERE device_id = ?').run(at.toISOString(), deviceId),
+    )
+  }
+
+  /** Apply `assignments` (plus updated_at) to one device; E_DEVICE_NOT_FOUND when it is absent. */
+  private update(deviceId: string, assignments: string, values: unknown[]): Device {
+    const row = this.run((db) =>
+      db
+        .prepare<unknown[], DeviceRow>(`UPDATE devices SET ${assignments}, updated_at = ? WHERE device_id = ? RETURNING *`)
+        .get(...values, new Date().toISOString(), deviceId),
+    )
+    if (!row) throw notFound(deviceId)
+    return toDevice(row)
+  }
+
+  /** Run against the open database, mapping SQLite's lock and I/O failures to catalogue codes. */
+  private run<T>(fn: (db: Database) => T): T {
+    const db = this.db
+    if (!db) throw new GatewayError('E_REGISTRY_UNAVAILABLE', 'the device registry is not started')
+    return this.guard(() => fn(db))
+  }
+
+  private guard<T>(fn: () => T): T {
+    try {
+      return fn()
+    } catch (err) {
+      if (err instanceof GatewayError) throw err
+      const code = sqliteCode(err)
+      // Only failures of the file itself become E_REGISTRY_UNAVAILABLE (a 503 the caller may
+      // retry); anything else is a bug and stays an internal error.
+      if (code === undefined || !UNAVAILABLE.test(code)) throw err
+      throw new GatewayError('E_REGISTRY_UNAVAILABLE', `device registry ${this.file}: ${(err as Error).message}`, {
+        file: this.file,
+        sqliteCode: code,
+      }, { cause: err })
+    }
+  }
+}
+
+function toDevice(row: DeviceRow): Device {
+  return {
+    deviceId: row.device_id,
+    status: row.status,
+    authMethod: row.auth_method,
+    primaryKey: row.primary_key,
+    secondaryKey: row.secondary_key,
+    passwordHash: row.password_hash,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    lastActivityAt: row.last_activity_at,
+    connectionState: row.connection_state,
+    connectionStateUpdatedAt: row.connection_state_updated_at,
+    connectionSeq: row.connection_seq,
+  }
+}
+
+function notFound(deviceId: string): GatewayError {
+  return new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
+}
+
+/** better-sqlite3 throws SqliteError with a string `code` such as SQLITE_BUSY. */
+function sqliteCode(err: unknown): string | undefined {
+  if (err instanceof BetterSqlite3.SqliteError) return err.code
+  return undefined
+}

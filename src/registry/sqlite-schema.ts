@@ -1,0 +1,56 @@
+import type { Database } from 'better-sqlite3'
+import { GatewayError } from '../errors/catalogue.js'
+
+/**
+ * The registry's SQLite schema as an ordered list of migrations. `PRAGMA user_version` holds the
+ * number of migrations applied; a new feature (device twins, modules) appends a migration and never
+ * edits an old one, so a registry file written by any earlier build upgrades in place.
+ */
+const MIGRATIONS: readonly string[] = [
+  // v1: device identities, credentials, status and connection state.
+  // STRICT tables reject values of the wrong type; the CHECKs keep the enums honest even when
+  // another tool writes the file. device_id uses the default BINARY collation, so list order is
+  // plain byte order (ids are ASCII), which is what a PostgreSQL backend gets with COLLATE "C".
+  `CREATE TABLE devices (
+     device_id TEXT PRIMARY KEY NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('enabled', 'disabled')),
+     auth_method TEXT NOT NULL CHECK (auth_method IN ('sas', 'password')),
+     primary_key TEXT NOT NULL,
+     secondary_key TEXT NOT NULL,
+     password_hash TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     last_activity_at TEXT,
+     connection_state TEXT NOT NULL DEFAULT 'disconnected'
+       CHECK (connection_state IN ('connected', 'disconnected')),
+     connection_state_updated_at TEXT,
+     connection_seq INTEGER NOT NULL DEFAULT 0
+   ) STRICT;
+   CREATE INDEX devices_connected ON devices (connection_state) WHERE connection_state = 'connected';`,
+]
+
+export const REGISTRY_SCHEMA_VERSION = MIGRATIONS.length
+
+/**
+ * Bring the file up to REGISTRY_SCHEMA_VERSION. Runs under BEGIN IMMEDIATE and re-reads the version
+ * inside the transaction, so a gateway and a CLI process opening a fresh file at the same moment
+ * cannot both apply a migration (the second waits on busy_timeout, then sees it done).
+ */
+export function migrate(db: Database, file: string): void {
+  const apply = db.transaction(() => {
+    const current = db.pragma('user_version', { simple: true }) as number
+    if (current > MIGRATIONS.length) {
+      throw new GatewayError(
+        'E_REGISTRY_UNAVAILABLE',
+        `registry ${file} has schema version ${current}, newer than this build knows (${MIGRATIONS.length}); upgrade streamgate`,
+        { file, schemaVersion: current },
+      )
+    }
+    for (let version = current; version < MIGRATIONS.length; version++) {
+      db.exec(MIGRATIONS[version]!)
+    }
+    // PRAGMA does not take bound parameters; the value is our own integer.
+    if (current !== MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`)
+  })
+  apply.immediate()
+}

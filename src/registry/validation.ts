@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto'
+import { GatewayError } from '../errors/catalogue.js'
+import { DEVICE_ID_PATTERN, type AuthMethod, type DeviceStatus } from './types.js'
+
+/**
+ * Input rules every DeviceRegistry backend applies the same way (the contract suite checks them),
+ * kept apart from SQLite so the PostgreSQL backend reuses them unchanged.
+ */
+
+export const DEFAULT_LIST_LIMIT = 100
+export const MAX_LIST_LIMIT = 1000
+/** Bytes of a generated key: 32, as IoT Hub generates. */
+const GENERATED_KEY_BYTES = 32
+const MIN_KEY_BYTES = 16
+const MAX_KEY_BYTES = 64
+/** A password is hashed with scrypt; a bound keeps a hostile request from making that costly. */
+export const MAX_PASSWORD_LENGTH = 1024
+/** Canonical base64 with padding, as IoT Hub keys are written. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
+
+export interface ListOptions {
+  limit?: number
+  /** Exclusive cursor: only devices whose id sorts after this one. */
+  after?: string
+}
+
+export function isValidDeviceId(deviceId: unknown): deviceId is string {
+  return typeof deviceId === 'string' && DEVICE_ID_PATTERN.test(deviceId)
+}
+
+export function assertDeviceId(deviceId: unknown): asserts deviceId is string {
+  if (!isValidDeviceId(deviceId)) {
+    throw new GatewayError(
+      'E_DEVICE_ID_INVALID',
+      `device id ${JSON.stringify(deviceId)} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '`,
+    )
+  }
+}
+
+export function generateKey(): string {
+  return randomBytes(GENERATED_KEY_BYTES).toString('base64')
+}
+
+/** A caller-chosen key must be base64 of 16..64 bytes (the HMAC key of SAS tokens). */
+export function validateKey(key: unknown, field: string): string {
+  if (typeof key === 'string' && BASE64.test(key)) {
+    const bytes = Buffer.from(key, 'base64').length
+    if (bytes >= MIN_KEY_BYTES && bytes <= MAX_KEY_BYTES) return key
+  }
+  throw new GatewayError('E_BAD_REQUEST', `${field} must be base64 of ${MIN_KEY_BYTES} to ${MAX_KEY_BYTES} bytes`)
+}
+
+export function validatePassword(password: unknown): string {
+  if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH) {
+    throw new GatewayError('E_BAD_REQUEST', `password must be 1 to ${MAX_PASSWORD_LENGTH} characters`)
+  }
+  return password
+}
+
+export function validateStatus(status: unknown): DeviceStatus {
+  if (status === 'enabled' || status === 'disabled') return status
+  throw new GatewayError('E_BAD_REQUEST', `status must be "enabled" or "disabled", got ${JSON.stringify(status)}`)
+}
+
+export function validateAuthMethod(method: unknown): AuthMethod {
+  if (method === 'sas' || method === 'password') return method
+  throw new GatewayError('E_BAD_REQUEST', `authMethod must be "sas" or "password", got ${JSON.stringify(method)}`)
+}
+
+export function resolveListOptions(options: ListOptions | undefined): { limit: number; after: string | undefined } {
+  const limit = options?.limit ?? DEFAULT_LIST_LIMIT
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+    throw new GatewayError('E_BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LIST_LIMIT}`)
+  }
+  return { limit, after: options?.after }
+}

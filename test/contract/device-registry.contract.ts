@@ -1,0 +1,279 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { verifyPassword } from '../../src/auth/password.js'
+import type { ErrorCode } from '../../src/errors/catalogue.js'
+import type { DeviceRegistry } from '../../src/registry/types.js'
+
+/**
+ * The one contract every DeviceRegistry backend passes unchanged (SQLite now, PostgreSQL later),
+ * in the manner of aedes-persistence's abstract suite. The factory returns an empty registry (it
+ * may or may not be started: start() must be safe to call twice) and a cleanup that stops it and
+ * removes whatever it created.
+ */
+export type RegistryFactory = () => Promise<{ registry: DeviceRegistry; cleanup(): Promise<void> }>
+
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
+const ALL_PUNCTUATION = "-.%_*?!(),:=@$'"
+
+async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await expect(promise).rejects.toMatchObject({ name: 'GatewayError', code })
+}
+
+function keyBytes(key: string): number {
+  return Buffer.from(key, 'base64').length
+}
+
+export function deviceRegistryContract(name: string, factory: RegistryFactory): void {
+  describe(`DeviceRegistry contract: ${name}`, () => {
+    let registry: DeviceRegistry
+    let cleanup: () => Promise<void>
+
+    beforeEach(async () => {
+      const made = await factory()
+      registry = made.registry
+      cleanup = made.cleanup
+      await registry.start()
+      await registry.start()
+    })
+
+    afterEach(async () => {
+      await cleanup()
+    })
+
+    describe('create and get', () => {
+      it('creates an enabled SAS device with two distinct generated 32-byte keys', async () => {
+        const before = Date.now()
+        const device = await registry.create({ deviceId: 'dev1' })
+        expect(device).toMatchObject({
+          deviceId: 'dev1',
+          status: 'enabled',
+          authMethod: 'sas',
+          passwordHash: null,
+          lastActivityAt: null,
+          connectionState: 'disconnected',
+          connectionStateUpdatedAt: null,
+          connectionSeq: 0,
+        })
+        expect(keyBytes(device.primaryKey)).toBe(32)
+        expect(keyBytes(device.secondaryKey)).toBe(32)
+        expect(device.primaryKey).not.toBe(device.secondaryKey)
+        expect(device.createdAt).toMatch(ISO)
+        expect(device.updatedAt).toBe(device.createdAt)
+        expect(Date.parse(device.createdAt)).toBeGreaterThanOrEqual(before - 1)
+        expect(await registry.get('dev1')).toEqual(device)
+      })
+
+      it('returns null for an unknown or impossible id', async () => {
+        expect(await registry.get('nope')).toBeNull()
+        expect(await registry.get('not valid/id')).toBeNull()
+      })
+
+      it('keeps caller-provided keys and status', async () => {
+        const primaryKey = Buffer.alloc(16, 1).toString('base64')
+        const secondaryKey = Buffer.alloc(64, 2).toString('base64')
+        const device = await registry.create({ deviceId: 'k', primaryKey, secondaryKey, status: 'disabled' })
+        expect(device).toMatchObject({ primaryKey, secondaryKey, status: 'disabled' })
+        expect(await registry.get('k')).toMatchObject({ primaryKey, secondaryKey, status: 'disabled' })
+      })
+
+      it.each([
+        ['not base64', 'not base64 at all!'],
+        ['15 bytes', Buffer.alloc(15, 1).toString('base64')],
+        ['65 bytes', Buffer.alloc(65, 1).toString('base64')],
+        ['unpadded', Buffer.alloc(16, 1).toString('base64').replace(/=+$/, '')],
+        ['empty', ''],
+      ])('rejects a provided key that is %s with E_BAD_REQUEST', async (_label, key) => {
+        await expectCode(registry.create({ deviceId: 'k1', primaryKey: key }), 'E_BAD_REQUEST')
+        await expectCode(registry.create({ deviceId: 'k2', secondaryKey: key }), 'E_BAD_REQUEST')
+        expect(await registry.get('k1')).toBeNull()
+        expect(await registry.get('k2')).toBeNull()
+      })
+
+      it('rejects a duplicate id with E_DEVICE_EXISTS and keeps the first device', async () => {
+        const first = await registry.create({ deviceId: 'dup' })
+        await expectCode(registry.create({ deviceId: 'dup' }), 'E_DEVICE_EXISTS')
+        expect(await registry.get('dup')).toEqual(first)
+      })
+    })
+
+    describe('device id rules', () => {
+      const valid = [
+        ['one character', 'a'],
+        ['128 characters', 'x'.repeat(128)],
+        ['every allowed punctuation mark', ALL_PUNCTUATION],
+        ['letters, digits and punctuation', `Dev-01${ALL_PUNCTUATION}Z9`],
+      ]
+      it.each(valid)('accepts %s', async (_label, id) => {
+        const device = await registry.create({ deviceId: id! })
+        expect(device.deviceId).toBe(id)
+        expect((await registry.get(id!))?.deviceId).toBe(id)
+      })
+
+      const invalid = [
+        ['empty', ''],
+        ['129 characters', 'x'.repeat(129)],
+        ['a space', 'a b'],
+        ['a slash', 'a/b'],
+        ['a hash', 'a#b'],
+        ['a plus', 'a+b'],
+        ['non-ASCII', 'dé'],
+        ['a newline', 'a\nb'],
+      ]
+      it.each(invalid)('rejects %s with E_DEVICE_ID_INVALID', async (_label, id) => {
+        await expectCode(registry.create({ deviceId: id! }), 'E_DEVICE_ID_INVALID')
+        expect(await registry.list()).toEqual([])
+      })
+    })
+
+    describe('list and remove', () => {
+      it('lists in id order and pages with after and limit', async () => {
+        for (const id of ['c', 'a', 'B', 'b', 'a-1']) await registry.create({ deviceId: id })
+        const all = (await registry.list()).map((d) => d.deviceId)
+        // Byte order of the ASCII ids: uppercase before lowercase, '-' before letters.
+        expect(all).toEqual(['B', 'a', 'a-1', 'b', 'c'])
+        const page1 = await registry.list({ limit: 2 })
+        expect(page1.map((d) => d.deviceId)).toEqual(['B', 'a'])
+        const page2 = await registry.list({ limit: 2, after: page1[1]!.deviceId })
+        expect(page2.map((d) => d.deviceId)).toEqual(['a-1', 'b'])
+        const page3 = await registry.list({ limit: 2, after: 'b' })
+        expect(page3.map((d) => d.deviceId)).toEqual(['c'])
+        expect(await registry.list({ after: 'c' })).toEqual([])
+        // The cursor need not be an existing id.
+        expect((await registry.list({ after: 'a0' })).map((d) => d.deviceId)).toEqual(['b', 'c'])
+      })
+
+      it('rejects a limit outside 1..1000 with E_BAD_REQUEST', async () => {
+        await expectCode(registry.list({ limit: 0 }), 'E_BAD_REQUEST')
+        await expectCode(registry.list({ limit: 1001 }), 'E_BAD_REQUEST')
+        await expectCode(registry.list({ limit: 1.5 }), 'E_BAD_REQUEST')
+      })
+
+      it('removes a device; removing it again is E_DEVICE_NOT_FOUND', async () => {
+        await registry.create({ deviceId: 'gone' })
+        await registry.create({ deviceId: 'stays' })
+        await registry.remove('gone')
+        expect(await registry.get('gone')).toBeNull()
+        expect((await registry.list()).map((d) => d.deviceId)).toEqual(['stays'])
+        await expectCode(registry.remove('gone'), 'E_DEVICE_NOT_FOUND')
+      })
+    })
+
+    describe('status, keys and passwords', () => {
+      it('disables and enables a device', async () => {
+        const created = await registry.create({ deviceId: 's' })
+        const disabled = await registry.setStatus('s', 'disabled')
+        expect(disabled.status).toBe('disabled')
+        expect(disabled.updatedAt >= created.updatedAt).toBe(true)
+        expect((await registry.get('s'))?.status).toBe('disabled')
+        expect((await registry.setStatus('s', 'enabled')).status).toBe('enabled')
+        expect((await registry.get('s'))?.status).toBe('enabled')
+        await expectCode(registry.setStatus('unknown', 'disabled'), 'E_DEVICE_NOT_FOUND')
+      })
+
+      it.each([
+        ['primary', true, false],
+        ['secondary', false, true],
+        ['both', true, true],
+      ] as const)('rotates the %s key', async (which, primaryChanges, secondaryChanges) => {
+        const before = await registry.create({ deviceId: 'r' })
+        const after = await registry.rotateKey('r', which)
+        expect(after.primaryKey !== before.primaryKey).toBe(primaryChanges)
+        expect(after.secondaryKey !== before.secondaryKey).toBe(secondaryChanges)
+        expect(keyBytes(after.primaryKey)).toBe(32)
+        expect(keyBytes(after.secondaryKey)).toBe(32)
+        expect(await registry.get('r')).toEqual(after)
+      })
+
+      it('rotating the key of an unknown device is E_DEVICE_NOT_FOUND', async () => {
+        await expectCode(registry.rotateKey('unknown', 'primary'), 'E_DEVICE_NOT_FOUND')
+      })
+
+      it('sets, replaces and clears the password of a SAS device, storing only a hash', async () => {
+        await registry.create({ deviceId: 'p' })
+        const withPassword = await registry.setPassword('p', 'first secret')
+        expect(withPassword.passwordHash).not.toBeNull()
+        expect(withPassword.passwordHash).not.toContain('first secret')
+        expect(await verifyPassword('first secret', withPassword.passwordHash!)).toBe(true)
+        const replaced = await registry.setPassword('p', 'second secret')
+        expect(await verifyPassword('first secret', replaced.passwordHash!)).toBe(false)
+        expect(await verifyPassword('second secret', replaced.passwordHash!)).toBe(true)
+        expect((await registry.setPassword('p', null)).passwordHash).toBeNull()
+        expect((await registry.get('p'))?.passwordHash).toBeNull()
+        await expectCode(registry.setPassword('p', ''), 'E_BAD_REQUEST')
+        await expectCode(registry.setPassword('unknown', 'x'), 'E_DEVICE_NOT_FOUND')
+        await expectCode(registry.setPassword('unknown', null), 'E_DEVICE_NOT_FOUND')
+      })
+
+      it('creates a password device only with a password, which cannot then be removed', async () => {
+        await expectCode(registry.create({ deviceId: 'pw', authMethod: 'password' }), 'E_BAD_REQUEST')
+        expect(await registry.get('pw')).toBeNull()
+        const device = await registry.create({ deviceId: 'pw', authMethod: 'password', password: 'hunter2!' })
+        expect(device.authMethod).toBe('password')
+        expect(await verifyPassword('hunter2!', device.passwordHash!)).toBe(true)
+        expect(keyBytes(device.primaryKey)).toBe(32)
+        await expectCode(registry.setPassword('pw', null), 'E_BAD_REQUEST')
+        expect((await registry.get('pw'))?.passwordHash).toBe(device.passwordHash)
+      })
+    })
+
+    describe('connection state and activity', () => {
+      it('numbers every connect and disconnect and records the state', async () => {
+        await registry.create({ deviceId: 'c' })
+        const t1 = new Date('2030-01-01T00:00:01.000Z')
+        const t2 = new Date('2030-01-01T00:00:02.000Z')
+        expect(await registry.recordConnection('c', 'connected', t1)).toBe(1)
+        expect(await registry.get('c')).toMatchObject({
+          connectionState: 'connected',
+          connectionStateUpdatedAt: t1.toISOString(),
+          connectionSeq: 1,
+          // Connecting is activity (IoT Hub's lastActivityTime); disconnecting is not.
+          lastActivityAt: t1.toISOString(),
+        })
+        expect(await registry.recordConnection('c', 'disconnected', t2)).toBe(2)
+        expect(await registry.get('c')).toMatchObject({
+          connectionState: 'disconnected',
+          connectionStateUpdatedAt: t2.toISOString(),
+          connectionSeq: 2,
+          lastActivityAt: t1.toISOString(),
+        })
+        expect(await registry.recordConnection('c', 'connected', t2)).toBe(3)
+        expect(await registry.recordConnection('unknown', 'connected', t1)).toBeNull()
+      })
+
+      it('resets every connected device to disconnected and reports which', async () => {
+        for (const id of ['z', 'y', 'x']) await registry.create({ deviceId: id })
+        const t0 = new Date('2030-01-01T00:00:00.000Z')
+        await registry.recordConnection('z', 'connected', t0)
+        await registry.recordConnection('x', 'connected', t0)
+        await registry.recordConnection('y', 'connected', t0)
+        await registry.recordConnection('y', 'disconnected', t0)
+        const at = new Date('2030-01-02T00:00:00.000Z')
+        expect(await registry.resetConnections(at)).toEqual(['x', 'z'])
+        for (const id of ['x', 'z']) {
+          expect(await registry.get(id)).toMatchObject({
+            connectionState: 'disconnected',
+            connectionStateUpdatedAt: at.toISOString(),
+            connectionSeq: 2,
+          })
+        }
+        expect(await registry.get('y')).toMatchObject({ connectionSeq: 2, connectionStateUpdatedAt: t0.toISOString() })
+        expect(await registry.resetConnections(at)).toEqual([])
+      })
+
+      it('touch updates lastActivityAt and ignores unknown devices', async () => {
+        await registry.create({ deviceId: 't' })
+        const at = new Date('2030-03-04T05:06:07.089Z')
+        await registry.touch('t', at)
+        expect((await registry.get('t'))?.lastActivityAt).toBe(at.toISOString())
+        const later = new Date('2030-03-04T05:06:08.000Z')
+        await registry.touch('t', later)
+        expect((await registry.get('t'))?.lastActivityAt).toBe(later.toISOString())
+        await expect(registry.touch('unknown', at)).resolves.toBeUndefined()
+      })
+    })
+
+    it('stop is safe to call twice', async () => {
+      await registry.stop()
+      await registry.stop()
+    })
+  })
+}

@@ -1,0 +1,99 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import BetterSqlite3 from 'better-sqlite3'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
+import { REGISTRY_SCHEMA_VERSION } from '../../src/registry/sqlite-schema.js'
+import { deviceRegistryContract } from './device-registry.contract.js'
+
+deviceRegistryContract('SqliteDeviceRegistry', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'streamgate-registry-'))
+  const registry = new SqliteDeviceRegistry({ file: join(dir, 'registry.db') })
+  return {
+    registry,
+    async cleanup() {
+      await registry.stop()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+})
+
+describe('SqliteDeviceRegistry on a file', () => {
+  let dir: string
+  let file: string
+  const opened: SqliteDeviceRegistry[] = []
+
+  async function open(): Promise<SqliteDeviceRegistry> {
+    const registry = new SqliteDeviceRegistry({ file })
+    opened.push(registry)
+    await registry.start()
+    return registry
+  }
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'streamgate-registry-'))
+    // A nested path: start() creates the data dir the way a first `streamgate devices add` needs.
+    file = join(dir, 'data', 'registry.db')
+  })
+
+  afterEach(async () => {
+    for (const registry of opened.splice(0)) await registry.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('keeps its data across close and reopen', async () => {
+    const first = await open()
+    const created = await first.create({ deviceId: 'persist', authMethod: 'password', password: 'pw-123' })
+    await first.recordConnection('persist', 'connected', new Date('2030-01-01T00:00:00.000Z'))
+    await first.stop()
+    const second = await open()
+    expect(await second.get('persist')).toEqual({
+      ...created,
+      connectionState: 'connected',
+      connectionStateUpdatedAt: '2030-01-01T00:00:00.000Z',
+      lastActivityAt: '2030-01-01T00:00:00.000Z',
+      connectionSeq: 1,
+    })
+  })
+
+  it('lets two instances on one file see each other’s writes at once (no stale cache)', async () => {
+    const gateway = await open()
+    const cli = await open()
+    await cli.create({ deviceId: 'shared' })
+    expect((await gateway.get('shared'))?.status).toBe('enabled')
+    await gateway.setStatus('shared', 'disabled')
+    expect((await cli.get('shared'))?.status).toBe('disabled')
+    const rotated = await cli.rotateKey('shared', 'primary')
+    expect((await gateway.get('shared'))?.primaryKey).toBe(rotated.primaryKey)
+    expect(await gateway.recordConnection('shared', 'connected', new Date())).toBe(1)
+    expect(await cli.recordConnection('shared', 'disconnected', new Date())).toBe(2)
+    await cli.remove('shared')
+    expect(await gateway.get('shared')).toBeNull()
+  })
+
+  it('writes the file in WAL mode with the current schema version', async () => {
+    const registry = await open()
+    await registry.stop()
+    const db = new BetterSqlite3(file, { readonly: true })
+    try {
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal')
+      expect(db.pragma('user_version', { simple: true })).toBe(REGISTRY_SCHEMA_VERSION)
+    } finally {
+      db.close()
+    }
+  })
+
+  it('refuses a file written by a newer schema with E_REGISTRY_UNAVAILABLE', async () => {
+    await (await open()).stop()
+    const db = new BetterSqlite3(file)
+    db.pragma(`user_version = ${REGISTRY_SCHEMA_VERSION + 1}`)
+    db.close()
+    await expect(new SqliteDeviceRegistry({ file }).start()).rejects.toMatchObject({ code: 'E_REGISTRY_UNAVAILABLE' })
+  })
+
+  it('answers E_REGISTRY_UNAVAILABLE when used before start', async () => {
+    const registry = new SqliteDeviceRegistry({ file })
+    await expect(registry.get('x')).rejects.toMatchObject({ code: 'E_REGISTRY_UNAVAILABLE' })
+  })
+})
