@@ -33,6 +33,8 @@ export const ERROR_CODES = {
   E_TOPIC_FORBIDDEN: { http: 403, connack: 5, summary: 'A device published or subscribed outside its own IoT Hub topics; the connection is closed.' },
   E_QOS_UNSUPPORTED: { http: 400, connack: 5, summary: 'QoS 2 is not supported (as in IoT Hub); the connection is closed.' },
   E_PAYLOAD_TOO_LARGE: { http: 413, connack: 5, summary: 'A payload exceeds the configured maximum; the connection is closed.' },
+  E_PROTOCOL_ERROR: { http: 400, connack: 3, summary: 'A malformed or unexpected MQTT packet; the connection is closed.' },
+  E_CONNECTION_LIMIT: { http: 503, connack: 3, summary: 'The gateway holds its configured maximum of connections (limits.maxConnections).' },
   E_PROPERTY_BAG_INVALID: { http: 400, connack: 5, summary: 'A topic property bag is not valid percent-encoding.' },
 
   E_STREAM_UNAVAILABLE: { http: 503, connack: 3, summary: 'The event stream cannot take records right now; nothing is acknowledged.' },

@@ -1,0 +1,207 @@
+import { mkdirSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import type { GatewayConfig } from '../config/schema.js'
+import { topicNames } from '../config/load.js'
+import { createLogger, type Logger } from '../observability/logger.js'
+import { GatewayMetrics } from '../observability/metrics.js'
+import type { DeviceRegistry } from '../registry/types.js'
+import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
+import type { EventStream, TopicSpec } from '../stream/types.js'
+import { SqliteEventStream } from '../stream/embedded/sqlite-event-stream.js'
+import { Authenticator } from '../auth/authenticator.js'
+import { FailureLimiter } from '../auth/rate-limit.js'
+import { GatewayBroker } from '../broker/gateway-broker.js'
+import { attachWebSocket, listenTcp, type Listener } from '../broker/listeners.js'
+import { IotHubSubscriptionPolicy } from '../protocol/subscription-policy.js'
+import { BatchingAppender } from '../ingest/batcher.js'
+import { InFlightGate } from '../ingest/in-flight-gate.js'
+import { TelemetryIngest } from '../ingest/telemetry-ingest.js'
+import { DeviceEventWriter } from '../ingest/device-events.js'
+import { createApiServer } from '../api/server.js'
+import { resolveAdminToken } from '../api/admin-token.js'
+import { removeRuntimeFile, writeRuntimeFile } from './runtime-file.js'
+
+export interface GatewayOptions {
+  config: GatewayConfig
+  logger?: Logger
+  /** Write <dataDir>/gateway.json so the CLI finds the running gateway (default true). */
+  writeRuntimeFile?: boolean
+}
+
+export interface GatewayAddresses {
+  mqtt: { host: string; port: number }
+  http: { host: string; port: number }
+}
+
+/**
+ * The composition root: the one place where backends are chosen and wired. start() brings the
+ * parts up in dependency order; stop() takes them down in reverse (stop listeners, drain ingest,
+ * flush the stream, close the stores). Both are safe to call twice.
+ */
+export class Gateway {
+  readonly config: GatewayConfig
+  readonly logger: Logger
+  readonly metrics = new GatewayMetrics()
+  readonly dataDir: string
+  registry!: DeviceRegistry
+  stream!: EventStream
+  broker!: GatewayBroker
+  adminToken!: { token: string; source: 'config' | 'file' | 'generated' }
+  private api!: FastifyInstance
+  private ingest!: TelemetryIngest
+  private appender!: BatchingAppender
+  private events!: DeviceEventWriter
+  private tcp: Listener | null = null
+  private ws: { close(): Promise<void> } | null = null
+  private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
+  private startPromise: Promise<GatewayAddresses> | null = null
+  private stopPromise: Promise<void> | null = null
+
+  constructor(private readonly options: GatewayOptions) {
+    this.config = options.config
+    this.logger = options.logger ?? createLogger(this.config.log.level)
+    this.dataDir = resolve(this.config.dataDir)
+  }
+
+  start(): Promise<GatewayAddresses> {
+    this.startPromise ??= this.doStart()
+    return this.startPromise
+  }
+
+  stop(): Promise<void> {
+    this.stopPromise ??= this.doStop()
+    return this.stopPromise
+  }
+
+  get addresses(): GatewayAddresses {
+    const http = this.api.server.address()
+    const httpPort = typeof http === 'object' && http ? http.port : this.config.http.port
+    const mqttPort = this.tcp?.address().port ?? this.config.mqtt.port
+    return { mqtt: { host: this.config.mqtt.host, port: mqttPort }, http: { host: this.config.http.host, port: httpPort } }
+  }
+
+  get topics(): ReturnType<typeof topicNames> {
+    return topicNames(this.config)
+  }
+
+  private async doStart(): Promise<GatewayAddresses> {
+    this.state = 'starting'
+    const { config } = this
+    mkdirSync(this.dataDir, { recursive: true })
+    this.adminToken = resolveAdminToken(config)
+
+    this.registry = new SqliteDeviceRegistry({ file: join(this.dataDir, 'registry.db') })
+    await this.registry.start()
+    this.stream = SqliteEventStream.fromConfig(config.stream.embedded, this.dataDir, config.stream.partitions)
+    await this.stream.start(this.topicSpecs())
+
+    const topics = this.topics
+    this.events = new DeviceEventWriter(this.stream, topics.deviceEvents, this.registry, this.metrics, this.logger)
+    await this.closeStaleConnections()
+
+    this.appender = new BatchingAppender(this.stream, topics.telemetry, config.stream.embedded.maxBatchRecords)
+    const gate = new InFlightGate(config.limits.maxInFlightRecords, config.limits.maxInFlightBytes, this.metrics)
+    this.ingest = new TelemetryIngest({ appender: this.appender, gate, metrics: this.metrics, logger: this.logger, maxPayloadBytes: config.limits.maxPayloadBytes })
+    this.broker = await GatewayBroker.create({
+      authenticator: this.createAuthenticator(),
+      publishHandler: this.ingest,
+      subscriptionPolicy: new IotHubSubscriptionPolicy(),
+      observer: this.events,
+      metrics: this.metrics,
+      logger: this.logger,
+      maxConnections: config.limits.maxConnections,
+      maxPayloadBytes: config.limits.maxPayloadBytes,
+      connectTimeoutMs: config.mqtt.connectTimeoutSeconds * 1000,
+    })
+
+    this.api = await createApiServer({
+      registry: this.registry,
+      metrics: this.metrics,
+      logger: this.logger,
+      adminToken: this.adminToken.token,
+      hostname: config.hostname,
+      readiness: () => this.readiness(),
+      onDeviceChanged: (deviceId) => {
+        this.broker.kick(deviceId)
+      },
+    })
+    this.ws = attachWebSocket(this.broker, this.api.server, config.limits.maxPayloadBytes + 70 * 1024)
+    await this.api.listen({ host: config.http.host, port: config.http.port })
+    this.tcp = await listenTcp(this.broker, config.mqtt.host, config.mqtt.port)
+
+    const addresses = this.addresses
+    if (this.options.writeRuntimeFile !== false) {
+      writeRuntimeFile(this.dataDir, {
+        pid: process.pid,
+        httpUrl: `http://${urlHost(addresses.http.host)}:${addresses.http.port}`,
+        mqttUrl: `mqtt://${urlHost(addresses.mqtt.host)}:${addresses.mqtt.port}`,
+        startedAt: new Date().toISOString(),
+      })
+    }
+    this.state = 'started'
+    return addresses
+  }
+
+  private async doStop(): Promise<void> {
+    if (this.startPromise) await this.startPromise.catch(() => undefined)
+    this.state = 'stopping'
+    // 1. stop taking new connections and close the device connections
+    const tcpClosed = this.tcp?.close()
+    await this.ws?.close()
+    this.ingest?.stop()
+    await this.broker?.close()
+    await tcpClosed
+    await this.api?.close()
+    // 2. drain what is still on its way into the stream
+    await this.appender?.drain()
+    await this.events?.drain()
+    // 3. close the stores
+    await this.stream?.stop()
+    await this.registry?.stop()
+    if (this.options.writeRuntimeFile !== false) removeRuntimeFile(this.dataDir)
+    this.state = 'stopped'
+  }
+
+  private topicSpecs(): TopicSpec[] {
+    const partitions = this.config.stream.partitions
+    return Object.values(this.topics).map((name) => ({ name, partitions }))
+  }
+
+  private createAuthenticator(): Authenticator {
+    const a = this.config.auth
+    const windowMs = a.failureWindowSeconds * 1000
+    return new Authenticator({
+      registry: this.registry,
+      hostname: this.config.hostname,
+      clockSkewSeconds: a.clockSkewSeconds,
+      limiters: {
+        address: new FailureLimiter({ maxFailures: a.maxFailuresPerAddress, windowMs }),
+        device: new FailureLimiter({ maxFailures: a.maxFailuresPerDevice, windowMs }),
+      },
+    })
+  }
+
+  /** Devices marked connected by a gateway that died get their `disconnected` event now. */
+  private async closeStaleConnections(): Promise<void> {
+    const at = new Date()
+    const ids = await this.registry.resetConnections(at)
+    for (const deviceId of ids) {
+      await this.events.emit({ type: 'disconnected', deviceId, reason: 'gateway-restart', time: at.toISOString() })
+    }
+  }
+
+  private readiness(): { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> } {
+    const stream = this.stream?.health() ?? { ready: false, detail: 'not started' }
+    const checks: Record<string, { ok: boolean; detail?: string }> = {
+      stream: { ok: stream.ready, ...(stream.detail ? { detail: stream.detail } : {}) },
+      broker: { ok: this.state === 'started', detail: this.state },
+    }
+    return { ready: Object.values(checks).every((c) => c.ok), checks }
+  }
+}
+
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::') return '127.0.0.1'
+  return host.includes(':') ? `[${host}]` : host
+}

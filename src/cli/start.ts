@@ -1,0 +1,63 @@
+import { parseArgs } from 'node:util'
+import { Gateway, type GatewayAddresses } from '../app/gateway.js'
+import type { GatewayConfig } from '../config/schema.js'
+import { COMMON_OPTIONS, configFromFlags } from './common.js'
+
+const USAGE = `usage: streamgate start [--config FILE] [--data-dir DIR] [--hostname H] [--mqtt-port N]
+                        [--http-port N] [--admin-token T] [--log-level L] [--set key=value ...]
+
+Starts the gateway: MQTT on TCP, MQTT over WebSocket and the HTTP API on the HTTP port,
+the embedded stream and registry in the data directory. Stops cleanly on SIGINT/SIGTERM.`
+
+export async function startCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: COMMON_OPTIONS, allowPositionals: false, strict: true })
+  if (values.help) {
+    process.stdout.write(USAGE + '\n')
+    return 0
+  }
+  const config = configFromFlags(values)
+  const gateway = new Gateway({ config })
+  const addresses = await gateway.start()
+  process.stdout.write(banner(config, addresses, gateway))
+
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: NodeJS.Signals): void => {
+      gateway.logger.info({ signal }, 'stopping')
+      gateway.stop().then(resolve, (err: unknown) => {
+        gateway.logger.error({ err }, 'error while stopping')
+        resolve()
+      })
+    }
+    process.once('SIGINT', shutdown)
+    process.once('SIGTERM', shutdown)
+  })
+  gateway.logger.flush()
+  return 0
+}
+
+function banner(config: GatewayConfig, a: GatewayAddresses, gateway: Gateway): string {
+  const http = `http://${a.http.host}:${a.http.port}`
+  const lines = [
+    'streamgate is running',
+    `  MQTT (TCP)          mqtt://${a.mqtt.host}:${a.mqtt.port}`,
+    `  MQTT over WebSocket ws://${a.http.host}:${a.http.port}/mqtt  and  /$iothub/websocket`,
+    `  HTTP API            ${http}/api   (health ${http}/healthz, metrics ${http}/metrics)`,
+    `  data directory      ${gateway.dataDir}  (embedded stream, device registry)`,
+    `  device host name    ${config.hostname}`,
+  ]
+  if (gateway.adminToken.source === 'generated') {
+    lines.push(
+      '',
+      `  A new admin token was generated and saved to ${gateway.dataDir}/admin-token (mode 0600).`,
+      `  It is shown this once: ${gateway.adminToken.token}`,
+    )
+  }
+  lines.push(
+    '',
+    'Add a device and watch its telemetry (in another terminal):',
+    '  npx streamgate devices add dev1',
+    '  npx streamgate tail telemetry --follow',
+    '',
+  )
+  return lines.join('\n') + '\n'
+}

@@ -1,0 +1,58 @@
+import type { Headers, OutgoingRecord } from '../stream/types.js'
+import type { SystemProperties, SystemPropertyName } from '../protocol/property-bag.js'
+
+export interface MessageProperties {
+  system: SystemProperties
+  /** Application properties in the order sent; a bare `key` has the value null. */
+  app: ReadonlyArray<readonly [string, string | null]>
+}
+
+/** Stream header names of the system properties (DESIGN.md, "Stream topics"). */
+const SYSTEM_HEADERS: Record<SystemPropertyName, string> = {
+  messageId: 'message-id',
+  correlationId: 'correlation-id',
+  userId: 'user-id',
+  to: 'to',
+  contentType: 'content-type',
+  contentEncoding: 'content-encoding',
+  expiryTimeUtc: 'expiry-time-utc',
+  interfaceId: 'interface-id',
+  outputName: 'output-name',
+}
+
+/** Header names the gateway sets itself; an application property may not overwrite them. */
+export const RESERVED_HEADERS = new Set<string>(['device-id', 'enqueued-time', 'mqtt-retain', ...Object.values(SYSTEM_HEADERS)])
+
+/** Prefix given to an application property whose name collides with a reserved header. */
+export const APP_COLLISION_PREFIX = 'app.'
+
+export interface TelemetryInput {
+  deviceId: string
+  payload: Buffer
+  properties: MessageProperties
+  enqueuedAt: number
+  retain: boolean
+}
+
+/**
+ * The telemetry record: key = device id, value = the payload bytes as sent, headers = who sent
+ * it, when the gateway took it, and every property of the bag. An application property named like
+ * a gateway header (say `device-id`) is kept under `app.<name>` so it can neither spoof the
+ * header nor be lost. A bare `key` (null value) becomes an empty header value.
+ */
+export function buildTelemetryRecord(input: TelemetryInput): OutgoingRecord {
+  const headers: Headers = {}
+  for (const [name, value] of input.properties.app) {
+    const header = RESERVED_HEADERS.has(name) ? APP_COLLISION_PREFIX + name : name
+    headers[header] = value ?? ''
+  }
+  for (const [field, header] of Object.entries(SYSTEM_HEADERS) as Array<[SystemPropertyName, string]>) {
+    const value = input.properties.system[field]
+    if (value !== undefined) headers[header] = value
+  }
+  headers['device-id'] = input.deviceId
+  headers['enqueued-time'] = String(input.enqueuedAt)
+  // IoT Hub does not retain; it tags the message instead (protocol note §3).
+  if (input.retain) headers['mqtt-retain'] = 'true'
+  return { key: input.deviceId, value: input.payload, headers, timestamp: input.enqueuedAt }
+}

@@ -1,0 +1,66 @@
+import type { GatewayMetrics } from '../observability/metrics.js'
+
+/**
+ * Bounds what the gateway holds between a device's publish and the stream's durable ack, in
+ * records and in bytes. A publish that does not fit waits here; while it waits, Aedes does not
+ * read the next chunk from that device's socket (it reads again only once every packet of the
+ * previous chunk has been handled), so TCP flow control pushes back on the device. That is the
+ * ingress backpressure: memory stays bounded and nothing is dropped.
+ */
+export class InFlightGate {
+  private records = 0
+  private bytes = 0
+  private readonly waiters: Array<{ bytes: number; wake: () => void }> = []
+
+  constructor(
+    private readonly maxRecords: number,
+    private readonly maxBytes: number,
+    private readonly metrics: GatewayMetrics,
+  ) {}
+
+  /** Wait for room for one record of `bytes`. FIFO: no publish overtakes one that waits. */
+  async acquire(bytes: number): Promise<void> {
+    if (this.waiters.length === 0 && this.fits(bytes)) {
+      this.take(bytes)
+      return
+    }
+    this.metrics.backpressureWaits.inc()
+    // release() takes the capacity on the waiter's behalf before waking it.
+    await new Promise<void>((wake) => this.waiters.push({ bytes, wake }))
+  }
+
+  release(bytes: number): void {
+    this.records -= 1
+    this.bytes -= bytes
+    while (this.waiters.length > 0 && this.fits(this.waiters[0]!.bytes)) {
+      const next = this.waiters.shift()!
+      this.take(next.bytes)
+      next.wake()
+    }
+    this.publish()
+  }
+
+  get inFlightRecords(): number {
+    return this.records
+  }
+
+  get waiting(): number {
+    return this.waiters.length
+  }
+
+  private fits(bytes: number): boolean {
+    // A single record larger than the byte bound is still admitted when nothing else is in flight.
+    return this.records < this.maxRecords && (this.bytes + bytes <= this.maxBytes || this.records === 0)
+  }
+
+  private take(bytes: number): void {
+    this.records += 1
+    this.bytes += bytes
+    this.publish()
+  }
+
+  private publish(): void {
+    this.metrics.inFlightRecords.set(this.records)
+    this.metrics.inFlightBytes.set(this.bytes)
+  }
+}

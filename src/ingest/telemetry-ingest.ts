@@ -1,0 +1,135 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ConnectionContext, InboundPublish, PublishHandler } from '../broker/ports.js'
+import { GatewayError, toGatewayError } from '../errors/catalogue.js'
+import type { Logger } from '../observability/logger.js'
+import type { GatewayMetrics } from '../observability/metrics.js'
+import type { OutgoingRecord } from '../stream/types.js'
+import { ENABLED_PUBLISH_KINDS, parseDevicePublishTopic } from '../protocol/topics.js'
+import type { BatchingAppender } from './batcher.js'
+import { buildTelemetryRecord, type MessageProperties } from './envelope.js'
+import type { InFlightGate } from './in-flight-gate.js'
+
+export interface TelemetryIngestOptions {
+  appender: BatchingAppender
+  gate: InFlightGate
+  metrics: GatewayMetrics
+  logger: Logger
+  maxPayloadBytes: number
+  now?: () => number
+  /** First and longest pause between retries while the stream is unavailable, in ms. */
+  retryMinMs?: number
+  retryMaxMs?: number
+}
+
+/** What flows through the stages for one publish. */
+interface PublishJob {
+  ctx: ConnectionContext
+  packet: InboundPublish
+  receivedAt: number
+  properties?: MessageProperties
+  record?: OutgoingRecord
+}
+
+type Stage = (job: PublishJob) => void | Promise<void>
+
+/**
+ * The telemetry pipeline: an ordered list of small named stages (STYLE.md: flows are data).
+ * It resolves only when the record is durable in the stream, which is what lets the broker send
+ * the QoS 1 PUBACK right after. QoS 0 goes through the same path (best effort for the device,
+ * but the wait keeps the ingress bounded).
+ */
+export class TelemetryIngest implements PublishHandler {
+  private readonly log: Logger
+  private readonly now: () => number
+  private stopping = false
+
+  readonly stages: ReadonlyArray<readonly [string, Stage]> = [
+    ['reject-qos2', (job) => this.rejectQos2(job)],
+    ['check-size', (job) => this.checkSize(job)],
+    ['parse-topic', (job) => this.parseTopic(job)],
+    ['build-envelope', (job) => this.buildEnvelope(job)],
+    ['append-durably', (job) => this.appendDurably(job)],
+  ]
+
+  constructor(private readonly options: TelemetryIngestOptions) {
+    this.log = options.logger.child({ component: 'ingest' })
+    this.now = options.now ?? Date.now
+  }
+
+  async handlePublish(ctx: ConnectionContext, packet: InboundPublish): Promise<void> {
+    const job: PublishJob = { ctx, packet, receivedAt: this.now() }
+    for (const [, stage] of this.stages) await stage(job)
+  }
+
+  /** Stop retrying; pending publishes fail with E_SHUTTING_DOWN (and are not acknowledged). */
+  stop(): void {
+    this.stopping = true
+  }
+
+  private rejectQos2(job: PublishJob): void {
+    // IoT Hub closes the connection on QoS 2 (protocol note §3); MQTT 3.1.1 has no negative ack.
+    if (job.packet.qos === 2) throw new GatewayError('E_QOS_UNSUPPORTED', 'QoS 2 is not supported; publish with QoS 0 or 1')
+  }
+
+  private checkSize(job: PublishJob): void {
+    const size = job.packet.payload.length
+    if (size > this.options.maxPayloadBytes) {
+      throw new GatewayError('E_PAYLOAD_TOO_LARGE', `payload of ${size} bytes exceeds the maximum of ${this.options.maxPayloadBytes}`)
+    }
+  }
+
+  private parseTopic(job: PublishJob): void {
+    const parsed = parseDevicePublishTopic(job.packet.topic, job.ctx.deviceId, ENABLED_PUBLISH_KINDS)
+    // Twin and method kinds are refused above until the command channel serves them.
+    if (parsed.kind !== 'telemetry') {
+      throw new GatewayError('E_TOPIC_FORBIDDEN', `publishing to ${parsed.kind} topics is not enabled`)
+    }
+    job.properties = { system: parsed.bag.system, app: [...parsed.bag.application] }
+  }
+
+  private buildEnvelope(job: PublishJob): void {
+    job.record = buildTelemetryRecord({
+      deviceId: job.ctx.deviceId,
+      payload: job.packet.payload,
+      properties: job.properties!,
+      enqueuedAt: job.receivedAt,
+      retain: job.packet.retain,
+    })
+  }
+
+  /**
+   * Admit the record within the in-flight bound, then append until it is durable. While the
+   * stream is unavailable the publish keeps waiting (unacknowledged, socket not read) and is
+   * retried with back-off; it is given up only when its connection is gone (the device will
+   * resend, it never got a PUBACK) or the gateway stops.
+   */
+  private async appendDurably(job: PublishJob): Promise<void> {
+    const record = job.record!
+    const bytes = record.value.length
+    const { gate, appender, metrics } = this.options
+    await gate.acquire(bytes)
+    try {
+      let delay = this.options.retryMinMs ?? 50
+      for (;;) {
+        try {
+          await appender.append(record)
+          break
+        } catch (err) {
+          const gerr = toGatewayError(err, 'E_STREAM_UNAVAILABLE')
+          metrics.appendErrors.inc({ code: gerr.code })
+          if (gerr.code !== 'E_STREAM_UNAVAILABLE' || this.stopping || job.ctx.isClosed()) {
+            throw this.stopping ? new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down; publish not acknowledged') : gerr
+          }
+          this.log.warn({ code: gerr.code, deviceId: job.ctx.deviceId, retryInMs: delay }, 'stream unavailable; holding publish unacknowledged')
+          await sleep(delay)
+          delay = Math.min(delay * 2, this.options.retryMaxMs ?? 2000)
+        }
+      }
+    } finally {
+      gate.release(bytes)
+    }
+    metrics.telemetryRecords.inc({ qos: String(job.packet.qos) })
+    metrics.telemetryBytes.inc(bytes)
+    metrics.ackLatency.observe((this.now() - job.receivedAt) / 1000)
+  }
+}
