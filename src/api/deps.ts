@@ -1,0 +1,43 @@
+import type { DeviceRegistry } from '../registry/types.js'
+import type { GatewayMetrics } from '../observability/metrics.js'
+import type { Logger } from '../observability/logger.js'
+
+/** What the gateway must react to after an admin change (it disconnects the live device). */
+export type DeviceChange = 'removed' | 'disabled' | 'keys-rotated' | 'password-changed'
+
+export interface ReadinessReport {
+  ready: boolean
+  checks: Record<string, { ok: boolean; detail?: string }>
+}
+
+/** What this gateway instance knows of a device's live MQTT connection (not stored anywhere). */
+export interface LiveConnection {
+  connectedAt: string
+  remoteAddress?: string
+  /** 'tcp' | 'tls' | 'ws' | 'wss', as the broker reports it. */
+  transport?: string
+}
+
+/**
+ * Everything the HTTP API needs, handed in by the composition root.
+ *
+ * - adminToken: bearer token every /api route requires (see resolveAdminToken).
+ * - hostname: the HostName put in connection strings (config `hostname`).
+ * - readiness: called per GET /readyz; must be cheap and must not throw.
+ * - onDeviceChanged: called after the change is committed; a throw is logged and does not fail the
+ *   request (the change already happened).
+ * - deviceConnection: when given, GET /api/devices/:id adds `live` (null when this instance has no
+ *   connection for the device). The registry's connectionState is the fleet-wide view.
+ */
+export interface ApiDeps {
+  registry: DeviceRegistry
+  metrics: GatewayMetrics
+  logger: Logger
+  adminToken: string
+  hostname: string
+  readiness: () => ReadinessReport
+  onDeviceChanged?: (deviceId: string, change: DeviceChange) => void
+  deviceConnection?: (deviceId: string) => LiveConnection | null
+  /** Largest request body in bytes; default 64 KiB (device admin bodies are tiny). */
+  bodyLimit?: number
+}

@@ -1,0 +1,70 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { z } from 'zod'
+import { ERROR_CODES, GatewayError, isGatewayError, type ErrorCode } from '../errors/catalogue.js'
+
+/**
+ * Error mapping at the HTTP edge (STYLE.md 4): every failure leaves as
+ * `{ "error": { "code", "message" } }` with the catalogue's status for that code. A 5xx body carries
+ * only the catalogue's summary of its code; the real message, details and stack go to the log.
+ */
+export interface ApiErrorBody {
+  error: { code: ErrorCode; message: string }
+}
+
+interface Mapped {
+  status: number
+  code: ErrorCode
+  message: string
+}
+
+export function errorBody(code: ErrorCode, message: string): ApiErrorBody {
+  return { error: { code, message } }
+}
+
+/** Turn a zod failure into E_BAD_REQUEST whose message lists every problem with its path. */
+export function badRequest(what: string, error: z.ZodError): GatewayError {
+  const problems = error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}`)
+  return new GatewayError('E_BAD_REQUEST', `invalid ${what}: ${problems.join('; ')}`, { problems })
+}
+
+/** Parse with a zod schema or throw E_BAD_REQUEST. */
+export function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const result = schema.safeParse(value)
+  if (!result.success) throw badRequest(what, result.error)
+  return result.data
+}
+
+function mapError(err: unknown): Mapped {
+  if (isGatewayError(err)) {
+    const status = err.httpStatus
+    return { status, code: err.code, message: status >= 500 ? ERROR_CODES[err.code].summary : err.message }
+  }
+  const statusCode = (err as Partial<FastifyError>).statusCode
+  // Fastify's own client errors: body too large, bad JSON, wrong content type, ...
+  if (typeof statusCode === 'number' && statusCode === 413) {
+    return { status: 413, code: 'E_PAYLOAD_TOO_LARGE', message: 'request body is too large' }
+  }
+  if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) {
+    return { status: 400, code: 'E_BAD_REQUEST', message: (err as Error).message }
+  }
+  return { status: 500, code: 'E_INTERNAL', message: ERROR_CODES.E_INTERNAL.summary }
+}
+
+export function registerErrorHandlers(app: FastifyInstance): void {
+  app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const mapped = mapError(err)
+    if (mapped.status >= 500) {
+      request.log.error({ err, code: mapped.code, route: request.routeOptions.url }, 'request failed')
+    } else {
+      request.log.debug({ code: mapped.code, message: (err as Error).message }, 'request rejected')
+    }
+    if (mapped.status === 401) void reply.header('www-authenticate', 'Bearer')
+    return reply.code(mapped.status).send(errorBody(mapped.code, mapped.message))
+  })
+
+  // Upgrade requests (MQTT over WebSocket) never reach here: Node hands them to the server's
+  // 'upgrade' listeners, which the composition root attaches, instead of to Fastify's router.
+  app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
+    return reply.code(404).send(errorBody('E_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`))
+  })
+}

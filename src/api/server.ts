@@ -1,0 +1,47 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { bearerAuth } from './auth.js'
+import type { ApiDeps } from './deps.js'
+import { registerDeviceRoutes } from './devices.js'
+import { registerErrorHandlers } from './errors.js'
+import { registerHealthRoutes } from './health.js'
+import { registerRequestObservers } from './http-metrics.js'
+
+export type { ApiDeps, DeviceChange, LiveConnection, ReadinessReport } from './deps.js'
+
+const DEFAULT_BODY_LIMIT = 64 * 1024
+
+/**
+ * Build the HTTP API without listening: the composition root calls `listen()` and attaches its
+ * MQTT-over-WebSocket 'upgrade' handler to `app.server` (so no @fastify/websocket here, and
+ * upgrade requests never reach Fastify's router or its 404).
+ *
+ * Routes: /healthz, /readyz, /metrics (no auth) and /api/... (bearer admin token).
+ */
+export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
+  // Typed as Fastify's logger interface so the instance is the plain FastifyInstance that route
+  // modules take (a pino Logger type parameter would make every signature carry it).
+  const loggerInstance: FastifyBaseLogger = deps.logger.child({ component: 'api' })
+  const app = Fastify({
+    loggerInstance,
+    // Fastify's own per-request lines are at info and would carry the request object; ours
+    // (http-metrics.ts) are at debug and list chosen fields only.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: deps.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    // Ids may be long and percent-encoded (128 chars, each up to 3 when encoded); the default
+    // of 100 would answer 404 for a valid id.
+    routerOptions: { maxParamLength: 512 },
+  })
+
+  registerErrorHandlers(app)
+  registerRequestObservers(app, deps.metrics.registry)
+  registerHealthRoutes(app, deps)
+  await app.register(
+    async (api) => {
+      api.addHook('onRequest', bearerAuth(deps.adminToken))
+      registerDeviceRoutes(api, deps)
+    },
+    { prefix: '/api' },
+  )
+  await app.ready()
+  return app
+}
