@@ -229,17 +229,18 @@ export class GatewayBroker {
    * device publishes never reaches mqemitter (whose recursion crashed bare Aedes, aedes #193).
    */
   private keepDevicePublishesOffFanOut(): void {
-    const original = this.aedes.publish.bind(this.aedes)
+    // Aedes' runtime signature is publish(packet, client?, done?); its typings show two arguments.
+    type Done = (error?: Error) => void
+    const original = this.aedes.publish.bind(this.aedes) as unknown as (packet: object, client: unknown, done?: Done) => void
     const ingested = this.ingested
-    type PublishArgs = Parameters<Aedes['publish']>
-    const patched = (packet: PublishArgs[0], client: PublishArgs[1], done?: PublishArgs[2]): void => {
+    const patched = (packet: object, client: unknown, done?: Done): void => {
       if (ingested.has(packet)) {
         ingested.delete(packet)
-        const cb = typeof client === 'function' ? client : done
+        const cb = typeof client === 'function' ? (client as Done) : done
         if (cb) cb()
         return
       }
-      original(packet, client as never, done as never)
+      original(packet, client, done)
     }
     ;(this.aedes as unknown as { publish: typeof patched }).publish = patched
   }

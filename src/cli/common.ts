@@ -1,4 +1,4 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util'
+import type { ParseArgsConfig } from 'node:util'
 import { loadConfig } from '../config/load.js'
 import type { GatewayConfig } from '../config/schema.js'
 

@@ -18,7 +18,8 @@ export interface DeviceEvent {
   remoteAddress?: string
   transport?: string
   authMethod?: string
-  [extra: string]: unknown
+  /** Event-specific facts (twin versions, ...). */
+  details?: Record<string, unknown>
 }
 
 /**

@@ -1,0 +1,163 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import * as hdr from 'hdr-histogram-js'
+import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
+import { generateSasToken } from '../src/auth/sas.js'
+import { RawPublisher } from './lib/raw-client.js'
+
+/**
+ * bench/ingest: N devices publish QoS 1 telemetry for a fixed time, each keeping a window of
+ * unacknowledged publishes, first against the gateway on its embedded stream and then against a
+ * bare Aedes broker, in the same run and with the same load. Each server runs in its own process
+ * (one core), the load generator in this one (the other core).
+ *
+ *   npm run bench:ingest -- --devices 200 --seconds 15 --window 8 --payload 200 [--synchronous FULL]
+ */
+const here = dirname(fileURLToPath(import.meta.url))
+const { values } = parseArgs({
+  options: {
+    devices: { type: 'string', default: '200' },
+    seconds: { type: 'string', default: '15' },
+    warmup: { type: 'string', default: '3' },
+    window: { type: 'string', default: '8' },
+    payload: { type: 'string', default: '200' },
+    synchronous: { type: 'string', default: 'NORMAL' },
+  },
+})
+const DEVICES = Number(values.devices)
+const SECONDS = Number(values.seconds)
+const WARMUP = Number(values.warmup)
+const WINDOW = Number(values.window)
+const PAYLOAD = Buffer.alloc(Number(values.payload), 'x')
+
+interface Result {
+  name: string
+  messages: number
+  seconds: number
+  rate: number
+  p50: number
+  p99: number
+  p999: number
+}
+
+function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    let out = ''
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString()
+      const m = pattern.exec(out)
+      if (m) {
+        child.stdout!.off('data', onData)
+        resolve(m)
+      }
+    }
+    child.stdout!.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`server exited (${code}) before it was ready:\n${out}`)))
+  })
+}
+
+async function runLoad(name: string, port: number, creds: (i: number) => { clientId: string; username?: string; password?: string }): Promise<Result> {
+  const clients: RawPublisher[] = []
+  for (let i = 0; i < DEVICES; i++) {
+    const c = new RawPublisher({ host: '127.0.0.1', port, ...creds(i) })
+    await c.connect()
+    clients.push(c)
+  }
+  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  let measuring = false
+  let counted = 0
+  let stop = false
+  clients.forEach((c, i) => {
+    const topic = `devices/${creds(i).clientId}/messages/events/`
+    const pump = (): void => {
+      while (!stop && c.inFlight < WINDOW) c.publish(topic, PAYLOAD)
+    }
+    c.onAck = (ns) => {
+      if (measuring) {
+        counted++
+        histogram.recordValue(Number(ns / 1000n))
+      }
+      pump()
+    }
+    pump()
+  })
+  await new Promise((r) => setTimeout(r, WARMUP * 1000))
+  measuring = true
+  const t0 = process.hrtime.bigint()
+  await new Promise((r) => setTimeout(r, SECONDS * 1000))
+  measuring = false
+  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9
+  stop = true
+  await new Promise((r) => setTimeout(r, 500))
+  for (const c of clients) c.close()
+  const result: Result = {
+    name,
+    messages: counted,
+    seconds: elapsed,
+    rate: counted / elapsed,
+    p50: histogram.getValueAtPercentile(50) / 1000,
+    p99: histogram.getValueAtPercentile(99) / 1000,
+    p999: histogram.getValueAtPercentile(99.9) / 1000,
+  }
+  histogram.destroy()
+  return result
+}
+
+async function benchGateway(): Promise<Result> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-'))
+  const registry = new SqliteDeviceRegistry({ file: join(dataDir, 'registry.db') })
+  await registry.start()
+  const keys: string[] = []
+  for (let i = 0; i < DEVICES; i++) keys.push((await registry.create({ deviceId: `bench-${String(i).padStart(5, '0')}` })).primaryKey)
+  await registry.stop()
+  const gateway = spawn(process.execPath, [join(here, '..', 'src', 'cli', 'main.js'), 'start'], {
+    env: {
+      ...process.env,
+      STREAMGATE_DATA_DIR: dataDir,
+      STREAMGATE_MQTT_PORT: '0',
+      STREAMGATE_HTTP_PORT: '0',
+      STREAMGATE_LOG_LEVEL: 'warn',
+      STREAMGATE_ADMIN_TOKEN: 'bench-admin-token-0123456789',
+      STREAMGATE_STREAM__EMBEDDED__SYNCHRONOUS: values.synchronous,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  try {
+    const m = await waitForLine(gateway, /mqtt:\/\/[^:]+:(\d+)/)
+    const port = Number(m[1])
+    const expiresAt = Math.floor(Date.now() / 1000) + 3600
+    return await runLoad(`gateway (embedded stream, synchronous=${values.synchronous})`, port, (i) => {
+      const deviceId = `bench-${String(i).padStart(5, '0')}`
+      return { clientId: deviceId, username: `localhost/${deviceId}/?api-version=2021-04-12`, password: generateSasToken({ host: 'localhost', deviceId, key: keys[i]!, expiresAt }), clean: false }
+    })
+  } finally {
+    gateway.kill('SIGTERM')
+    await new Promise((r) => gateway.once('exit', r))
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
+async function benchBare(): Promise<Result> {
+  const server = spawn(process.execPath, [join(here, 'bare-aedes.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    const m = await waitForLine(server, /listening (\d+)/)
+    return await runLoad('bare Aedes 1.2 (no hooks, memory)', Number(m[1]), (i) => ({ clientId: `bench-${String(i).padStart(5, '0')}` }))
+  } finally {
+    server.kill('SIGTERM')
+    await new Promise((r) => server.once('exit', r))
+  }
+}
+
+const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
+process.stdout.write(`bench/ingest: ${DEVICES} devices, QoS 1, window ${WINDOW} per device, ${PAYLOAD.length}-byte payloads, ${SECONDS} s measured after ${WARMUP} s warm-up\n`)
+const gw = await benchGateway()
+const bare = await benchBare()
+process.stdout.write('\n| target | msgs/s | PUBACK p50 ms | p99 ms | p99.9 ms | messages |\n|---|---|---|---|---|---|\n')
+for (const r of [gw, bare]) {
+  process.stdout.write(`| ${r.name} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.p999, 2)} | ${fmt(r.messages)} |\n`)
+}
+process.stdout.write(`\nratio gateway/bare: ${fmt(gw.rate / bare.rate, 2)}\n`)
