@@ -1,0 +1,71 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { existsSync, statSync } from 'node:fs'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const CLI = join(root, 'dist', 'src', 'cli', 'main.js')
+
+/** Build once if dist is missing or older than the sources (npm test builds first anyway). */
+export function ensureBuilt(): void {
+  const stamp = existsSync(CLI) ? statSync(CLI).mtimeMs : 0
+  const src = statSync(join(root, 'src')).mtimeMs
+  if (stamp === 0 || stamp < src) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' })
+}
+
+export interface ChildGateway {
+  child: ChildProcess
+  mqttPort: number
+  httpPort: number
+  output(): string
+  /** SIGKILL and wait for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>
+}
+
+/** Run `streamgate start` as a child process on free ports; resolves once it printed its banner. */
+export async function startChildGateway(dataDir: string, env: Record<string, string> = {}): Promise<ChildGateway> {
+  const child = spawn(process.execPath, [CLI, 'start'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      STREAMGATE_DATA_DIR: dataDir,
+      STREAMGATE_MQTT_PORT: '0',
+      STREAMGATE_HTTP_PORT: '0',
+      STREAMGATE_ADMIN_TOKEN: 'child-admin-token-0123456789',
+      STREAMGATE_LOG_LEVEL: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()))
+  const ports = await new Promise<[number, number]>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out}`)), 20_000)
+    const check = (): void => {
+      const mqtt = /MQTT \(TCP\)\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
+      const http = /HTTP API\s+http:\/\/[^:]+:(\d+)/.exec(out)
+      if (mqtt && http) {
+        clearTimeout(timer)
+        child.stdout!.off('data', check)
+        resolve([Number(mqtt[1]), Number(http[1])])
+      }
+    }
+    child.stdout!.on('data', check)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`gateway exited with ${code}:\n${out}`))
+    })
+  })
+  return {
+    child,
+    mqttPort: ports[0],
+    httpPort: ports[1],
+    output: () => out,
+    kill: (signal = 'SIGKILL') =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill(signal)
+      }),
+  }
+}

@@ -1,0 +1,93 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connectAsync } from 'mqtt'
+import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
+import { SqliteEventStream } from '../../src/stream/embedded/sqlite-event-stream.js'
+import { loadConfig } from '../../src/config/load.js'
+import { deviceOptions, sasFor } from '../helpers/gateway.js'
+import { ensureBuilt, startChildGateway, type ChildGateway } from '../helpers/child-gateway.js'
+import type { Device } from '../../src/registry/types.js'
+
+/**
+ * The delivery promise: a QoS 1 message is acknowledged only once the stream holds it durably.
+ * The gateway runs as a child process and is SIGKILLed right after PUBACKs arrive; after a
+ * restart every acknowledged message must be in the stream.
+ */
+describe('durability of acknowledged telemetry across a SIGKILL', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-durable-'))
+  let devices: Device[] = []
+  let gw: ChildGateway | null = null
+
+  beforeAll(async () => {
+    ensureBuilt()
+    const registry = new SqliteDeviceRegistry({ file: join(dataDir, 'registry.db') })
+    await registry.start()
+    for (let i = 0; i < 4; i++) devices.push(await registry.create({ deviceId: `durable-${i}` }))
+    await registry.stop()
+  })
+  afterAll(async () => {
+    await gw?.kill()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('finds every PUBACKed message in the stream after kill -9 and restart', async () => {
+    gw = await startChildGateway(dataDir)
+    const acked = new Set<string>()
+    const clients = await Promise.all(devices.map((d) => connectAsync(`mqtt://127.0.0.1:${gw!.mqttPort}`, deviceOptions(d.deviceId, sasFor(d)))))
+    const killAfter = 1500
+    let killed: Promise<void> | null = null
+    const killedSet = new Promise<void>((resolve) => {
+      clients.forEach((client, c) => {
+        client.on('error', () => undefined)
+        const deviceId = devices[c]!.deviceId
+        let next = 0
+        let inFlight = 0
+        // Keep up to 20 QoS 1 publishes in flight per device.
+        const pump = (): void => {
+          while (!killed && inFlight < 20) {
+            const id = `${deviceId}-${next++}`
+            inFlight++
+            client.publish(`devices/${deviceId}/messages/events/%24.mid=${id}`, `payload-${id}`, { qos: 1 }, (err) => {
+              inFlight--
+              if (err || killed) return
+              acked.add(id)
+              // Kill inside the PUBACK handler: nothing more can be flushed after this point.
+              if (acked.size >= killAfter) {
+                killed = gw!.kill('SIGKILL')
+                resolve()
+                return
+              }
+              pump()
+            })
+          }
+        }
+        pump()
+      })
+    })
+    await killedSet
+    await killed
+    expect(acked.size).toBeGreaterThanOrEqual(killAfter)
+    for (const c of clients) c.end(true)
+
+    // Restart on the same data dir: the gateway must come up (WAL recovery) and hold everything.
+    gw = await startChildGateway(dataDir)
+    const embedded = loadConfig({ env: {}, overrides: { dataDir } }).stream.embedded
+    const reader = SqliteEventStream.fromConfig(embedded, dataDir)
+    await reader.start([])
+    const stored = new Set<string>()
+    for (const p of await reader.offsets('telemetry')) {
+      for (let offset = p.low; offset < p.high; ) {
+        const batch = await reader.read('telemetry', p.partition, offset, 5000)
+        for (const r of batch) stored.add(r.headers['message-id']!)
+        offset = batch[batch.length - 1]!.offset + 1
+      }
+    }
+    await reader.stop()
+    const lost = [...acked].filter((id) => !stored.has(id))
+    expect(lost).toEqual([])
+    await gw.kill('SIGTERM')
+    gw = null
+  })
+})
