@@ -68,7 +68,7 @@ export function removeRuntimeFile(dataDir: string, pid: number = process.pid): v
 /** The gateway serving this data dir right now, or null (no file, dead pid, or no answer in 1 s). */
 export async function findRunningGateway(dataDir: string): Promise<{ httpUrl: string } | null> {
   const info = readRuntimeFile(dataDir)
-  if (!info || !isAlive(info.pid)) return null
+  if (!info || !isProcessAlive(info.pid)) return null
   const httpUrl = info.httpUrl.replace(/\/+$/, '')
   try {
     const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) })
@@ -80,7 +80,7 @@ export async function findRunningGateway(dataDir: string): Promise<{ httpUrl: st
 }
 
 /** Signal 0 checks existence only. EPERM: the process exists but belongs to another user. */
-function isAlive(pid: number): boolean {
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync } from 'node:fs'
 import { dirname } from 'node:path'
 import BetterSqlite3, { type Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
@@ -63,7 +63,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
 
   async start(): Promise<void> {
     if (this.db) return
-    mkdirSync(dirname(this.file), { recursive: true })
+    createPrivateFile(this.file)
     const db = this.guard(() => new BetterSqlite3(this.file))
     try {
       db.pragma('journal_mode = WAL')
@@ -244,6 +244,20 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
         sqliteCode: code,
       }, { cause: err })
     }
+  }
+}
+
+/**
+ * The file holds every device key: create it (and its directory) readable by the owner only.
+ * SQLite gives its -wal and -shm files the database file's permissions, so they follow.
+ * An existing file keeps whatever mode its operator chose.
+ */
+function createPrivateFile(file: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+  try {
+    closeSync(openSync(file, 'wx', 0o600))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
   }
 }
 

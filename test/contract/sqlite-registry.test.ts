@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -72,8 +73,11 @@ describe('SqliteDeviceRegistry on a file', () => {
     expect(await gateway.get('shared')).toBeNull()
   })
 
-  it('writes the file in WAL mode with the current schema version', async () => {
+  it('writes the file in WAL mode with the current schema version, readable by its owner only', async () => {
     const registry = await open()
+    await registry.create({ deviceId: 'secret-keys' })
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    expect(statSync(`${file}-wal`).mode & 0o777).toBe(0o600)
     await registry.stop()
     const db = new BetterSqlite3(file, { readonly: true })
     try {

@@ -1,0 +1,209 @@
+import { join, resolve } from 'node:path'
+import { resolveAdminToken } from '../api/admin-token.js'
+import type { DeviceList, DeviceWithConnectionString } from '../api/devices.js'
+import { findRunningGateway, isProcessAlive, readRuntimeFile } from '../app/runtime-file.js'
+import type { GatewayConfig } from '../config/schema.js'
+import { ERROR_CODES, GatewayError, type ErrorCode } from '../errors/catalogue.js'
+import { deviceConnectionString } from '../registry/connection-string.js'
+import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
+import {
+  toDeviceView,
+  type CreateDeviceInput,
+  type Device,
+  type DeviceRegistry,
+  type DeviceStatus,
+  type DeviceView,
+  type KeyName,
+} from '../registry/types.js'
+
+/** A device as just created or re-keyed: its view and the connection string to hand out. */
+export interface IssuedDevice {
+  device: DeviceView
+  /** null for password devices. */
+  connectionString: string | null
+}
+
+export interface DevicePage {
+  devices: DeviceView[]
+  next: string | null
+}
+
+/**
+ * What `streamgate devices` needs, in two implementations: through a running gateway's HTTP API
+ * (so the gateway disconnects a removed, disabled or re-keyed device at once), or on the registry
+ * file directly when no gateway runs on the data dir. Both raise GatewayError with catalogue codes.
+ */
+export interface DeviceAdmin {
+  readonly mode: 'http' | 'local'
+  add(input: CreateDeviceInput): Promise<IssuedDevice>
+  list(page: { limit: number; after?: string }): Promise<DevicePage>
+  /** Rejects E_DEVICE_NOT_FOUND. */
+  show(deviceId: string): Promise<DeviceView>
+  remove(deviceId: string): Promise<void>
+  setStatus(deviceId: string, status: DeviceStatus): Promise<DeviceView>
+  rotateKey(deviceId: string, which: KeyName): Promise<IssuedDevice>
+  setPassword(deviceId: string, password: string | null): Promise<DeviceView>
+  close(): Promise<void>
+}
+
+export class LocalDeviceAdmin implements DeviceAdmin {
+  readonly mode = 'local'
+
+  constructor(
+    private readonly registry: DeviceRegistry,
+    private readonly hostname: string,
+  ) {}
+
+  /** Open `<dataDir>/registry.db` (created on first use, as the gateway would). */
+  static async open(config: GatewayConfig): Promise<LocalDeviceAdmin> {
+    const registry = new SqliteDeviceRegistry({ file: join(resolve(config.dataDir), 'registry.db') })
+    await registry.start()
+    return new LocalDeviceAdmin(registry, config.hostname)
+  }
+
+  async add(input: CreateDeviceInput): Promise<IssuedDevice> {
+    return this.issued(await this.registry.create(input))
+  }
+
+  async list(page: { limit: number; after?: string }): Promise<DevicePage> {
+    const devices = await this.registry.list(page)
+    return { devices: devices.map(toDeviceView), next: devices.length === page.limit ? devices[devices.length - 1]!.deviceId : null }
+  }
+
+  async show(deviceId: string): Promise<DeviceView> {
+    const device = await this.registry.get(deviceId)
+    if (!device) throw new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
+    return toDeviceView(device)
+  }
+
+  remove(deviceId: string): Promise<void> {
+    return this.registry.remove(deviceId)
+  }
+
+  async setStatus(deviceId: string, status: DeviceStatus): Promise<DeviceView> {
+    return toDeviceView(await this.registry.setStatus(deviceId, status))
+  }
+
+  async rotateKey(deviceId: string, which: KeyName): Promise<IssuedDevice> {
+    return this.issued(await this.registry.rotateKey(deviceId, which))
+  }
+
+  async setPassword(deviceId: string, password: string | null): Promise<DeviceView> {
+    return toDeviceView(await this.registry.setPassword(deviceId, password))
+  }
+
+  close(): Promise<void> {
+    return this.registry.stop()
+  }
+
+  private issued(device: Device): IssuedDevice {
+    return { device: toDeviceView(device), connectionString: deviceConnectionString(this.hostname, device) }
+  }
+}
+
+const REQUEST_TIMEOUT_MS = 15_000
+
+export class HttpDeviceAdmin implements DeviceAdmin {
+  readonly mode = 'http'
+
+  constructor(
+    readonly baseUrl: string,
+    private readonly token: string,
+  ) {}
+
+  async add(input: CreateDeviceInput): Promise<IssuedDevice> {
+    return issued(await this.request<DeviceWithConnectionString>('POST', '/api/devices', input))
+  }
+
+  list(page: { limit: number; after?: string }): Promise<DevicePage> {
+    const query = new URLSearchParams({ limit: String(page.limit) })
+    if (page.after !== undefined) query.set('after', page.after)
+    return this.request<DeviceList>('GET', `/api/devices?${query.toString()}`)
+  }
+
+  show(deviceId: string): Promise<DeviceView> {
+    return this.request<DeviceView>('GET', devicePath(deviceId))
+  }
+
+  async remove(deviceId: string): Promise<void> {
+    await this.request<unknown>('DELETE', devicePath(deviceId))
+  }
+
+  setStatus(deviceId: string, status: DeviceStatus): Promise<DeviceView> {
+    return this.request<DeviceView>('PATCH', devicePath(deviceId), { status })
+  }
+
+  async rotateKey(deviceId: string, which: KeyName): Promise<IssuedDevice> {
+    return issued(await this.request<DeviceWithConnectionString>('POST', `${devicePath(deviceId)}/keys/rotate`, { key: which }))
+  }
+
+  setPassword(deviceId: string, password: string | null): Promise<DeviceView> {
+    return this.request<DeviceView>('PATCH', devicePath(deviceId), { password })
+  }
+
+  async close(): Promise<void> {}
+
+  /** One API call; an error reply becomes the GatewayError it describes. */
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.token}` }
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    let res: Response
+    try {
+      res = await fetch(this.baseUrl + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      })
+    } catch (err) {
+      throw new GatewayError('E_INTERNAL', `cannot reach the gateway at ${this.baseUrl}: ${(err as Error).message}`, undefined, { cause: err })
+    }
+    const text = await res.text()
+    if (res.ok) return (text ? JSON.parse(text) : undefined) as T
+    throw this.replyError(res.status, text)
+  }
+
+  private replyError(status: number, text: string): GatewayError {
+    let code: ErrorCode = 'E_INTERNAL'
+    let message = `the gateway answered HTTP ${status}`
+    try {
+      const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } }
+      // A code this build does not know (a newer gateway) still shows as E_INTERNAL with its text.
+      if (parsed.error?.code && Object.hasOwn(ERROR_CODES, parsed.error.code)) code = parsed.error.code as ErrorCode
+      if (parsed.error?.message) message = parsed.error.message
+    } catch {
+      // not JSON: keep the generic message
+    }
+    if (code === 'E_UNAUTHORIZED') {
+      message += `; the gateway at ${this.baseUrl} uses another admin token: pass it with --admin-token or STREAMGATE_ADMIN_TOKEN`
+    }
+    return new GatewayError(code, message, { httpStatus: status })
+  }
+}
+
+function devicePath(deviceId: string): string {
+  return `/api/devices/${encodeURIComponent(deviceId)}`
+}
+
+function issued(reply: DeviceWithConnectionString): IssuedDevice {
+  const { connectionString, ...device } = reply
+  return { device, connectionString }
+}
+
+/**
+ * Through the gateway's API when one serves this data dir (it must learn of every change),
+ * otherwise on the registry file. `warn` hears when a gateway seems to run but does not answer.
+ */
+export async function openDeviceAdmin(config: GatewayConfig, warn: (message: string) => void): Promise<DeviceAdmin> {
+  const dataDir = resolve(config.dataDir)
+  const running = await findRunningGateway(dataDir)
+  if (running) return new HttpDeviceAdmin(running.httpUrl, resolveAdminToken(config).token)
+  const stale = readRuntimeFile(dataDir)
+  if (stale && isProcessAlive(stale.pid)) {
+    warn(
+      `a gateway (pid ${stale.pid}) seems to run on ${dataDir} but ${stale.httpUrl}/healthz did not answer; ` +
+        'changing the registry file directly (its connected devices are not disconnected)',
+    )
+  }
+  return LocalDeviceAdmin.open(config)
+}

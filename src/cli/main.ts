@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { EXIT_OK, EXIT_USAGE, reportError } from './report.js'
+
+/**
+ * The `streamgate` command. Each command module is imported only when chosen: `devices` then
+ * starts without loading the broker, the stream and their dependencies, and a half-finished
+ * command cannot break the others.
+ */
+type Command = (argv: string[]) => Promise<number>
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  start: { summary: 'run the gateway', load: async () => (await import('./start.js')).startCommand },
+  devices: { summary: 'add, list, show, remove, enable, disable devices; rotate keys; set passwords', load: async () => (await import('./devices.js')).devicesCommand },
+  tail: { summary: 'print records of a stream topic', load: async () => (await import('./tail.js')).tailCommand },
+}
+
+const USAGE = [
+  'usage: streamgate <command> [options]',
+  '',
+  'commands:',
+  ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(9)}${c.summary}`),
+  '',
+  'streamgate <command> --help   options of one command',
+  'streamgate --version          print the version',
+].join('\n')
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(USAGE + '\n')
+    return EXIT_OK
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(version() + '\n')
+    return EXIT_OK
+  }
+  if (name === undefined || !Object.hasOwn(COMMANDS, name)) {
+    process.stderr.write(`${name === undefined ? 'error: missing command' : `error: unknown command "${name}"`}\n\n${USAGE}\n`)
+    return EXIT_USAGE
+  }
+  try {
+    const command = await COMMANDS[name]!.load()
+    return await command(rest)
+  } catch (err) {
+    // Commands report their own errors; this catches what escapes them (start's parseArgs, ...).
+    return reportError(err, `${USAGE}\n\nrun: streamgate ${name} --help`)
+  }
+}
+
+/** From package.json, found upwards from this file (src/cli in tests, dist/src/cli when built). */
+function version(): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (let i = 0; i < 5; i++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string }
+      if (pkg.name === 'streamgate' && pkg.version) return pkg.version
+    } catch {
+      // no package.json here: keep going up
+    }
+    dir = dirname(dir)
+  }
+  return 'unknown'
+}
+
+// exitCode, not process.exit(): pending stdout/stderr writes (pipes are asynchronous) must finish.
+process.exitCode = await main(process.argv.slice(2))
