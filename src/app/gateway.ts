@@ -1,14 +1,13 @@
 import { mkdirSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { topicNames } from '../config/load.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { GatewayMetrics } from '../observability/metrics.js'
 import type { DeviceRegistry } from '../registry/types.js'
-import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
 import type { EventStream, TopicSpec } from '../stream/types.js'
-import { SqliteEventStream } from '../stream/embedded/sqlite-event-stream.js'
+import { createDeviceRegistry, createEventStream } from './backends.js'
 import { Authenticator } from '../auth/authenticator.js'
 import { FailureLimiter } from '../auth/rate-limit.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
@@ -91,9 +90,9 @@ export class Gateway {
     mkdirSync(this.dataDir, { recursive: true })
     this.adminToken = resolveAdminToken(config)
 
-    this.registry = new SqliteDeviceRegistry({ file: join(this.dataDir, 'registry.db') })
+    this.registry = createDeviceRegistry(config)
     await this.registry.start()
-    this.stream = SqliteEventStream.fromConfig(config.stream.embedded, this.dataDir, config.stream.partitions)
+    this.stream = createEventStream(config)
     await this.stream.start(this.topicSpecs())
 
     const topics = this.topics

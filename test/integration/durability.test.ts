@@ -32,8 +32,12 @@ describe('durability of acknowledged telemetry across a SIGKILL', () => {
     rmSync(dataDir, { recursive: true, force: true })
   })
 
+  // A long group-commit linger widens the window between "received" and "durable": a gateway
+  // that acknowledged before its commit would lose messages here.
+  const env = { STREAMGATE_STREAM__EMBEDDED__LINGER_MS: '100' }
+
   it('finds every PUBACKed message in the stream after kill -9 and restart', async () => {
-    gw = await startChildGateway(dataDir)
+    gw = await startChildGateway(dataDir, env)
     const acked = new Set<string>()
     const clients = await Promise.all(devices.map((d) => connectAsync(`mqtt://127.0.0.1:${gw!.mqttPort}`, deviceOptions(d.deviceId, sasFor(d)))))
     const killAfter = 1500
@@ -72,7 +76,7 @@ describe('durability of acknowledged telemetry across a SIGKILL', () => {
     for (const c of clients) c.end(true)
 
     // Restart on the same data dir: the gateway must come up (WAL recovery) and hold everything.
-    gw = await startChildGateway(dataDir)
+    gw = await startChildGateway(dataDir, env)
     const embedded = loadConfig({ env: {}, overrides: { dataDir } }).stream.embedded
     const reader = SqliteEventStream.fromConfig(embedded, dataDir)
     await reader.start([])

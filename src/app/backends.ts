@@ -1,0 +1,26 @@
+import { join, resolve } from 'node:path'
+import type { GatewayConfig } from '../config/schema.js'
+import type { DeviceRegistry } from '../registry/types.js'
+import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
+import type { EventStream } from '../stream/types.js'
+import { SqliteEventStream } from '../stream/embedded/sqlite-event-stream.js'
+
+/**
+ * The one place where backends are chosen from the configuration; the gateway and the CLI both
+ * build their stream and registry here.
+ */
+export function createEventStream(config: GatewayConfig): EventStream {
+  switch (config.stream.backend) {
+    case 'embedded':
+      return SqliteEventStream.fromConfig(config.stream.embedded, resolve(config.dataDir), config.stream.partitions)
+  }
+}
+
+/** Where the embedded stream keeps its file (for commands that must not create it). */
+export function embeddedStreamFile(config: GatewayConfig): string {
+  return join(resolve(config.dataDir), 'stream.db')
+}
+
+export function createDeviceRegistry(config: GatewayConfig): DeviceRegistry {
+  return new SqliteDeviceRegistry({ file: join(resolve(config.dataDir), 'registry.db') })
+}
