@@ -58,7 +58,8 @@ export function loadConfig(options: LoadOptions = {}): GatewayConfig {
   if (!options.skipDefaultFile) tree = merge(tree, readYamlFile(defaultConfigPath(), problems))
   if (options.configFile) tree = merge(tree, readYamlFile(options.configFile, problems))
   for (const [name, value] of Object.entries(env)) {
-    if (value === undefined || !name.startsWith('STREAMGATE_')) continue
+    // An empty variable counts as unset (`STREAMGATE_ADMIN_TOKEN= streamgate start`).
+    if (value === undefined || value === '' || !name.startsWith('STREAMGATE_')) continue
     const path = ENV_KEYS[name] ?? genericEnvPath(name)
     if (path) setPath(tree, path, coerce(path, value))
   }
