@@ -66,15 +66,17 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     createPrivateFile(this.file)
     const db = this.guard(() => new BetterSqlite3(this.file))
     try {
-      // busy_timeout first: switching a fresh file to WAL takes a lock that a gateway or CLI
-      // process opening the same file at the same moment may hold.
-      db.pragma('busy_timeout = 5000')
-      db.pragma('journal_mode = WAL')
-      // NORMAL in WAL mode survives a killed process; a power cut may lose the last registry
-      // write, which an admin can repeat. The stream's own durability setting is separate.
-      db.pragma('synchronous = NORMAL')
-      db.pragma('foreign_keys = ON')
-      this.guard(() => migrate(db, this.file))
+      this.guard(() => {
+        // busy_timeout first: switching a fresh file to WAL takes a lock that a gateway or CLI
+        // process opening the same file at the same moment may hold.
+        db.pragma('busy_timeout = 5000')
+        db.pragma('journal_mode = WAL')
+        // NORMAL in WAL mode survives a killed process; a power cut may lose the last registry
+        // write, which an admin can repeat. The stream's own durability setting is separate.
+        db.pragma('synchronous = NORMAL')
+        db.pragma('foreign_keys = ON')
+        migrate(db, this.file)
+      })
     } catch (err) {
       db.close()
       throw err
