@@ -60,6 +60,8 @@ export interface ConnectState {
   credentials?: Credentials
   device?: Device
   result?: AuthResult
+  /** Set once the attempt has been counted against the device limiter (see checkRateLimits). */
+  deviceCharged?: boolean
 }
 
 export interface ConnectStep {
@@ -95,6 +97,13 @@ export function addressKey(remoteAddress: string): string {
   return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`
 }
 
+/**
+ * Refuse a limited address or device; otherwise charge the attempt to the device up front.
+ * Charging first means N parallel guesses at one device cannot all pass `check` while the first
+ * scrypt runs; a success is forgiven afterwards. The address is charged only on failure: many
+ * legitimate devices may connect at once from one NAT address, so its limit is approximate
+ * under concurrency, the per-device one is exact.
+ */
 function checkRateLimits(state: ConnectState, deps: Required<AuthenticatorDeps>): void {
   const { address, device } = deps.limiters
   if (!address.check(addressKey(state.input.remoteAddress))) {
@@ -103,6 +112,8 @@ function checkRateLimits(state: ConnectState, deps: Required<AuthenticatorDeps>)
   if (!device.check(state.input.clientId)) {
     throw new GatewayError('E_AUTH_RATE_LIMITED', 'Too many failed attempts for this device; retry later', { limiter: 'device' })
   }
+  device.recordFailure(state.input.clientId)
+  state.deviceCharged = true
 }
 
 function parseUsernameStep(state: ConnectState): void {
@@ -147,9 +158,9 @@ async function loadDevice(state: ConnectState, deps: Required<AuthenticatorDeps>
     return
   }
   if (credentials.kind === 'password') await verifyPassword(credentials.password, DUMMY_PASSWORD_HASH)
-  // Same message as a bad token: the device sees CONNACK 5 either way, the log sees the code.
-  if (device === null) throw new GatewayError('E_DEVICE_NOT_FOUND', 'Not authorized')
-  throw new GatewayError('E_DEVICE_DISABLED', 'Not authorized')
+  // Messages go to the log only; the device sees nothing but the CONNACK code.
+  if (device === null) throw new GatewayError('E_DEVICE_NOT_FOUND', 'No device with this id is registered')
+  throw new GatewayError('E_DEVICE_DISABLED', 'The device is disabled')
 }
 
 async function verifyCredentials(state: ConnectState, deps: Required<AuthenticatorDeps>): Promise<void> {
@@ -198,14 +209,19 @@ export class Authenticator {
 
   async authenticate(input: ConnectInput): Promise<AuthResult> {
     const state: ConnectState = { input }
+    const { address, device } = this.deps.limiters
     try {
       for (const step of this.steps) await step.run(state, this.deps)
-      return need(state.result, 'result')
+      const result = need(state.result, 'result')
+      if (state.deviceCharged === true) device.forgive(input.clientId)
+      return result
     } catch (err) {
       const error = toGatewayError(err)
       if (countsAsFailure(error.code)) {
-        this.deps.limiters.address.recordFailure(addressKey(input.remoteAddress))
-        this.deps.limiters.device.recordFailure(input.clientId)
+        address.recordFailure(addressKey(input.remoteAddress))
+        if (state.deviceCharged !== true) device.recordFailure(input.clientId)
+      } else if (state.deviceCharged === true) {
+        device.forgive(input.clientId)
       }
       throw error
     }

@@ -73,6 +73,18 @@ export class FailureLimiter {
     this.entries.set(key, { windowStart: this.now(), failures: 1 })
   }
 
+  /**
+   * Take back one failure, for callers that count an attempt up front (so that concurrent
+   * attempts cannot all pass `check` before any of them fails) and then learn it succeeded.
+   */
+  forgive(rawKey: string): void {
+    const key = storedKey(rawKey)
+    const entry = this.live(key)
+    if (entry === undefined) return
+    entry.failures -= 1
+    if (entry.failures <= 0) this.entries.delete(key)
+  }
+
   /** Forget a key (e.g. after an operator unlocks a device). */
   reset(key: string): void {
     this.entries.delete(storedKey(key))

@@ -36,6 +36,20 @@ describe('FailureLimiter', () => {
     expect(limiter.size).toBe(1)
   })
 
+  it('takes back one failure on forgive, dropping the entry at zero', () => {
+    const limiter = new FailureLimiter({ maxFailures: 2, windowMs: 1000 })
+    limiter.recordFailure('a')
+    limiter.recordFailure('a')
+    expect(limiter.check('a')).toBe(false)
+    limiter.forgive('a')
+    expect(limiter.check('a')).toBe(true)
+    limiter.forgive('a')
+    expect(limiter.size).toBe(0)
+    limiter.forgive('a')
+    limiter.forgive('unknown')
+    expect(limiter.size).toBe(0)
+  })
+
   it('forgets a key on reset', () => {
     const limiter = new FailureLimiter({ maxFailures: 1, windowMs: 1000 })
     limiter.recordFailure('a')
