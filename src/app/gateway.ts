@@ -195,6 +195,7 @@ export class Gateway {
     const checks: Record<string, { ok: boolean; detail?: string }> = {
       stream: { ok: stream.ready, ...(stream.detail ? { detail: stream.detail } : {}) },
       broker: { ok: this.state === 'started', detail: this.state },
+      ingest: this.ingest?.health() ?? { ok: false, detail: 'not started' },
     }
     return { ready: Object.values(checks).every((c) => c.ok), checks }
   }

@@ -52,6 +52,11 @@ const embeddedSchema = z.strictObject({
   retentionIntervalSeconds: positiveInt.default(60),
   /** How often a consumer with nothing to read polls for new records, in ms. */
   pollIntervalMs: positiveInt.default(100),
+  /**
+   * How long a commit waits for another process's write lock (a CLI committing group offsets)
+   * before the append fails and is retried. SQLite waits synchronously, so keep it short.
+   */
+  busyTimeoutMs: z.number().int().min(0).max(10_000).default(1000),
 })
 
 const topicsSchema = z.strictObject({

@@ -42,6 +42,8 @@ export class TelemetryIngest implements PublishHandler {
   private readonly log: Logger
   private readonly now: () => number
   private stopping = false
+  /** Set while appends fail with E_STREAM_UNAVAILABLE; cleared by the next success. */
+  private streamFailure: string | null = null
 
   readonly stages: ReadonlyArray<readonly [string, Stage]> = [
     ['reject-qos2', (job) => this.rejectQos2(job)],
@@ -59,6 +61,11 @@ export class TelemetryIngest implements PublishHandler {
   async handlePublish(ctx: ConnectionContext, packet: InboundPublish): Promise<void> {
     const job: PublishJob = { ctx, packet, receivedAt: this.now() }
     for (const [, stage] of this.stages) await stage(job)
+  }
+
+  /** For /readyz: not ready while the stream refuses records. */
+  health(): { ok: boolean; detail?: string } {
+    return this.streamFailure ? { ok: false, detail: this.streamFailure } : { ok: true }
   }
 
   /** Stop retrying; pending publishes fail with E_SHUTTING_DOWN (and are not acknowledged). */
@@ -113,6 +120,7 @@ export class TelemetryIngest implements PublishHandler {
       for (;;) {
         try {
           await appender.append(record)
+          this.streamFailure = null
           break
         } catch (err) {
           const gerr = toGatewayError(err, 'E_STREAM_UNAVAILABLE')
@@ -120,6 +128,7 @@ export class TelemetryIngest implements PublishHandler {
           if (gerr.code !== 'E_STREAM_UNAVAILABLE' || this.stopping || job.ctx.isClosed()) {
             throw this.stopping ? new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down; publish not acknowledged') : gerr
           }
+          this.streamFailure = `stream unavailable: ${gerr.message}`
           this.log.warn({ code: gerr.code, deviceId: job.ctx.deviceId, retryInMs: delay }, 'stream unavailable; holding publish unacknowledged')
           await sleep(delay)
           delay = Math.min(delay * 2, this.options.retryMaxMs ?? 2000)
