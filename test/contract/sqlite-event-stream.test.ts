@@ -180,6 +180,37 @@ describe('SqliteEventStream (embedded only)', () => {
     expect(stream.health()).toEqual({ ready: true })
   })
 
+  it('rolls back a transaction that fails half-way: every call in it rejects, offsets do not move', async () => {
+    const stream = await open({}, [{ name: 't', partitions: 1 }])
+    await stream.append('t', [{ key: 'k', value: value('before') }])
+    // Another process adds a trigger that fails the INSERT of one particular record.
+    const admin = new BetterSqlite3(file)
+    admin.exec("CREATE TRIGGER fail_poison BEFORE INSERT ON records WHEN NEW.value = CAST('poison' AS BLOB) BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    const good = stream.append('t', [{ key: 'k', value: value('good-1') }, { key: 'k', value: value('good-2') }])
+    const bad = stream.append('t', [{ key: 'k', value: value('poison') }])
+    await expect(good).rejects.toMatchObject({ code: 'E_STREAM_UNAVAILABLE' })
+    await expect(bad).rejects.toMatchObject({ code: 'E_STREAM_UNAVAILABLE', message: expect.stringContaining('injected failure') })
+    admin.exec('DROP TRIGGER fail_poison')
+    admin.close()
+
+    expect(await stream.offsets('t')).toEqual([{ partition: 0, low: 0, high: 1 }])
+    const [after] = await stream.append('t', [{ key: 'k', value: value('after') }])
+    expect(after!.offset).toBe(1)
+    expect((await stream.read('t', 0, 0, 10)).map((r) => r.value.toString())).toEqual(['before', 'after'])
+  })
+
+  it('keeps a group\'s "latest" start position when the partition moves to another member', async () => {
+    const stream = await open({}, [{ name: 't', partitions: 2 }])
+    await stream.append('t', [{ key: 'a', value: value('before') }])
+    const first = await stream.consume({ topic: 't', group: 'g', from: 'latest', handler: async () => undefined })
+    await first.stop()
+    await stream.append('t', [{ key: 'a', value: value('while nobody ran') }])
+    const got = collector()
+    consumers.push(await stream.consume({ topic: 't', group: 'g', from: 'latest', handler: got.handler }))
+    await waitFor(() => got.records.length === 1, 'record appended between the two members')
+    expect(got.records[0]!.value.toString()).toBe('while nobody ran')
+  })
+
   it('lets a second instance on the same file read and consume what the first writes', async () => {
     const writer = await open({}, [{ name: 't', partitions: 3 }])
     await writer.append('t', [{ key: 'a', value: value('one') }])

@@ -83,6 +83,10 @@ export class SqliteConsumer implements Consumer {
     else this.wakePending = true
   }
 
+  /**
+   * Resolves after the in-flight handler call (and its commit). A handler must not await the
+   * stop() of its own consumer: that would wait for itself. Calling it without awaiting is fine.
+   */
   stop(): Promise<void> {
     this.stopping ??= this.shutdown()
     return this.stopping
@@ -107,7 +111,7 @@ export class SqliteConsumer implements Consumer {
     while (this.running) {
       let delivered = false
       try {
-        if (this.leased && Date.now() >= this.nextRebalanceAt) this.rebalance()
+        if (this.leased && Date.now() >= this.nextRebalanceAt) this.tryRebalance()
         for (const partition of [...this.positions.keys()]) {
           if (!this.running) break
           if (await this.deliver(partition)) delivered = true
@@ -157,6 +161,18 @@ export class SqliteConsumer implements Consumer {
     })
   }
 
+  /**
+   * A rebalance that fails (the file stayed locked past busy_timeout) is retried at the next beat
+   * with the partitions held so far; commit() refuses if one of their leases has been lost.
+   */
+  private tryRebalance(): void {
+    try {
+      this.rebalance()
+    } catch {
+      this.nextRebalanceAt = Date.now() + this.ctx.heartbeatMs
+    }
+  }
+
   /** Apply the group's current assignment: forget released partitions, position new ones. */
   private rebalance(): void {
     const held = this.membership!.rebalance()
@@ -190,7 +206,9 @@ export class SqliteConsumer implements Consumer {
   /** A handler rejection or a read failure stops this consumer; the batch is not committed. */
   private fail(err: unknown): void {
     this.running = false
-    const error = err instanceof Error ? err : toStreamError(err, 'consumer failed')
+    // Handler errors reach onError as thrown; SQLite failures become E_STREAM_UNAVAILABLE.
+    const fromSqlite = err instanceof Error && 'code' in err && String(err.code).startsWith('SQLITE_')
+    const error = err instanceof Error && !fromSqlite ? err : toStreamError(err, 'consumer stopped')
     this.options.onError?.(error)
     void this.stop()
   }

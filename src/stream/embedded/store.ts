@@ -39,6 +39,7 @@ export class StreamStore {
   private readonly selectRecords: Statement<[string, number, number, number], RecordRow>
   private readonly insertTopic: Statement<[string, number, number]>
   private readonly insertPartition: Statement<[string, number]>
+  private readonly selectTopicNames: Statement<[], { name: string }>
 
   constructor(readonly db: Database) {
     this.selectTopic = db.prepare('SELECT partitions FROM topics WHERE name = ?')
@@ -60,6 +61,7 @@ export class StreamStore {
     )
     this.insertTopic = db.prepare('INSERT OR IGNORE INTO topics (name, partitions, created_at) VALUES (?, ?, ?)')
     this.insertPartition = db.prepare('INSERT OR IGNORE INTO partitions (topic, partition) VALUES (?, ?)')
+    this.selectTopicNames = db.prepare('SELECT name FROM topics ORDER BY name')
   }
 
   /**
@@ -130,8 +132,7 @@ export class StreamStore {
 
   /** Names of every topic in the file (retention walks them all, whoever created them). */
   allTopics(): TopicState[] {
-    const names = this.db.prepare<[], { name: string }>('SELECT name FROM topics ORDER BY name').all()
-    return names.map((row) => this.requireTopic(row.name))
+    return this.selectTopicNames.all().map((row) => this.requireTopic(row.name))
   }
 }
 
