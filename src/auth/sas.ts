@@ -145,8 +145,13 @@ function asciiLower(text: string): string {
   return text.replace(/[A-Z]/g, (c) => c.toLowerCase())
 }
 
-function signatureMatches(expectedB64: string, presented: Buffer): boolean {
-  const expected = Buffer.from(expectedB64, 'base64')
+/**
+ * Compares the base64 text, not decoded bytes: Buffer.from(..., 'base64') skips stray
+ * characters, so a byte comparison would also accept altered spellings of a valid signature.
+ */
+function signatureMatches(expectedB64: string, presentedB64: string): boolean {
+  const expected = Buffer.from(expectedB64)
+  const presented = Buffer.from(presentedB64)
   // timingSafeEqual needs equal lengths; a length mismatch reveals only the public HMAC size.
   return expected.length === presented.length && timingSafeEqual(expected, presented)
 }
@@ -163,11 +168,10 @@ export function verifySasToken(token: string | SasToken, options: SasVerifyOptio
   if (!audienceMatches(parsed.sr, options)) {
     throw new GatewayError('E_AUTH_AUDIENCE', 'The SAS token was issued for another host or device')
   }
-  const presented = Buffer.from(parsed.sig, 'base64')
   // Every key is tried (no early exit) so timing does not tell which one matched.
   let keyIndex = -1
   options.keys.forEach((key, index) => {
-    if (key !== '' && signatureMatches(signSas(parsed.srRaw, parsed.se, key), presented) && keyIndex < 0) keyIndex = index
+    if (key !== '' && signatureMatches(signSas(parsed.srRaw, parsed.se, key), parsed.sig) && keyIndex < 0) keyIndex = index
   })
   if (keyIndex < 0) throw new GatewayError('E_AUTH_SIGNATURE', 'The SAS token signature matches no device key')
   return { keyIndex, expiresAt: parsed.se }

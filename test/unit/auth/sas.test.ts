@@ -168,6 +168,9 @@ describe('verifySasToken', () => {
     const flipped = (sig[0] === 'A' ? 'B' : 'A') + sig.slice(1)
     expect(errorOf(() => verifySasToken(t.replace(/sig=[^&]+/, `sig=${encodeURIComponent(flipped)}`), opts())).code).toBe('E_AUTH_SIGNATURE')
     expect(errorOf(() => verifySasToken(t.replace(/sig=[^&]+/, 'sig=abc'), opts())).code).toBe('E_AUTH_SIGNATURE')
+    // Stray characters that base64 decoding would skip do not pass either.
+    expect(errorOf(() => verifySasToken(t.replace(/(sig=[^&]+)/, '$1!!'), opts())).code).toBe('E_AUTH_SIGNATURE')
+    expect(errorOf(() => verifySasToken(t.replace(/sig=([^&]+)/, 'sig=%20$1'), opts())).code).toBe('E_AUTH_SIGNATURE')
     expect(errorOf(() => verifySasToken(t.replace(/se=\d+/, `se=${NOW + 7200}`), opts())).code).toBe('E_AUTH_SIGNATURE')
     expect(errorOf(() => verifySasToken(t, opts({ keys: [] }))).code).toBe('E_AUTH_SIGNATURE')
     expect(errorOf(() => verifySasToken(t, opts({ keys: ['', secondary] }))).code).toBe('E_AUTH_SIGNATURE')
