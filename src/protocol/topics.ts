@@ -123,8 +123,8 @@ function unknownTopic(topic: string, deviceId: string): never {
 /**
  * SUBSCRIBE allowlist (section 7). Exactly the filters the SDKs use, plus one narrower form:
  * `devices/{id}/messages/devicebound/+`. Every cloud-to-device bag is percent-encoded into a
- * single topic level (section 4), so `+` receives the same messages as `#`; hand-written
- * clients use it. No other `+` form is allowed: the `$iothub/...` topics carry a `?$rid=` level
+ * single topic level (section 4), so `+` receives the same messages as `#` and grants nothing
+ * more; refusing it would only break a hand-written client. No other `+` form is allowed: the `$iothub/...` topics carry a `?$rid=` level
  * a `+` filter would silently miss, and a filter that never matches breaks the feature silently
  * (the SDK treats SUBACK 0x80 as success).
  */
