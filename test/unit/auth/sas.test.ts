@@ -177,7 +177,7 @@ describe('verifySasToken', () => {
   })
 
   it('never puts the token, signature or key into errors', () => {
-    const t = token({ key: secondary.replace(/^./, 'Z') })
+    const t = token({ key: randomBytes(32).toString('base64') })
     for (const [fn, code] of [
       [() => verifySasToken(t, opts({ keys: [primary] })), 'E_AUTH_SIGNATURE'],
       [() => verifySasToken(t.replace('se=', 'se=x'), opts()), 'E_AUTH_TOKEN_MALFORMED'],
