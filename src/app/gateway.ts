@@ -121,8 +121,14 @@ export class Gateway {
       adminToken: this.adminToken.token,
       hostname: config.hostname,
       readiness: () => this.readiness(),
+      // Removal, disabling, a key rotation or a password change ends the live connection at
+      // once: the device must prove itself again with what is valid now.
       onDeviceChanged: (deviceId) => {
         this.broker.kick(deviceId)
+      },
+      deviceConnection: (deviceId) => {
+        const ctx = this.broker.connectionOf(deviceId)
+        return ctx ? { connectedAt: new Date(ctx.connectedAt).toISOString(), remoteAddress: ctx.remoteAddress, transport: ctx.transport } : null
       },
     })
     this.ws = attachWebSocket(this.broker, this.api.server, config.limits.maxPayloadBytes + 70 * 1024)
