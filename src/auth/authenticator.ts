@@ -167,6 +167,9 @@ async function verifyCredentials(state: ConnectState, deps: Required<Authenticat
   const device = need(state.device, 'device')
   const credentials = need(state.credentials, 'credentials')
   if (credentials.kind === 'sas') {
+    // A device registered for password authentication takes only its password; a SAS device
+    // takes tokens and, if one was set, its password too.
+    if (device.authMethod !== 'sas') throw new GatewayError('E_AUTH_METHOD', 'This device authenticates with a password, not a SAS token')
     const match = verifySasToken(credentials.token, {
       host: need(state.username, 'user name').host ?? deps.hostname,
       deviceId: device.deviceId,

@@ -6,6 +6,7 @@ import { COMMON_OPTIONS, UsageError, configFromFlags } from './common.js'
 import { openDeviceAdmin, type DeviceAdmin } from './device-admin.js'
 import { formatDevice, formatDeviceList, formatIssued, toJson } from './devices-output.js'
 import { EXIT_OK, reportError } from './report.js'
+import { generateSasToken } from '../auth/sas.js'
 
 const USAGE = `usage: streamgate devices <command> [options]
 
@@ -19,6 +20,8 @@ commands:
   disable ID                                   refuse its connections (a connected one is dropped)
   rotate-key ID [--key primary|secondary|both] replace a key (default primary), print the new string
   set-password ID --password P                 set or replace the device password
+  token ID [--ttl S] [--key primary|secondary] print a SAS token for the device (default 3600 s,
+                                               primary key), for MQTT clients that take a password
 
 options:
   --password -        read the password from stdin instead of the command line
@@ -33,11 +36,12 @@ const OPTIONS = {
   auth: { type: 'string' },
   password: { type: 'string' },
   key: { type: 'string' },
+  ttl: { type: 'string' },
   json: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
 type Values = ReturnType<typeof parse>['values']
-type CommandOption = 'auth' | 'password' | 'key'
+type CommandOption = 'auth' | 'password' | 'key' | 'ttl'
 interface Output {
   human: string
   json: unknown
@@ -68,6 +72,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   disable: { takesId: true, options: [], prepare: async (id) => setStatus(id, 'disabled') },
   'rotate-key': { takesId: true, options: ['key'], prepare: prepareRotate },
   'set-password': { takesId: true, options: ['password'], prepare: prepareSetPassword },
+  token: { takesId: true, options: ['key', 'ttl'], prepare: prepareToken },
 }
 
 function parse(argv: string[]) {
@@ -105,7 +110,7 @@ function checkShape(name: string, sub: Subcommand, args: string[], values: Value
   const wanted = sub.takesId ? 1 : 0
   if (args.length < wanted) throw new UsageError(`devices ${name} needs a device id`)
   if (args.length > wanted) throw new UsageError(`devices ${name}: unexpected argument "${args[wanted]}"`)
-  for (const option of ['auth', 'password', 'key'] as const) {
+  for (const option of ['auth', 'password', 'key', 'ttl'] as const) {
     if (values[option] !== undefined && !sub.options.includes(option)) {
       throw new UsageError(`--${option} does not apply to devices ${name}`)
     }
@@ -139,6 +144,21 @@ async function prepareRotate(id: string, values: Values, config: GatewayConfig):
     const issued = await admin.rotateKey(id, which)
     const verb = `Rotated the ${which === 'both' ? 'primary and secondary keys' : `${which} key`} of`
     return { human: formatIssued(verb, issued, config.hostname), json: { ...issued.device, connectionString: issued.connectionString } }
+  }
+}
+
+/** A SAS token exactly as the Azure SDK makes it, for clients configured by hand (mqtt CLI, ...). */
+async function prepareToken(id: string, values: Values, config: GatewayConfig): Promise<Action> {
+  const which = oneOf('--key', values.key, ['primary', 'secondary'] as const) ?? 'primary'
+  const ttl = values.ttl === undefined ? 3600 : Number(values.ttl)
+  if (!Number.isInteger(ttl) || ttl <= 0) throw new UsageError('--ttl expects a positive number of seconds')
+  return async (admin) => {
+    const device = await admin.show(id)
+    if (device.authMethod !== 'sas') throw new UsageError(`device ${id} authenticates with a password, not SAS tokens`)
+    const expiresAt = Math.floor(Date.now() / 1000) + ttl
+    const key = which === 'primary' ? device.primaryKey : device.secondaryKey
+    const token = generateSasToken({ host: config.hostname, deviceId: id, key, expiresAt })
+    return { human: token + '\n', json: { deviceId: id, token, expiresAt: new Date(expiresAt * 1000).toISOString() } }
   }
 }
 

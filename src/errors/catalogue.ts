@@ -27,7 +27,8 @@ export const ERROR_CODES = {
   E_AUTH_EXPIRED: { http: 401, connack: 5, summary: 'The SAS token has expired (after the allowed clock skew).' },
   E_AUTH_AUDIENCE: { http: 401, connack: 5, summary: 'The SAS token resource (`sr`) names another host or device.' },
   E_AUTH_SIGNATURE: { http: 401, connack: 5, summary: 'The SAS token signature matches neither device key.' },
-  E_AUTH_PASSWORD: { http: 401, connack: 4, summary: 'The device password is wrong, or the device has no password.' },
+  E_AUTH_PASSWORD: { http: 401, connack: 5, summary: 'The device password is wrong, or the device has no password.' },
+  E_AUTH_METHOD: { http: 401, connack: 5, summary: 'The credential kind is not allowed for this device (a password device presented a SAS token).' },
   E_AUTH_RATE_LIMITED: { http: 429, connack: 3, summary: 'Too many failed attempts from this address or for this device; retry later.' },
 
   E_TOPIC_FORBIDDEN: { http: 403, connack: 5, summary: 'A device published or subscribed outside its own IoT Hub topics; the connection is closed.' },

@@ -88,12 +88,18 @@ describe('device authentication (CONNECT)', () => {
 
   it('accepts a password device with the right password and refuses a wrong one', async () => {
     expect(await code(pwd.deviceId, 'correct horse battery')).toBe(ACCEPTED)
-    expect(await code(pwd.deviceId, 'wrong horse')).toBe(BAD_USER_OR_PASSWORD)
+    // 5, like an unknown device: the answer must not tell a guesser whether the id exists.
+    expect(await code(pwd.deviceId, 'wrong horse')).toBe(NOT_AUTHORIZED)
+    expect(await code('auth-pwd-ghost', 'wrong horse')).toBe(NOT_AUTHORIZED)
+  })
+
+  it('refuses a SAS token for a device registered for password authentication', async () => {
+    expect(await code(pwd.deviceId, sasFor(pwd))).toBe(NOT_AUTHORIZED)
   })
 
   it('reports each refusal under its own error code in the metrics', async () => {
     const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-    for (const c of ['E_AUTH_EXPIRED', 'E_AUTH_SIGNATURE', 'E_AUTH_AUDIENCE', 'E_DEVICE_DISABLED', 'E_DEVICE_NOT_FOUND', 'E_AUTH_CLIENT_ID_MISMATCH', 'E_AUTH_PASSWORD']) {
+    for (const c of ['E_AUTH_EXPIRED', 'E_AUTH_SIGNATURE', 'E_AUTH_AUDIENCE', 'E_DEVICE_DISABLED', 'E_DEVICE_NOT_FOUND', 'E_AUTH_CLIENT_ID_MISMATCH', 'E_AUTH_PASSWORD', 'E_AUTH_METHOD']) {
       expect(text).toMatch(new RegExp(`streamgate_auth_failures_total\\{code="${c}"\\} [1-9]`))
     }
   })

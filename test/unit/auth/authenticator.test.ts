@@ -235,8 +235,10 @@ describe('Authenticator', () => {
       expect(verifyPassword).toHaveBeenCalledTimes(2)
     })
 
-    it('lets a password device use a SAS token made with its keys', async () => {
-      expect((await auth.authenticate(attempt('pwd1', sas(pwd)))).method).toBe('sas-primary')
+    it('refuses a SAS token for a password device, even one made with its keys', async () => {
+      const err = await refusal(attempt('pwd1', sas(pwd)))
+      expect(err.code).toBe('E_AUTH_METHOD')
+      expect(err.returnCode).toBe(5)
     })
 
     it('refuses a CONNECT without a password, or with an empty one, before any lookup', async () => {
