@@ -274,7 +274,7 @@ describe('SqliteEventStream (embedded only)', () => {
 
   it('builds from the stream.embedded config section with the file in the data dir', async () => {
     const stream = SqliteEventStream.fromConfig(
-      { synchronous: 'FULL', maxBatchRecords: 10, lingerMs: 0, retentionHours: 0, retentionMaxMiBPerPartition: 0, retentionIntervalSeconds: 60, pollIntervalMs: 100 },
+      { synchronous: 'FULL', maxBatchRecords: 10, lingerMs: 0, retentionHours: 0, retentionMaxMiBPerPartition: 0, retentionIntervalSeconds: 60, pollIntervalMs: 100, busyTimeoutMs: 1000 },
       join(dir, 'data'),
       3,
     )
