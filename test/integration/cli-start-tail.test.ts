@@ -89,9 +89,11 @@ describe('streamgate start, devices add and tail: the README walk-through', () =
     let out = ''
     child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
     await new Promise((r) => setTimeout(r, 1000))
-    const d = await cli(['devices', 'show', 'walk-1', '--json'], env)
-    const key = (JSON.parse(d.stdout) as { primaryKey: string }).primaryKey
-    const client = await connectAsync(`mqtt://127.0.0.1:${gw!.mqttPort}`, deviceOptions('walk-1', generateSasToken({ host: 'localhost', deviceId: 'walk-1', key, expiresAt: Math.floor(Date.now() / 1000) + 600 })))
+    // `devices token` prints a SAS token, as the README's walk-through uses it with the mqtt CLI.
+    const token = await cli(['devices', 'token', 'walk-1', '--ttl', '600'], env)
+    expect(token.code).toBe(0)
+    expect(token.stdout).toMatch(/^SharedAccessSignature sr=localhost%2Fdevices%2Fwalk-1&sig=[^&]+&se=\d+\n$/)
+    const client = await connectAsync(`mqtt://127.0.0.1:${gw!.mqttPort}`, deviceOptions('walk-1', token.stdout.trim()))
     await client.publishAsync('devices/walk-1/messages/events/', 'followed', { qos: 1 })
     await client.endAsync()
     const deadline = Date.now() + 5000
