@@ -9,10 +9,11 @@ import { SqliteEventStream } from '../stream/embedded/sqlite-event-stream.js'
  * The one place where backends are chosen from the configuration; the gateway and the CLI both
  * build their stream and registry here.
  */
-export function createEventStream(config: GatewayConfig): EventStream {
+export function createEventStream(config: GatewayConfig, role: 'gateway' | 'tool' = 'gateway'): EventStream {
   switch (config.stream.backend) {
     case 'embedded':
-      return SqliteEventStream.fromConfig(config.stream.embedded, resolve(config.dataDir), config.stream.partitions)
+      // Retention is the gateway's job; a CLI process reading the same file leaves it alone.
+      return SqliteEventStream.fromConfig(config.stream.embedded, resolve(config.dataDir), config.stream.partitions, role === 'tool' ? { retentionIntervalSeconds: 0 } : {})
   }
 }
 

@@ -70,7 +70,7 @@ async function openStream(config: GatewayConfig): Promise<EventStream> {
   if (config.stream.backend === 'embedded' && !existsSync(embeddedStreamFile(config))) {
     throw new GatewayError('E_STREAM_UNAVAILABLE', `no embedded stream in ${config.dataDir}: start the gateway there first (or pass --data-dir)`)
   }
-  const stream = createEventStream(config)
+  const stream = createEventStream(config, 'tool')
   await stream.start([])
   return stream
 }
