@@ -1,9 +1,9 @@
 import type { AppendResult, EventStream, OutgoingRecord } from '../stream/types.js'
 
 /**
- * Collects records for one stream topic from many devices and appends them in one call per
- * tick (or per `maxBatch` records): group commit across devices is what makes the embedded
- * stream fast, and Kafka gets full produce batches. Each caller's promise settles with the
+ * Collects records for one stream topic and appends them in one call per burst of publishes
+ * (or per `maxBatch` records), so the stream gets arrays, not single records: the embedded
+ * stream then commits across devices once per event-loop turn, and Kafka gets full batches. Each caller's promise settles with the
  * outcome of the batch its record went out in.
  */
 export class BatchingAppender {
@@ -22,8 +22,10 @@ export class BatchingAppender {
       this.pending.push({ record, resolve, reject })
       if (this.pending.length >= this.maxBatch) this.flush()
       else if (!this.scheduled) {
+        // A microtask, not a new event-loop turn: every publish of the socket chunk being handled
+        // is queued by then, and the stream adds its own group commit across connections.
         this.scheduled = true
-        setImmediate(() => this.flush())
+        queueMicrotask(() => this.flush())
       }
     })
   }

@@ -18,12 +18,16 @@ export class InFlightGate {
     private readonly metrics: GatewayMetrics,
   ) {}
 
+  /** Take room for one record at once if there is some and nobody waits; false otherwise. */
+  tryAcquire(bytes: number): boolean {
+    if (this.waiters.length > 0 || !this.fits(bytes)) return false
+    this.take(bytes)
+    return true
+  }
+
   /** Wait for room for one record of `bytes`. FIFO: no publish overtakes one that waits. */
   async acquire(bytes: number): Promise<void> {
-    if (this.waiters.length === 0 && this.fits(bytes)) {
-      this.take(bytes)
-      return
-    }
+    if (this.tryAcquire(bytes)) return
     this.metrics.backpressureWaits.inc()
     // release() takes the capacity on the waiter's behalf before waking it.
     await new Promise<void>((wake) => this.waiters.push({ bytes, wake }))
