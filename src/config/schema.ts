@@ -90,6 +90,25 @@ const limitsSchema = z.strictObject({
   maxConnections: positiveInt.default(50000),
 })
 
+const commandsSchema = z.strictObject({
+  /** Cloud-to-device messages queued per device; one more is refused (IoT Hub: 50). */
+  maxQueueDepth: z.number().int().min(1).max(10_000).default(50),
+  /** Default time to live of a cloud-to-device message, in seconds (IoT Hub: 1 h). */
+  defaultTtlSeconds: z.number().int().min(60).max(172_800).default(3600),
+  /** Longest TTL a sender may ask for, in seconds (IoT Hub: 48 h); the shortest is 60 s. */
+  maxTtlSeconds: z.number().int().min(60).max(172_800).default(172_800),
+  /** Deliveries of one message before it ends as `rejected` (IoT Hub: 10). */
+  maxDeliveryCount: z.number().int().min(1).max(100).default(10),
+  /** Largest cloud-to-device payload, in bytes (IoT Hub: 64 KiB). */
+  maxMessageBytes: positiveInt.default(64 * 1024),
+  /** Consumer group that reads the `commands` stream topic (one per deployment). */
+  consumerGroup: z.string().min(1).default('streamgate-commands'),
+  /** Largest direct-method request or response payload, in bytes (IoT Hub: 128 KiB). */
+  maxMethodPayloadBytes: positiveInt.default(128 * 1024),
+  /** Largest desired or reported twin section, in bytes (IoT Hub: 32 KiB). */
+  maxTwinSectionBytes: positiveInt.default(32 * 1024),
+})
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
@@ -106,6 +125,7 @@ export const configSchema = z.strictObject({
   auth: authSchema.prefault({}),
   stream: streamSchema.prefault({}),
   limits: limitsSchema.prefault({}),
+  commands: commandsSchema.prefault({}),
   log: logSchema.prefault({}),
 })
 

@@ -11,12 +11,34 @@ export class InFlightGate {
   private records = 0
   private bytes = 0
   private readonly waiters: Array<{ bytes: number; wake: () => void }> = []
+  /** Admission time of each record in flight, in admission order: the first is the oldest. */
+  private readonly admitted = new Set<{ at: number }>()
 
   constructor(
     private readonly maxRecords: number,
     private readonly maxBytes: number,
     private readonly metrics: GatewayMetrics,
-  ) {}
+    private readonly now: () => number = Date.now,
+  ) {
+    metrics.oldestInFlightAgeMs = () => this.oldestAgeMs()
+  }
+
+  /** Age of the oldest record accepted and not yet durable, 0 when none. */
+  oldestAgeMs(): number {
+    const first = this.admitted.values().next()
+    return first.done ? 0 : Math.max(0, this.now() - first.value.at)
+  }
+
+  /** Mark a record as in flight for the oldest-age metric; pass the token to `done` when it settles. */
+  track(): { at: number } {
+    const token = { at: this.now() }
+    this.admitted.add(token)
+    return token
+  }
+
+  done(token: { at: number }): void {
+    this.admitted.delete(token)
+  }
 
   /** Take room for one record at once if there is some and nobody waits; false otherwise. */
   tryAcquire(bytes: number): boolean {

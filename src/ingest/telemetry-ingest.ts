@@ -124,6 +124,7 @@ export class TelemetryIngest implements PublishHandler {
     const record = job.record!
     const bytes = record.value.length
     const { gate, appender, metrics } = this.options
+    const token = gate.track()
     if (!gate.tryAcquire(bytes)) await gate.acquire(bytes)
     try {
       let delay = this.options.retryMinMs ?? 50
@@ -146,6 +147,7 @@ export class TelemetryIngest implements PublishHandler {
       }
     } finally {
       gate.release(bytes)
+      gate.done(token)
     }
     ;(job.packet.qos === 0 ? this.recordsQos0 : this.recordsQos1).inc()
     metrics.telemetryBytes.inc(bytes)

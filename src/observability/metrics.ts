@@ -16,6 +16,20 @@ export class GatewayMetrics {
   readonly telemetryBytes = new Counter({ name: 'streamgate_telemetry_bytes_total', help: 'Telemetry payload bytes written to the stream', registers: [this.registry] })
   readonly inFlightRecords = new Gauge({ name: 'streamgate_ingest_in_flight_records', help: 'Records accepted from devices and not yet durable', registers: [this.registry] })
   readonly inFlightBytes = new Gauge({ name: 'streamgate_ingest_in_flight_bytes', help: 'Payload bytes accepted from devices and not yet durable', registers: [this.registry] })
+  /** Set by the ingest: milliseconds since the oldest in-flight record was accepted. */
+  oldestInFlightAgeMs: () => number = () => 0
+  readonly oldestInFlightSeconds = (() => {
+    const source = (): number => this.oldestInFlightAgeMs()
+    return new Gauge({
+      name: 'streamgate_ingest_oldest_in_flight_seconds',
+      help: 'Age of the oldest record accepted from a device and not yet durable (0 when none)',
+      registers: [this.registry],
+      // Computed when scraped, not per message.
+      collect() {
+        this.set(source() / 1000)
+      },
+    })
+  })()
   readonly backpressureWaits = new Counter({ name: 'streamgate_ingest_backpressure_waits_total', help: 'Publishes that waited for in-flight capacity (device sockets paused meanwhile)', registers: [this.registry] })
   readonly appendErrors = new Counter({ name: 'streamgate_stream_append_errors_total', help: 'Failed stream appends by error code', labelNames: ['code'], registers: [this.registry] })
   readonly ackLatency = new Histogram({

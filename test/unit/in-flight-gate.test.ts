@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest'
+import { InFlightGate } from '../../src/ingest/in-flight-gate.js'
+import { GatewayMetrics } from '../../src/observability/metrics.js'
+
+describe('InFlightGate', () => {
+  it('admits up to the record bound, then makes publishes wait in FIFO order', async () => {
+    const metrics = new GatewayMetrics({ defaultMetrics: false })
+    const gate = new InFlightGate(2, 1_000_000, metrics)
+    expect(gate.tryAcquire(10)).toBe(true)
+    expect(gate.tryAcquire(10)).toBe(true)
+    expect(gate.tryAcquire(10)).toBe(false)
+    const order: string[] = []
+    const a = gate.acquire(10).then(() => order.push('a'))
+    const b = gate.acquire(10).then(() => order.push('b'))
+    expect(gate.waiting).toBe(2)
+    gate.release(10)
+    await a
+    expect(order).toEqual(['a'])
+    expect(gate.inFlightRecords).toBe(2)
+    gate.release(10)
+    await b
+    expect(order).toEqual(['a', 'b'])
+    expect((await metrics.backpressureWaits.get()).values[0]?.value).toBe(2)
+  })
+
+  it('bounds bytes, but admits a single oversize record when nothing else is in flight', async () => {
+    const gate = new InFlightGate(100, 100, new GatewayMetrics({ defaultMetrics: false }))
+    expect(gate.tryAcquire(500)).toBe(true)
+    expect(gate.tryAcquire(1)).toBe(false)
+    gate.release(500)
+    expect(gate.tryAcquire(60)).toBe(true)
+    expect(gate.tryAcquire(60)).toBe(false)
+  })
+
+  it('reports the age of the oldest record in flight through the metric', async () => {
+    let now = 1000
+    const metrics = new GatewayMetrics({ defaultMetrics: false })
+    const gate = new InFlightGate(10, 1000, metrics, () => now)
+    const first = gate.track()
+    now = 1500
+    const second = gate.track()
+    now = 4000
+    expect(gate.oldestAgeMs()).toBe(3000)
+    expect((await metrics.oldestInFlightSeconds.get()).values[0]?.value).toBe(3)
+    gate.done(first)
+    expect(gate.oldestAgeMs()).toBe(2500)
+    gate.done(second)
+    expect(gate.oldestAgeMs()).toBe(0)
+  })
+})
