@@ -97,7 +97,9 @@ export class Gateway {
 
     const topics = this.topics
     this.events = new DeviceEventWriter(this.stream, topics.deviceEvents, this.registry, this.metrics, this.logger)
-    await this.closeStaleConnections()
+    // Not awaited: with the stream unreachable at start the gateway must still come up (not ready);
+    // the events are written once it is back, and a failure is logged by the writer.
+    void this.closeStaleConnections().catch((err: unknown) => this.logger.error({ err }, 'could not close stale connections'))
 
     this.appender = new BatchingAppender(this.stream, topics.telemetry, config.stream.embedded.maxBatchRecords)
     const gate = new InFlightGate(config.limits.maxInFlightRecords, config.limits.maxInFlightBytes, this.metrics)
