@@ -17,7 +17,7 @@ import type { Device } from '../../src/registry/types.js'
  */
 describe('durability of acknowledged telemetry across a SIGKILL', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-durable-'))
-  let devices: Device[] = []
+  const devices: Device[] = []
   let gw: ChildGateway | null = null
 
   beforeAll(async () => {
