@@ -1,6 +1,16 @@
 import type { DeviceRegistry } from '../registry/types.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
+import type { C2dService } from '../commands/c2d-service.js'
+import type { MethodInvoker } from '../commands/method-invoker.js'
+import type { TwinService } from '../commands/twin-service.js'
+
+/** The command channel as the API uses it (cloud-to-device messages, direct methods, twins). */
+export interface CommandsApi {
+  c2d: Pick<C2dService, 'send' | 'list' | 'purge'>
+  methods: Pick<MethodInvoker, 'invoke'>
+  twins: Pick<TwinService, 'get' | 'patchDesired'>
+}
 
 /** What the gateway must react to after an admin change (it disconnects the live device). */
 export type DeviceChange = 'removed' | 'disabled' | 'keys-rotated' | 'password-changed'
@@ -38,6 +48,8 @@ export interface ApiDeps {
   readiness: () => ReadinessReport
   onDeviceChanged?: (deviceId: string, change: DeviceChange) => void
   deviceConnection?: (deviceId: string) => LiveConnection | null
+  /** When given, the message, method and twin routes are served. */
+  commands?: CommandsApi
   /** Largest request body in bytes; default 64 KiB (device admin bodies are tiny). */
   bodyLimit?: number
 }

@@ -2,11 +2,12 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { bearerAuth } from './auth.js'
 import type { ApiDeps } from './deps.js'
 import { registerDeviceRoutes } from './devices.js'
+import { registerCommandRoutes } from './commands.js'
 import { registerErrorHandlers } from './errors.js'
 import { registerHealthRoutes } from './health.js'
 import { registerRequestObservers } from './http-metrics.js'
 
-export type { ApiDeps, DeviceChange, LiveConnection, ReadinessReport } from './deps.js'
+export type { ApiDeps, CommandsApi, DeviceChange, LiveConnection, ReadinessReport } from './deps.js'
 
 const DEFAULT_BODY_LIMIT = 64 * 1024
 
@@ -39,6 +40,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     async (api) => {
       api.addHook('onRequest', bearerAuth(deps.adminToken))
       registerDeviceRoutes(api, deps)
+      if (deps.commands) registerCommandRoutes(api, deps.commands)
     },
     { prefix: '/api' },
   )

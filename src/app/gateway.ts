@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { topicNames } from '../config/load.js'
@@ -20,12 +20,20 @@ import { DeviceEventWriter } from '../ingest/device-events.js'
 import { createApiServer } from '../api/server.js'
 import { resolveAdminToken } from '../api/admin-token.js'
 import { removeRuntimeFile, writeRuntimeFile } from './runtime-file.js'
+import { CommandChannel, fanOutObserver } from '../commands/command-channel.js'
+import { DevicePublishRouter } from '../commands/device-requests.js'
+import { SqliteCommandStore } from '../commands/sqlite-command-store.js'
 
 export interface GatewayOptions {
   config: GatewayConfig
   logger?: Logger
   /** Write <dataDir>/gateway.json so the CLI finds the running gateway (default true). */
   writeRuntimeFile?: boolean
+  /**
+   * How often expired cloud-to-device messages are ended, in ms (default 1000).
+   * TODO(config owner): becomes `commands.expiryCheckIntervalMs`.
+   */
+  expiryCheckIntervalMs?: number
 }
 
 export interface GatewayAddresses {
@@ -51,6 +59,9 @@ export class Gateway {
   private ingest!: TelemetryIngest
   private appender!: BatchingAppender
   private events!: DeviceEventWriter
+  /** Queued cloud-to-device messages and persistent subscriptions (`<dataDir>/commands.db`). */
+  commandStore!: SqliteCommandStore
+  commands!: CommandChannel
   private tcp: Listener | null = null
   private ws: { close(): Promise<void> } | null = null
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -104,11 +115,25 @@ export class Gateway {
     this.appender = new BatchingAppender(this.stream, topics.telemetry, config.stream.embedded.maxBatchRecords)
     const gate = new InFlightGate(config.limits.maxInFlightRecords, config.limits.maxInFlightBytes, this.metrics)
     this.ingest = new TelemetryIngest({ appender: this.appender, gate, metrics: this.metrics, logger: this.logger, maxPayloadBytes: config.limits.maxPayloadBytes })
+    this.commandStore = new SqliteCommandStore(join(this.dataDir, 'commands.db'))
+    this.commandStore.start()
+    this.commands = new CommandChannel({
+      queue: this.commandStore,
+      registry: this.registry,
+      stream: this.stream,
+      events: this.events,
+      logger: this.logger,
+      topics,
+      limits: { ...config.commands, maxPayloadBytes: config.limits.maxPayloadBytes },
+      ...(this.options.expiryCheckIntervalMs === undefined ? {} : { expiryCheckIntervalMs: this.options.expiryCheckIntervalMs }),
+    })
     this.broker = await GatewayBroker.create({
       authenticator: this.createAuthenticator(),
-      publishHandler: this.ingest,
+      publishHandler: new DevicePublishRouter(this.ingest, this.commands.requests),
       subscriptionPolicy: new IotHubSubscriptionPolicy(),
-      observer: this.events,
+      observer: fanOutObserver(this.events, this.commands),
+      sessions: this.commandStore,
+      deliveryObserver: this.commands,
       metrics: this.metrics,
       logger: this.logger,
       maxConnections: config.limits.maxConnections,
@@ -116,8 +141,13 @@ export class Gateway {
       connectTimeoutMs: config.mqtt.connectTimeoutSeconds * 1000,
     })
 
+    await this.commands.start(this.broker)
+
     this.api = await createApiServer({
       registry: this.registry,
+      commands: this.commands,
+      // Method payloads (128 KiB) and C2D payloads (64 KiB) travel inside JSON bodies.
+      bodyLimit: 2 * Math.max(config.commands.maxMethodPayloadBytes, config.commands.maxMessageBytes, config.commands.maxTwinSectionBytes) + 16 * 1024,
       metrics: this.metrics,
       logger: this.logger,
       adminToken: this.adminToken.token,
@@ -160,11 +190,13 @@ export class Gateway {
     await this.broker?.close()
     await tcpClosed
     await this.api?.close()
+    await this.commands?.stop()
     // 2. drain what is still on its way into the stream
     await this.appender?.drain()
     await this.events?.drain()
     // 3. close the stores
     await this.stream?.stop()
+    this.commandStore?.stop()
     await this.registry?.stop()
     if (this.options.writeRuntimeFile !== false) removeRuntimeFile(this.dataDir)
     this.state = 'stopped'

@@ -4,12 +4,17 @@ import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import { GatewayError, toGatewayError } from '../errors/catalogue.js'
 import { guardPacketSize } from './packet-guard.js'
+import { nextMessageId, topicMatches, writePublish } from './outbound.js'
 import type {
   ConnectionContext,
   ConnectionObserver,
+  DeliveryObserver,
   DeviceAuthenticator,
+  DeviceChannel,
   DisconnectReason,
   PublishHandler,
+  SendResult,
+  SessionStore,
   SubscriptionPolicy,
   Transport,
 } from './ports.js'
@@ -19,6 +24,9 @@ export interface GatewayBrokerOptions {
   publishHandler: PublishHandler
   subscriptionPolicy: SubscriptionPolicy
   observer: ConnectionObserver
+  /** Subscriptions that outlive connections and restarts (clean session 0, protocol note §7). */
+  sessions: SessionStore
+  deliveryObserver?: DeliveryObserver
   metrics: GatewayMetrics
   logger: Logger
   maxConnections: number
@@ -59,7 +67,7 @@ const contexts = new WeakMap<Client, DeviceConnection>()
  * the ack wait for the stream. Afterwards the packet is dropped instead of being published
  * broker-wide (see `keepDevicePublishesOffFanOut`).
  */
-export class GatewayBroker {
+export class GatewayBroker implements DeviceChannel {
   readonly aedes: Aedes
   private readonly log: Logger
   private readonly ingested = new WeakSet<object>()
@@ -87,6 +95,7 @@ export class GatewayBroker {
     const aedes = await Aedes.createBroker(hooks)
     self = new GatewayBroker(aedes, options)
     self.keepDevicePublishesOffFanOut()
+    self.observeAcknowledgements()
     self.wireEvents()
     return self
   }
@@ -106,6 +115,23 @@ export class GatewayBroker {
   connectionOf(deviceId: string): ConnectionContext | null {
     const client = this.liveClient(deviceId)
     return client ? (contexts.get(client) ?? null) : null
+  }
+
+  isSubscribed(deviceId: string, topic: string): boolean {
+    if (!this.liveClient(deviceId)) return false
+    for (const filter of this.options.sessions.subscriptions(deviceId).keys()) {
+      if (topicMatches(filter, topic)) return true
+    }
+    return false
+  }
+
+  send(deviceId: string, topic: string, payload: Buffer, qos: 0 | 1, dup = false): SendResult | null {
+    const client = this.liveClient(deviceId)
+    const ctx = client ? contexts.get(client) : undefined
+    if (!client || !ctx || ctx.closed || !isReady(client)) return null
+    const messageId = qos === 1 ? nextMessageId(client) : null
+    const written = writePublish(client, { topic, payload, qos, dup, ...(messageId === null ? {} : { messageId }) })
+    return { ctx, messageId, written }
   }
 
   /** Close a device's live connection (device disabled, removed, keys rotated). */
@@ -161,6 +187,7 @@ export class GatewayBroker {
     run().then(
       (ctx) => {
         contexts.set(client, ctx)
+        this.restoreSession(client, ctx.deviceId)
         const previous = this.liveClient(ctx.deviceId)
         const previousCtx = previous && previous !== client ? contexts.get(previous) : undefined
         if (previousCtx && !previousCtx.closeReason) previousCtx.closeReason = 'replaced'
@@ -174,6 +201,17 @@ export class GatewayBroker {
         done(Object.assign(new Error(gerr.message), { returnCode: gerr.returnCode, code: gerr.code }), false)
       },
     )
+  }
+
+  /**
+   * A clean-session CONNECT discards the stored session [MQTT-3.1.2-6]; otherwise the stored
+   * subscriptions apply to this connection as they are (re-read: another gateway on the same store
+   * may have had the device last). Delivery consults them directly, so Aedes needs no copy.
+   */
+  private restoreSession(client: Client, deviceId: string): void {
+    const sessions = this.options.sessions
+    if ((client as unknown as { clean: boolean }).clean) sessions.clearSubscriptions(deviceId)
+    else sessions.loadSubscriptions(deviceId)
   }
 
   private authorizePublish(client: Client | null, packet: PublishPacket, done: (error?: Error | null) => void): void {
@@ -245,8 +283,41 @@ export class GatewayBroker {
     ;(this.aedes as unknown as { publish: typeof patched }).publish = patched
   }
 
+  /**
+   * Aedes handles a PUBACK by clearing the packet identifier from its persistence (aedes 1.2
+   * lib/handlers/puback.js) and then emits 'ack' with the stored packet, which is undefined for
+   * packets it did not store (protocol note §4). Packets written by `send` are not stored there,
+   * so the identifier is taken here, on the way in.
+   */
+  private observeAcknowledgements(): void {
+    type Clear = (client: Client, packet: { messageId?: number }) => Promise<unknown>
+    const persistence = (this.aedes as unknown as { persistence: { outgoingClearMessageId: Clear } }).persistence
+    const original = persistence.outgoingClearMessageId.bind(persistence)
+    persistence.outgoingClearMessageId = (client, packet) => {
+      const ctx = contexts.get(client)
+      if (ctx && typeof packet.messageId === 'number' && (packet as { cmd?: string }).cmd === 'puback') {
+        this.options.deliveryObserver?.acknowledged(ctx, packet.messageId)
+      }
+      return original(client, packet)
+    }
+  }
+
   private wireEvents(): void {
     const a = this.aedes
+    a.on('clientReady', (client) => {
+      const ctx = contexts.get(client)
+      if (ctx) this.options.deliveryObserver?.ready(ctx)
+    })
+    a.on('subscribe', (subs, client) => {
+      const ctx = contexts.get(client)
+      if (!ctx) return
+      for (const sub of subs) this.options.sessions.addSubscription(ctx.deviceId, sub.topic, sub.qos)
+      for (const sub of subs) this.options.deliveryObserver?.subscribed(ctx, sub.topic)
+    })
+    a.on('unsubscribe', (filters, client) => {
+      const ctx = contexts.get(client)
+      if (ctx) this.options.sessions.removeSubscriptions(ctx.deviceId, filters)
+    })
     a.on('client', (client) => {
       const ctx = contexts.get(client)
       if (!ctx) return
@@ -281,6 +352,11 @@ export class GatewayBroker {
     const reason: DisconnectReason = ctx.closeReason ?? (disconnected ? 'client-disconnect' : 'socket-closed')
     this.options.observer.disconnected(ctx, reason)
   }
+}
+
+/** CONNACK written and the session's queue emptied (aedes connect.js sets `connected`). */
+function isReady(client: Client): boolean {
+  return (client as unknown as { connected?: boolean }).connected === true
 }
 
 function toBuffer(payload: PublishPacket['payload']): Buffer {

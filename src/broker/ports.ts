@@ -64,3 +64,49 @@ export interface ConnectionObserver {
   connected(ctx: ConnectionContext): void
   disconnected(ctx: ConnectionContext, reason: DisconnectReason): void
 }
+
+/**
+ * Subscriptions of devices, kept across reconnects and gateway restarts: the Azure SDK connects
+ * with clean session 0 and never re-subscribes after a token-renewal reconnect (protocol note §1,
+ * §7). Synchronous: the broker reads it on every delivery.
+ */
+export interface SessionStore {
+  subscriptions(deviceId: string): ReadonlyMap<string, number>
+  addSubscription(deviceId: string, filter: string, qos: number): void
+  removeSubscriptions(deviceId: string, filters: readonly string[]): void
+  /** A clean-session CONNECT discards the previous session [MQTT-3.1.2-6]. */
+  clearSubscriptions(deviceId: string): void
+  /** Re-read a device's subscriptions (another gateway on the same store may have written them). */
+  loadSubscriptions(deviceId?: string): void
+}
+
+/** Hears what happens on the device-bound side of connections. */
+export interface DeliveryObserver {
+  /** The connection is ready for device-bound packets (CONNACK written; Aedes 'clientReady'). */
+  ready(ctx: ConnectionContext): void
+  /** A subscription was granted (a reason to try delivering what waits for the device). */
+  subscribed(ctx: ConnectionContext, filter: string): void
+  /** The device acknowledged a QoS 1 PUBLISH written with `DeviceChannel.send` [MQTT-4.3.2]. */
+  acknowledged(ctx: ConnectionContext, messageId: number): void
+}
+
+/** Sends to the one connection of a device (never a broker-wide publish, protocol note §8). */
+export interface DeviceChannel {
+  /** The live connection of a device, if it is on this gateway. */
+  connectionOf(deviceId: string): ConnectionContext | null
+  /** True when the device is connected here and one of its session's filters matches `topic`. */
+  isSubscribed(deviceId: string, topic: string): boolean
+  /**
+   * Write a PUBLISH to the device's live, ready connection. Returns at once with the connection it
+   * goes to and, for QoS 1, its packet identifier (so the caller can expect the PUBACK before it can
+   * arrive); `written` settles once the packet is handed to the socket. null when the device is not
+   * connected here.
+   */
+  send(deviceId: string, topic: string, payload: Buffer, qos: 0 | 1, dup?: boolean): SendResult | null
+}
+
+export interface SendResult {
+  ctx: ConnectionContext
+  messageId: number | null
+  written: Promise<void>
+}

@@ -42,6 +42,12 @@ export const ERROR_CODES = {
   E_STREAM_TOPIC_UNKNOWN: { http: 404, connack: 3, summary: 'The stream topic does not exist.' },
   E_STREAM_CLOSED: { http: 503, connack: 3, summary: 'The event stream has been stopped.' },
   E_SHUTTING_DOWN: { http: 503, connack: 3, summary: 'The gateway is shutting down.' },
+
+  E_QUEUE_FULL: { http: 409, connack: 3, summary: "The device's cloud-to-device queue holds its maximum of messages (commands.maxQueueDepth); IoT Hub 403004." },
+  E_DEVICE_OFFLINE: { http: 404, connack: 3, summary: 'The device is not connected, or not subscribed to direct methods, within the connect timeout; IoT Hub 404103.' },
+  E_METHOD_TIMEOUT: { http: 504, connack: 3, summary: 'The device did not answer the direct method within its response timeout; IoT Hub 504101.' },
+  E_TWIN_TOO_LARGE: { http: 413, connack: 3, summary: 'A twin section would exceed commands.maxTwinSectionBytes after the patch; nothing is changed.' },
+  E_TWIN_VERSION_MISMATCH: { http: 412, connack: 3, summary: 'The If-Match version does not equal the current desired-properties version; nothing is changed.' },
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

@@ -4,7 +4,7 @@ import { GatewayError, toGatewayError } from '../errors/catalogue.js'
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import type { OutgoingRecord } from '../stream/types.js'
-import { ENABLED_PUBLISH_KINDS, parseDevicePublishTopic } from '../protocol/topics.js'
+import { parseDevicePublishTopic, type DevicePublishKind } from '../protocol/topics.js'
 import type { BatchingAppender } from './batcher.js'
 import { buildTelemetryRecord, type MessageProperties } from './envelope.js'
 import type { InFlightGate } from './in-flight-gate.js'
@@ -29,6 +29,8 @@ interface PublishJob {
   properties?: MessageProperties
   record?: OutgoingRecord
 }
+
+const TELEMETRY_ONLY: ReadonlySet<DevicePublishKind> = new Set<DevicePublishKind>(['telemetry'])
 
 type Stage = (job: PublishJob) => void | Promise<void>
 
@@ -96,8 +98,8 @@ export class TelemetryIngest implements PublishHandler {
   }
 
   private parseTopic(job: PublishJob): void {
-    const parsed = parseDevicePublishTopic(job.packet.topic, job.ctx.deviceId, ENABLED_PUBLISH_KINDS)
-    // Twin and method kinds are refused above until the command channel serves them.
+    const parsed = parseDevicePublishTopic(job.packet.topic, job.ctx.deviceId, TELEMETRY_ONLY)
+    // `$iothub/...` requests are routed to the command channel before this pipeline.
     if (parsed.kind !== 'telemetry') {
       throw new GatewayError('E_TOPIC_FORBIDDEN', `publishing to ${parsed.kind} topics is not enabled`)
     }

@@ -12,10 +12,10 @@ export type DevicePublishKind = (typeof DEVICE_PUBLISH_KINDS)[number]
 const ALL_PUBLISH_KINDS: ReadonlySet<DevicePublishKind> = new Set(DEVICE_PUBLISH_KINDS)
 
 /**
- * The kinds the gateway serves today. Twin and method topics parse already; the broker's
- * authorizePublish decides with this set (or its own) whether to accept them.
+ * The kinds the gateway serves: exactly IoT Hub's device publishes (protocol note §8): telemetry,
+ * twin GET, twin PATCH reported, method responses.
  */
-export const ENABLED_PUBLISH_KINDS: ReadonlySet<DevicePublishKind> = new Set<DevicePublishKind>(['telemetry'])
+export const ENABLED_PUBLISH_KINDS: ReadonlySet<DevicePublishKind> = ALL_PUBLISH_KINDS
 
 export type DevicePublish =
   | { kind: 'telemetry'; bag: PropertyBag }

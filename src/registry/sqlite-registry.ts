@@ -21,7 +21,12 @@ import type {
   DeviceRegistry,
   DeviceStatus,
   KeyName,
+  Twin,
+  TwinPatchOptions,
+  TwinProperties,
+  TwinSectionName,
 } from './types.js'
+import { assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
 
 /** A devices row as SQLite returns it (column names as in sqlite-schema.ts). */
 interface DeviceRow {
@@ -43,6 +48,23 @@ interface DeviceRow {
 const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|CORRUPT|NOTADB|READONLY|FULL|PERM)/
 
 const SELECT_DEVICE = 'SELECT * FROM devices WHERE device_id = ?'
+const SELECT_TWIN = 'SELECT device_id, twin_desired, twin_desired_version, twin_reported, twin_reported_version FROM devices WHERE device_id = ?'
+
+interface TwinRow {
+  device_id: string
+  twin_desired: string
+  twin_desired_version: number
+  twin_reported: string
+  twin_reported_version: number
+}
+
+function toTwin(row: TwinRow): Twin {
+  return {
+    deviceId: row.device_id,
+    desired: { version: row.twin_desired_version, properties: JSON.parse(row.twin_desired) as TwinProperties },
+    reported: { version: row.twin_reported_version, properties: JSON.parse(row.twin_reported) as TwinProperties },
+  }
+}
 
 /**
  * DeviceRegistry on one SQLite file (`<dataDir>/registry.db`, apart from the embedded stream so
@@ -213,6 +235,32 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   async touch(deviceId: string, at: Date): Promise<void> {
     this.run((db) =>
       db.prepare('UPDATE devices SET last_activity_at = ? WHERE device_id = ?').run(at.toISOString(), deviceId),
+    )
+  }
+
+  async getTwin(deviceId: string): Promise<Twin | null> {
+    const row = this.run((db) => db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId))
+    return row ? toTwin(row) : null
+  }
+
+  async patchTwin(deviceId: string, section: TwinSectionName, patch: TwinProperties, options: TwinPatchOptions): Promise<Twin> {
+    const checked = validateTwinPatch(patch)
+    const column = section === 'desired' ? 'twin_desired' : 'twin_reported'
+    // Read, merge and write in one IMMEDIATE transaction: a CLI or second gateway patching the same
+    // twin waits on busy_timeout instead of losing an update.
+    return this.run((db) =>
+      db.transaction(() => {
+        const row = db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId)
+        if (!row) throw notFound(deviceId)
+        const current = toTwin(row)[section]
+        if (options.ifVersion !== undefined && options.ifVersion !== current.version) {
+          throw new GatewayError('E_TWIN_VERSION_MISMATCH', `the ${section} version is ${current.version}, not ${options.ifVersion}`, { version: current.version })
+        }
+        const merged = mergeTwinPatch(current.properties, checked)
+        assertTwinSize(section, merged, options.maxBytes)
+        db.prepare(`UPDATE devices SET ${column} = ?, ${column}_version = ${column}_version + 1 WHERE device_id = ?`).run(JSON.stringify(merged), deviceId)
+        return toTwin(db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId)!)
+      }).immediate(),
     )
   }
 

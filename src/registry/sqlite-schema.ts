@@ -27,6 +27,11 @@ const MIGRATIONS: readonly string[] = [
      connection_seq INTEGER NOT NULL DEFAULT 0
    ) STRICT;
    CREATE INDEX devices_connected ON devices (connection_state) WHERE connection_state = 'connected';`,
+  // v2: device twins (protocol note §5). Both sections start empty at version 1, as in IoT Hub.
+  `ALTER TABLE devices ADD COLUMN twin_desired TEXT NOT NULL DEFAULT '{}';
+   ALTER TABLE devices ADD COLUMN twin_desired_version INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE devices ADD COLUMN twin_reported TEXT NOT NULL DEFAULT '{}';
+   ALTER TABLE devices ADD COLUMN twin_reported_version INTEGER NOT NULL DEFAULT 1;`,
 ]
 
 export const REGISTRY_SCHEMA_VERSION = MIGRATIONS.length

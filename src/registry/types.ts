@@ -4,6 +4,17 @@
  * (test/contract/device-registry.contract.ts) runs against every implementation.
  */
 
+import type { Twin, TwinProperties, TwinSectionName } from './twin-document.js'
+
+export type { Twin, TwinProperties, TwinSection, TwinSectionName } from './twin-document.js'
+
+export interface TwinPatchOptions {
+  /** Largest section after the patch, in bytes of JSON (E_TWIN_TOO_LARGE past it). */
+  maxBytes: number
+  /** Optimistic concurrency: the section's current version must equal this (E_TWIN_VERSION_MISMATCH). */
+  ifVersion?: number
+}
+
 export type DeviceStatus = 'enabled' | 'disabled'
 export type AuthMethod = 'sas' | 'password'
 export type ConnectionState = 'connected' | 'disconnected'
@@ -63,6 +74,13 @@ export interface DeviceRegistry {
   /** Mark every device disconnected (at gateway start, after a crash). Returns the ids changed. */
   resetConnections(at: Date): Promise<string[]>
   touch(deviceId: string, at: Date): Promise<void>
+  /** The device's twin; null when the device is unknown. */
+  getTwin(deviceId: string): Promise<Twin | null>
+  /**
+   * Merge a patch into one twin section (null deletes a key) and bump its version, atomically.
+   * Rejects E_DEVICE_NOT_FOUND, E_BAD_REQUEST, E_TWIN_TOO_LARGE, E_TWIN_VERSION_MISMATCH.
+   */
+  patchTwin(deviceId: string, section: TwinSectionName, patch: TwinProperties, options: TwinPatchOptions): Promise<Twin>
 }
 
 /** IoT Hub device id rules: up to 128 chars of [A-Za-z0-9-.%_*?!(),:=@$']. */

@@ -120,10 +120,11 @@ describe('parseDevicePublishTopic: twin and method topics', () => {
     expect(codeOf(() => parseDevicePublishTopic(topic, 'dev1'))).toBe('E_TOPIC_FORBIDDEN')
   })
 
-  it('lets the caller restrict kinds; only telemetry is enabled today', () => {
-    expect([...ENABLED_PUBLISH_KINDS]).toEqual(['telemetry'])
+  it('enables exactly the IoT Hub device publishes and lets the caller restrict kinds', () => {
+    expect([...ENABLED_PUBLISH_KINDS].sort()).toEqual(['method-response', 'telemetry', 'twin-get', 'twin-patch-reported'])
     expect(DEVICE_PUBLISH_KINDS).toContain('twin-get')
-    expect(codeOf(() => parseDevicePublishTopic('$iothub/twin/GET/?$rid=1', 'dev1', ENABLED_PUBLISH_KINDS))).toBe('E_TOPIC_FORBIDDEN')
+    expect(parseDevicePublishTopic('$iothub/twin/GET/?$rid=1', 'dev1', ENABLED_PUBLISH_KINDS).kind).toBe('twin-get')
+    expect(codeOf(() => parseDevicePublishTopic('$iothub/twin/GET/?$rid=1', 'dev1', new Set(['telemetry'])))).toBe('E_TOPIC_FORBIDDEN')
     expect(parseDevicePublishTopic('devices/dev1/messages/events/', 'dev1', ENABLED_PUBLISH_KINDS).kind).toBe('telemetry')
   })
 })

@@ -1,0 +1,120 @@
+import { randomUUID } from 'node:crypto'
+import { GatewayError } from '../errors/catalogue.js'
+import type { Logger } from '../observability/logger.js'
+import { formatPropertyBag } from '../protocol/property-bag.js'
+import type { DeviceRegistry } from '../registry/types.js'
+import type { C2dDelivery } from './c2d-delivery.js'
+import type { FeedbackWriter } from './feedback-writer.js'
+import type { AckMode, CommandQueue, QueuedMessage } from './types.js'
+
+export interface C2dLimits {
+  maxQueueDepth: number
+  defaultTtlSeconds: number
+  maxTtlSeconds: number
+  maxMessageBytes: number
+}
+
+/** One cloud-to-device message as a sender hands it in (API, CLI, `commands` topic). */
+export interface SendRequest {
+  payload: Buffer
+  properties?: Record<string, string>
+  messageId?: string
+  ttlSeconds?: number
+  ack?: AckMode
+  contentType?: string
+  contentEncoding?: string
+  /** Set for stream-sourced commands: a replay of the same record is taken once. */
+  sourceRef?: string
+}
+
+/** IoT Hub's lower TTL bound (protocol note §9); the upper one is commands.maxTtlSeconds. */
+export const MIN_TTL_SECONDS = 60
+const MAX_MESSAGE_ID_LENGTH = 128
+
+/**
+ * The sending side of cloud-to-device messages: validate, queue durably, start delivery; list and
+ * purge queues; end expired messages on a timer. Every failure is a GatewayError with its code.
+ */
+export class C2dService {
+  private readonly log: Logger
+
+  constructor(
+    private readonly queue: CommandQueue,
+    private readonly registry: DeviceRegistry,
+    private readonly delivery: C2dDelivery,
+    private readonly feedback: FeedbackWriter,
+    private readonly limits: C2dLimits,
+    logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.log = logger.child({ component: 'c2d' })
+  }
+
+  /** Resolves with the queued message, or null for a stream record already taken before. */
+  async send(deviceId: string, request: SendRequest): Promise<QueuedMessage | null> {
+    await this.mustExist(deviceId)
+    const checked = this.validate(request)
+    const at = this.now()
+    const message = await this.queue.enqueue(
+      {
+        deviceId,
+        messageId: checked.messageId ?? randomUUID(),
+        payload: checked.payload,
+        properties: checked.properties ?? {},
+        ack: checked.ack ?? 'none',
+        enqueuedAt: at,
+        expiresAt: at + (checked.ttlSeconds ?? this.limits.defaultTtlSeconds) * 1000,
+        ...(checked.contentType === undefined ? {} : { contentType: checked.contentType }),
+        ...(checked.contentEncoding === undefined ? {} : { contentEncoding: checked.contentEncoding }),
+        ...(checked.sourceRef === undefined ? {} : { sourceRef: checked.sourceRef }),
+      },
+      this.limits.maxQueueDepth,
+    )
+    if (message) {
+      this.log.debug({ deviceId, messageId: message.messageId }, 'cloud-to-device message queued')
+      void this.delivery.kick(deviceId)
+    }
+    return message
+  }
+
+  async list(deviceId: string): Promise<QueuedMessage[]> {
+    await this.mustExist(deviceId)
+    return this.queue.list(deviceId)
+  }
+
+  async purge(deviceId: string): Promise<number> {
+    await this.mustExist(deviceId)
+    const n = await this.queue.purge(deviceId, this.now())
+    if (n > 0) void this.feedback.flush()
+    return n
+  }
+
+  /** End every expired message (`expired` feedback) and write pending feedback. */
+  async sweep(): Promise<string[]> {
+    const touched = await this.queue.expire(this.now())
+    await this.feedback.flush()
+    return touched
+  }
+
+  validate(request: SendRequest): SendRequest {
+    const { payload, ttlSeconds, messageId, properties } = request
+    if (payload.length > this.limits.maxMessageBytes) {
+      throw new GatewayError('E_PAYLOAD_TOO_LARGE', `the message of ${payload.length} bytes exceeds the maximum of ${this.limits.maxMessageBytes}`)
+    }
+    if (ttlSeconds !== undefined && (!Number.isInteger(ttlSeconds) || ttlSeconds < MIN_TTL_SECONDS || ttlSeconds > this.limits.maxTtlSeconds)) {
+      throw new GatewayError('E_BAD_REQUEST', `ttlSeconds must be an integer from ${MIN_TTL_SECONDS} to ${this.limits.maxTtlSeconds}`)
+    }
+    if (messageId !== undefined && (messageId.length === 0 || messageId.length > MAX_MESSAGE_ID_LENGTH)) {
+      throw new GatewayError('E_BAD_REQUEST', `messageId must be 1 to ${MAX_MESSAGE_ID_LENGTH} characters`)
+    }
+    if (properties) {
+      // Formatting the bag once refuses reserved keys ($.mid, ...) and unencodable text up front.
+      formatPropertyBag({ application: properties })
+    }
+    return request
+  }
+
+  private async mustExist(deviceId: string): Promise<void> {
+    if (!(await this.registry.get(deviceId))) throw new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
+  }
+}

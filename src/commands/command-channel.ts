@@ -1,0 +1,134 @@
+import type { ConnectionContext, ConnectionObserver, DeliveryObserver, DeviceChannel, DisconnectReason, PublishHandler } from '../broker/ports.js'
+import type { DeviceEventWriter } from '../ingest/device-events.js'
+import type { Logger } from '../observability/logger.js'
+import type { DeviceRegistry } from '../registry/types.js'
+import type { EventStream } from '../stream/types.js'
+import { C2dDelivery } from './c2d-delivery.js'
+import { C2dService, type C2dLimits } from './c2d-service.js'
+import { CommandsTopicSource } from './commands-topic-source.js'
+import { DeviceRequests } from './device-requests.js'
+import { FeedbackWriter } from './feedback-writer.js'
+import { MethodInvoker } from './method-invoker.js'
+import { TwinService } from './twin-service.js'
+import type { CommandQueue } from './types.js'
+
+export interface CommandChannelOptions {
+  queue: CommandQueue
+  registry: DeviceRegistry
+  stream: EventStream
+  events: DeviceEventWriter
+  logger: Logger
+  topics: { commands: string; commandFeedback: string }
+  limits: C2dLimits & { maxDeliveryCount: number; consumerGroup: string; maxMethodPayloadBytes: number; maxTwinSectionBytes: number; maxPayloadBytes: number }
+  /** How often expired messages are ended and other gateways' new messages picked up (ms, default 1000). */
+  expiryCheckIntervalMs?: number
+  /** Read the `commands` stream topic (default true). */
+  consumeCommandsTopic?: boolean
+}
+
+/**
+ * The command channel (DESIGN.md `commands/`): cloud-to-device messages, direct methods and
+ * twins, built around a DeviceChannel (the broker) that is attached once it exists. It observes the
+ * broker's connections, subscriptions and PUBACKs, and serves the device's `$iothub/...` publishes.
+ */
+export class CommandChannel implements ConnectionObserver, DeliveryObserver {
+  readonly c2d: C2dService
+  readonly methods: MethodInvoker
+  readonly twins: TwinService
+  readonly requests: PublishHandler
+  private readonly delivery: C2dDelivery
+  private readonly feedback: FeedbackWriter
+  private readonly source: CommandsTopicSource
+  private channel: DeviceChannel | null = null
+  private timer: NodeJS.Timeout | null = null
+  private sweeping = false
+
+  constructor(private readonly options: CommandChannelOptions) {
+    const { queue, registry, stream, events, logger, topics, limits } = options
+    const channel = this.lazyChannel()
+    this.feedback = new FeedbackWriter(queue, stream, topics.commandFeedback, logger)
+    this.delivery = new C2dDelivery({ queue, channel, feedback: this.feedback, logger, maxDeliveryCount: limits.maxDeliveryCount })
+    this.c2d = new C2dService(queue, registry, this.delivery, this.feedback, limits, logger)
+    this.methods = new MethodInvoker(channel, limits.maxMethodPayloadBytes)
+    this.twins = new TwinService(registry, channel, events, limits.maxTwinSectionBytes, logger)
+    this.requests = new DeviceRequests(this.twins, this.methods, limits.maxPayloadBytes)
+    this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger)
+  }
+
+  /** Start delivering over `channel`: sweep timer, commands topic, feedback left by a previous run. */
+  async start(channel: DeviceChannel): Promise<void> {
+    this.channel = channel
+    const every = this.options.expiryCheckIntervalMs ?? 1000
+    this.timer = setInterval(() => void this.sweep(), every)
+    this.timer.unref()
+    void this.feedback.flush()
+    if (this.options.consumeCommandsTopic !== false) await this.source.start()
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+    this.methods.stop()
+    await this.source.stop()
+    await this.delivery.drain()
+    await this.feedback.flush()
+  }
+
+  connected(_ctx: ConnectionContext): void {
+    // Delivery starts on ready(): before the CONNACK is written the connection takes no PUBLISH.
+  }
+
+  ready(ctx: ConnectionContext): void {
+    void this.delivery.kick(ctx.deviceId)
+  }
+
+  disconnected(ctx: ConnectionContext, _reason: DisconnectReason): void {
+    this.delivery.connectionClosed(ctx)
+    // A replacing connection may already be up; it gets what this one left unacknowledged.
+    void this.delivery.kick(ctx.deviceId)
+  }
+
+  subscribed(ctx: ConnectionContext): void {
+    void this.delivery.kick(ctx.deviceId)
+  }
+
+  acknowledged(ctx: ConnectionContext, messageId: number): void {
+    this.delivery.acknowledged(ctx, messageId)
+  }
+
+  /**
+   * End expired messages, write pending feedback, and try delivery for devices connected here
+   * that have messages (a message queued by another gateway on the same store lands here).
+   */
+  async sweep(): Promise<void> {
+    if (this.sweeping || !this.channel) return
+    this.sweeping = true
+    try {
+      await this.c2d.sweep()
+      for (const deviceId of await this.options.queue.devicesWithMessages()) {
+        if (this.channel.connectionOf(deviceId)) void this.delivery.kick(deviceId)
+      }
+    } catch (err) {
+      this.options.logger.warn({ component: 'c2d', err: (err as Error).message }, 'command sweep failed')
+    } finally {
+      this.sweeping = false
+    }
+  }
+
+  /** The broker is created after the channel (it needs `requests`); calls before start() see no device. */
+  private lazyChannel(): DeviceChannel {
+    return {
+      connectionOf: (id) => this.channel?.connectionOf(id) ?? null,
+      isSubscribed: (id, topic) => this.channel?.isSubscribed(id, topic) ?? false,
+      send: (id, topic, payload, qos, dup) => (this.channel ? this.channel.send(id, topic, payload, qos, dup) : null),
+    }
+  }
+}
+
+/** Fans connection events out to several observers (device events, command channel). */
+export function fanOutObserver(...observers: ConnectionObserver[]): ConnectionObserver {
+  return {
+    connected: (ctx) => observers.forEach((o) => o.connected(ctx)),
+    disconnected: (ctx, reason) => observers.forEach((o) => o.disconnected(ctx, reason)),
+  }
+}

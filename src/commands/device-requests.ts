@@ -1,0 +1,53 @@
+import type { ConnectionContext, InboundPublish, PublishHandler } from '../broker/ports.js'
+import { GatewayError } from '../errors/catalogue.js'
+import { parseDevicePublishTopic, type DevicePublishKind } from '../protocol/topics.js'
+import type { MethodInvoker } from './method-invoker.js'
+import type { TwinService } from './twin-service.js'
+
+const IOTHUB_KINDS: ReadonlySet<DevicePublishKind> = new Set<DevicePublishKind>(['twin-get', 'twin-patch-reported', 'method-response'])
+
+/**
+ * Device publishes on `$iothub/...` (protocol note §5, §6): twin GET, twin PATCH reported and
+ * method responses. Runs inside authorizePublish like telemetry; these are QoS 0, so nothing waits
+ * on a PUBACK, but answering before the hook returns keeps one device's requests in order.
+ */
+export class DeviceRequests implements PublishHandler {
+  constructor(
+    private readonly twins: TwinService,
+    private readonly methods: MethodInvoker,
+    private readonly maxPayloadBytes: number,
+  ) {}
+
+  async handlePublish(ctx: ConnectionContext, packet: InboundPublish): Promise<void> {
+    if (packet.qos === 2) throw new GatewayError('E_QOS_UNSUPPORTED', 'QoS 2 is not supported; publish with QoS 0 or 1')
+    const request = parseDevicePublishTopic(packet.topic, ctx.deviceId, IOTHUB_KINDS)
+    if (packet.payload.length > this.maxPayloadBytes) {
+      throw new GatewayError('E_PAYLOAD_TOO_LARGE', `payload of ${packet.payload.length} bytes exceeds the maximum of ${this.maxPayloadBytes}`)
+    }
+    switch (request.kind) {
+      case 'twin-get':
+        return this.twins.handleGet(ctx, request.rid)
+      case 'twin-patch-reported':
+        return this.twins.handlePatchReported(ctx, request.rid, packet.payload)
+      case 'method-response':
+        return this.methods.handleResponse(ctx, request.status, request.rid, packet.payload)
+      case 'telemetry':
+        throw new GatewayError('E_INTERNAL', 'telemetry routed to device requests')
+    }
+  }
+}
+
+/**
+ * The device publish ACL (protocol note §8): telemetry goes to the ingest pipeline, `$iothub/...`
+ * requests to DeviceRequests; each parses its topic strictly and refuses anything else.
+ */
+export class DevicePublishRouter implements PublishHandler {
+  constructor(
+    private readonly telemetry: PublishHandler,
+    private readonly requests: PublishHandler,
+  ) {}
+
+  handlePublish(ctx: ConnectionContext, packet: InboundPublish): Promise<void> {
+    return packet.topic.startsWith('$iothub/') ? this.requests.handlePublish(ctx, packet) : this.telemetry.handlePublish(ctx, packet)
+  }
+}

@@ -1,0 +1,265 @@
+import { closeSync, mkdirSync, openSync } from 'node:fs'
+import { dirname } from 'node:path'
+import BetterSqlite3, { type Database } from 'better-sqlite3'
+import { GatewayError } from '../errors/catalogue.js'
+import type { SessionStore } from '../broker/ports.js'
+import type { AckMode, CommandQueue, Feedback, FeedbackStatus, NewMessage, PendingFeedback, QueuedMessage } from './types.js'
+
+/**
+ * Ordered migrations of `<dataDir>/commands.db` (PRAGMA user_version counts the applied ones).
+ * Kept apart from the registry and the stream: C2D settles and subscription writes never wait on
+ * telemetry group commits.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE subscriptions (
+     device_id TEXT NOT NULL,
+     filter TEXT NOT NULL,
+     qos INTEGER NOT NULL,
+     PRIMARY KEY (device_id, filter)
+   ) STRICT;
+   CREATE TABLE c2d_messages (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     message_id TEXT NOT NULL,
+     device_id TEXT NOT NULL,
+     payload BLOB NOT NULL,
+     properties TEXT NOT NULL,
+     content_type TEXT,
+     content_encoding TEXT,
+     ack TEXT NOT NULL,
+     enqueued_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     delivery_count INTEGER NOT NULL DEFAULT 0,
+     source_ref TEXT
+   ) STRICT;
+   CREATE INDEX c2d_by_device ON c2d_messages (device_id, seq);
+   CREATE INDEX c2d_by_expiry ON c2d_messages (expires_at);
+   -- Source refs of stream commands ever taken, so that a replayed record is not queued twice.
+   CREATE TABLE c2d_sources (source_ref TEXT PRIMARY KEY NOT NULL, taken_at INTEGER NOT NULL) STRICT;
+   -- Outbox: feedback is recorded in the transaction that ends the message, written to the
+   -- stream afterwards, then deleted.
+   CREATE TABLE c2d_feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL) STRICT;`,
+]
+
+interface MessageRow {
+  seq: number
+  message_id: string
+  device_id: string
+  payload: Buffer
+  properties: string
+  content_type: string | null
+  content_encoding: string | null
+  ack: string
+  enqueued_at: number
+  expires_at: number
+  delivery_count: number
+  source_ref: string | null
+}
+
+/**
+ * SQLite adapter of the CommandQueue and SessionStore ports. Statements are synchronous
+ * (better-sqlite3); the queue methods return promises so that a networked store fits the same port.
+ * Subscriptions are cached in memory (write-through) because the broker reads them per delivery.
+ */
+export class SqliteCommandStore implements CommandQueue, SessionStore {
+  private db: Database | null = null
+  private readonly subs = new Map<string, Map<string, number>>()
+
+  constructor(readonly file: string) {}
+
+  start(): void {
+    if (this.db) return
+    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 })
+    try {
+      closeSync(openSync(this.file, 'wx', 0o600))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+    const db = new BetterSqlite3(this.file)
+    db.pragma('busy_timeout = 5000')
+    db.pragma('journal_mode = WAL')
+    // NORMAL in WAL survives a killed gateway, which is the promise for queued messages (DESIGN.md).
+    db.pragma('synchronous = NORMAL')
+    db.transaction(() => {
+      const current = db.pragma('user_version', { simple: true }) as number
+      if (current > MIGRATIONS.length) throw new GatewayError('E_INTERNAL', `${this.file} was written by a newer streamgate`)
+      for (let v = current; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!)
+      if (current !== MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`)
+    }).immediate()
+    this.db = db
+    this.loadSubscriptions()
+  }
+
+  stop(): void {
+    this.db?.close()
+    this.db = null
+  }
+
+  // ---- SessionStore ----
+
+  subscriptions(deviceId: string): ReadonlyMap<string, number> {
+    return this.subs.get(deviceId) ?? new Map()
+  }
+
+  addSubscription(deviceId: string, filter: string, qos: number): void {
+    this.conn().prepare('INSERT INTO subscriptions (device_id, filter, qos) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET qos = excluded.qos').run(deviceId, filter, qos)
+    let map = this.subs.get(deviceId)
+    if (!map) this.subs.set(deviceId, (map = new Map()))
+    map.set(filter, qos)
+  }
+
+  removeSubscriptions(deviceId: string, filters: readonly string[]): void {
+    const del = this.conn().prepare('DELETE FROM subscriptions WHERE device_id = ? AND filter = ?')
+    for (const f of filters) {
+      del.run(deviceId, f)
+      this.subs.get(deviceId)?.delete(f)
+    }
+  }
+
+  clearSubscriptions(deviceId: string): void {
+    this.conn().prepare('DELETE FROM subscriptions WHERE device_id = ?').run(deviceId)
+    this.subs.delete(deviceId)
+  }
+
+  /** Re-read from the file (another gateway on the same data dir may have changed them). */
+  loadSubscriptions(deviceId?: string): void {
+    const rows = deviceId
+      ? this.conn().prepare<unknown[], { device_id: string; filter: string; qos: number }>('SELECT * FROM subscriptions WHERE device_id = ?').all(deviceId)
+      : this.conn().prepare<unknown[], { device_id: string; filter: string; qos: number }>('SELECT * FROM subscriptions').all()
+    if (deviceId) this.subs.delete(deviceId)
+    else this.subs.clear()
+    for (const r of rows) {
+      let map = this.subs.get(r.device_id)
+      if (!map) this.subs.set(r.device_id, (map = new Map()))
+      map.set(r.filter, r.qos)
+    }
+  }
+
+  // ---- CommandQueue ----
+
+  async enqueue(m: NewMessage, maxDepth: number): Promise<QueuedMessage | null> {
+    const db = this.conn()
+    return db.transaction((): QueuedMessage | null => {
+      if (m.sourceRef !== undefined) {
+        const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, taken_at) VALUES (?, ?)').run(m.sourceRef, m.enqueuedAt)
+        if (taken.changes === 0) return null
+      }
+      const { n } = db.prepare<unknown[], { n: number }>('SELECT count(*) AS n FROM c2d_messages WHERE device_id = ?').get(m.deviceId)!
+      if (n >= maxDepth) {
+        throw new GatewayError('E_QUEUE_FULL', `the queue of device "${m.deviceId}" holds its maximum of ${maxDepth} messages`, { deviceId: m.deviceId })
+      }
+      const row = db
+        .prepare<unknown[], MessageRow>(
+          `INSERT INTO c2d_messages (message_id, device_id, payload, properties, content_type, content_encoding, ack, enqueued_at, expires_at, source_ref)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+        )
+        .get(m.messageId, m.deviceId, m.payload, JSON.stringify(m.properties), m.contentType ?? null, m.contentEncoding ?? null, m.ack, m.enqueuedAt, m.expiresAt, m.sourceRef ?? null)
+      return toMessage(row!)
+    }).immediate()
+  }
+
+  async list(deviceId: string): Promise<QueuedMessage[]> {
+    return this.conn().prepare<unknown[], MessageRow>('SELECT * FROM c2d_messages WHERE device_id = ? ORDER BY seq').all(deviceId).map(toMessage)
+  }
+
+  async head(deviceId: string): Promise<QueuedMessage | null> {
+    const row = this.conn().prepare<unknown[], MessageRow>('SELECT * FROM c2d_messages WHERE device_id = ? ORDER BY seq LIMIT 1').get(deviceId)
+    return row ? toMessage(row) : null
+  }
+
+  async recordDelivery(seq: number): Promise<number> {
+    const row = this.conn().prepare<unknown[], { delivery_count: number }>('UPDATE c2d_messages SET delivery_count = delivery_count + 1 WHERE seq = ? RETURNING delivery_count').get(seq)
+    return row?.delivery_count ?? 0
+  }
+
+  async settle(seq: number, status: FeedbackStatus, at: number, reason?: string): Promise<boolean> {
+    const db = this.conn()
+    return db.transaction(() => {
+      const row = db.prepare<unknown[], MessageRow>('DELETE FROM c2d_messages WHERE seq = ? RETURNING *').get(seq)
+      if (!row) return false
+      this.addFeedback(feedbackOf(row, status, at, reason))
+      return true
+    }).immediate()
+  }
+
+  async purge(deviceId: string, at: number): Promise<number> {
+    const db = this.conn()
+    return db.transaction(() => {
+      const rows = db.prepare<unknown[], MessageRow>('DELETE FROM c2d_messages WHERE device_id = ? RETURNING *').all(deviceId)
+      rows.sort((a, b) => a.seq - b.seq)
+      for (const row of rows) this.addFeedback(feedbackOf(row, 'purged', at))
+      return rows.length
+    }).immediate()
+  }
+
+  async expire(now: number): Promise<string[]> {
+    const db = this.conn()
+    return db.transaction(() => {
+      const rows = db.prepare<unknown[], MessageRow>('DELETE FROM c2d_messages WHERE expires_at <= ? RETURNING *').all(now)
+      rows.sort((a, b) => a.seq - b.seq)
+      for (const row of rows) this.addFeedback(feedbackOf(row, 'expired', now))
+      return [...new Set(rows.map((r) => r.device_id))]
+    }).immediate()
+  }
+
+  async recordUnqueued(feedback: Feedback, sourceRef: string): Promise<void> {
+    const db = this.conn()
+    db.transaction(() => {
+      const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, taken_at) VALUES (?, ?)').run(sourceRef, Date.parse(feedback.time))
+      if (taken.changes > 0) this.addFeedback(feedback)
+    }).immediate()
+  }
+
+  async devicesWithMessages(): Promise<string[]> {
+    return this.conn().prepare<unknown[], { device_id: string }>('SELECT DISTINCT device_id FROM c2d_messages').all().map((r) => r.device_id)
+  }
+
+  async pendingFeedback(limit: number): Promise<PendingFeedback[]> {
+    return this.conn()
+      .prepare<unknown[], { id: number; body: string }>('SELECT id, body FROM c2d_feedback ORDER BY id LIMIT ?')
+      .all(limit)
+      .map((r) => ({ id: r.id, feedback: JSON.parse(r.body) as Feedback }))
+  }
+
+  async removeFeedback(ids: number[]): Promise<void> {
+    const del = this.conn().prepare('DELETE FROM c2d_feedback WHERE id = ?')
+    this.conn().transaction(() => ids.forEach((id) => del.run(id)))()
+  }
+
+  /** Test and tooling aid: move a message's expiry (the API never accepts a TTL under 60 s). */
+  setExpiry(seq: number, expiresAt: number): void {
+    this.conn().prepare('UPDATE c2d_messages SET expires_at = ? WHERE seq = ?').run(expiresAt, seq)
+  }
+
+  private addFeedback(feedback: Feedback): void {
+    this.conn().prepare('INSERT INTO c2d_feedback (body) VALUES (?)').run(JSON.stringify(feedback))
+  }
+
+  private conn(): Database {
+    if (!this.db) throw new GatewayError('E_SHUTTING_DOWN', 'the command store is closed')
+    return this.db
+  }
+}
+
+function feedbackOf(row: MessageRow, status: FeedbackStatus, at: number, reason?: string): Feedback {
+  const fb: Feedback = { messageId: row.message_id, deviceId: row.device_id, status, time: new Date(at).toISOString(), deliveryCount: row.delivery_count, ack: row.ack as AckMode }
+  if (reason) fb.reason = reason
+  return fb
+}
+
+function toMessage(row: MessageRow): QueuedMessage {
+  const m: QueuedMessage = {
+    seq: row.seq,
+    messageId: row.message_id,
+    deviceId: row.device_id,
+    payload: row.payload,
+    properties: JSON.parse(row.properties) as Record<string, string>,
+    ack: row.ack as AckMode,
+    enqueuedAt: row.enqueued_at,
+    expiresAt: row.expires_at,
+    deliveryCount: row.delivery_count,
+  }
+  if (row.content_type !== null) m.contentType = row.content_type
+  if (row.content_encoding !== null) m.contentEncoding = row.content_encoding
+  if (row.source_ref !== null) m.sourceRef = row.source_ref
+  return m
+}

@@ -1,0 +1,110 @@
+import type { ConnectionContext, DeviceChannel } from '../broker/ports.js'
+import { ERROR_CODES, GatewayError, toGatewayError } from '../errors/catalogue.js'
+import type { DeviceEventWriter } from '../ingest/device-events.js'
+import type { Logger } from '../observability/logger.js'
+import { formatDesiredPatchTopic, formatTwinResponseTopic } from '../protocol/topics.js'
+import { sectionDocument, type TwinProperties } from '../registry/twin-document.js'
+import type { DeviceRegistry, Twin } from '../registry/types.js'
+
+/** A twin as the API and the device GET show it (protocol note §5). */
+export interface TwinView {
+  deviceId: string
+  desired: TwinProperties
+  reported: TwinProperties
+}
+
+export function toTwinView(twin: Twin): TwinView {
+  return { deviceId: twin.deviceId, desired: sectionDocument(twin.desired), reported: sectionDocument(twin.reported) }
+}
+
+const DESIRED_PROBE = '$iothub/twin/PATCH/properties/desired/?$version=1'
+const RESPONSE_PROBE = '$iothub/twin/res/200/?$rid=0'
+
+/**
+ * Device twins on both sides. Device: GET and PATCH reported arrive as QoS 0 publishes and are
+ * answered on `$iothub/twin/res/{status}/?$rid=` (QoS 0, to the one connection). A failure is
+ * answered, not punished with a disconnect, and its body is `{"errorCode":N,"message":...}`
+ * because the Node SDK ignores the status and fails the call only on a body with `errorCode`.
+ * Service: GET and PATCH desired (optional If-Match version); a desired change is pushed to the
+ * device when it is connected and subscribed. Every change is written to `device-events`.
+ */
+export class TwinService {
+  private readonly log: Logger
+
+  constructor(
+    private readonly registry: DeviceRegistry,
+    private readonly channel: DeviceChannel,
+    private readonly events: DeviceEventWriter,
+    private readonly maxSectionBytes: number,
+    logger: Logger,
+  ) {
+    this.log = logger.child({ component: 'twin' })
+  }
+
+  // ---- service side ----
+
+  async get(deviceId: string): Promise<TwinView> {
+    const twin = await this.registry.getTwin(deviceId)
+    if (!twin) throw new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
+    return toTwinView(twin)
+  }
+
+  async patchDesired(deviceId: string, patch: TwinProperties, ifVersion?: number): Promise<TwinView> {
+    const twin = await this.registry.patchTwin(deviceId, 'desired', patch, { maxBytes: this.maxSectionBytes, ...(ifVersion === undefined ? {} : { ifVersion }) })
+    const version = twin.desired.version
+    void this.events.emit({ type: 'twin-desired', deviceId, details: { version, patch } })
+    await this.notifyDesired(deviceId, patch, version)
+    return toTwinView(twin)
+  }
+
+  // ---- device side ----
+
+  async handleGet(ctx: ConnectionContext, rid: string): Promise<void> {
+    await this.answer(ctx, rid, async () => {
+      const twin = await this.get(ctx.deviceId)
+      return { status: 200, body: Buffer.from(JSON.stringify({ desired: twin.desired, reported: twin.reported })) }
+    })
+  }
+
+  async handlePatchReported(ctx: ConnectionContext, rid: string, payload: Buffer): Promise<void> {
+    await this.answer(ctx, rid, async () => {
+      const patch = parseJson(payload)
+      const twin = await this.registry.patchTwin(ctx.deviceId, 'reported', patch as TwinProperties, { maxBytes: this.maxSectionBytes })
+      const version = twin.reported.version
+      void this.events.emit({ type: 'twin-reported', deviceId: ctx.deviceId, details: { version, patch } })
+      return { status: 204, body: Buffer.alloc(0), version }
+    })
+  }
+
+  /** Run a device request and write its response, or its error, back on the device's connection. */
+  private async answer(ctx: ConnectionContext, rid: string, run: () => Promise<{ status: number; body: Buffer; version?: number }>): Promise<void> {
+    let response: { status: number; body: Buffer; version?: number }
+    try {
+      response = await run()
+    } catch (err) {
+      const gerr = toGatewayError(err)
+      const status = ERROR_CODES[gerr.code].http
+      if (status >= 500) this.log.error({ deviceId: ctx.deviceId, err: gerr.message }, 'twin request failed')
+      const message = status >= 500 ? ERROR_CODES[gerr.code].summary : gerr.message
+      // errorCode in IoT Hub's six-digit style (status * 1000); `code` is ours, for people.
+      response = { status, body: Buffer.from(JSON.stringify({ errorCode: status * 1000, message, code: gerr.code })) }
+    }
+    const topic = formatTwinResponseTopic(response.status, rid, response.version)
+    if (this.channel.isSubscribed(ctx.deviceId, RESPONSE_PROBE)) await this.channel.send(ctx.deviceId, topic, response.body, 0)?.written.catch(() => undefined)
+  }
+
+  /** Pushed only while connected and subscribed; devices re-GET after a reconnect (protocol note §5). */
+  private async notifyDesired(deviceId: string, patch: TwinProperties, version: number): Promise<void> {
+    if (!this.channel.isSubscribed(deviceId, DESIRED_PROBE)) return
+    const body = Buffer.from(JSON.stringify({ ...patch, $version: version }))
+    await this.channel.send(deviceId, formatDesiredPatchTopic(version), body, 0)?.written.catch(() => undefined)
+  }
+}
+
+function parseJson(payload: Buffer): unknown {
+  try {
+    return JSON.parse(payload.toString('utf8')) as unknown
+  } catch {
+    throw new GatewayError('E_BAD_REQUEST', 'the twin patch is not valid JSON')
+  }
+}
