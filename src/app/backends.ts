@@ -4,6 +4,7 @@ import type { DeviceRegistry } from '../registry/types.js'
 import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
 import type { EventStream } from '../stream/types.js'
 import { SqliteEventStream } from '../stream/embedded/sqlite-event-stream.js'
+import { KafkaEventStream } from '../stream/kafka/kafka-event-stream.js'
 
 /**
  * The one place where backends are chosen from the configuration; the gateway and the CLI both
@@ -14,6 +15,9 @@ export function createEventStream(config: GatewayConfig, role: 'gateway' | 'tool
     case 'embedded':
       // Retention is the gateway's job; a CLI process reading the same file leaves it alone.
       return SqliteEventStream.fromConfig(config.stream.embedded, resolve(config.dataDir), config.stream.partitions, role === 'tool' ? { retentionIntervalSeconds: 0 } : {})
+    case 'kafka':
+      // Retention is the brokers' job; a tool and the gateway are both plain Kafka clients.
+      return KafkaEventStream.fromConfig(config.stream.kafka, config.stream.partitions, role === 'tool' ? { clientId: `${config.stream.kafka.clientId}-tool` } : {})
   }
 }
 

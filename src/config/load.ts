@@ -23,10 +23,32 @@ export const ENV_KEYS: Record<string, string> = {
   STREAMGATE_STREAM_BACKEND: 'stream.backend',
   STREAMGATE_TOPIC_PREFIX: 'stream.topicPrefix',
   STREAMGATE_PARTITIONS: 'stream.partitions',
+  STREAMGATE_KAFKA_BROKERS: 'stream.kafka.brokers',
+  STREAMGATE_KAFKA_CLIENT_ID: 'stream.kafka.clientId',
+  STREAMGATE_KAFKA_REPLICATION_FACTOR: 'stream.kafka.replicationFactor',
+  STREAMGATE_KAFKA_SSL: 'stream.kafka.ssl.enabled',
+  STREAMGATE_KAFKA_SSL_CA_FILE: 'stream.kafka.ssl.caFile',
+  STREAMGATE_KAFKA_SSL_CERT_FILE: 'stream.kafka.ssl.certFile',
+  STREAMGATE_KAFKA_SSL_KEY_FILE: 'stream.kafka.ssl.keyFile',
+  STREAMGATE_KAFKA_SASL_MECHANISM: 'stream.kafka.sasl.mechanism',
+  STREAMGATE_KAFKA_SASL_USERNAME: 'stream.kafka.sasl.username',
+  STREAMGATE_KAFKA_SASL_PASSWORD: 'stream.kafka.sasl.password',
 }
 
 /** Values that must stay strings even when they look like numbers or booleans. */
-const STRING_KEYS = new Set(['adminToken', 'hostname', 'dataDir', 'stream.topicPrefix'])
+const STRING_KEYS = new Set([
+  'adminToken',
+  'hostname',
+  'dataDir',
+  'stream.topicPrefix',
+  'stream.kafka.brokers',
+  'stream.kafka.clientId',
+  'stream.kafka.ssl.caFile',
+  'stream.kafka.ssl.certFile',
+  'stream.kafka.ssl.keyFile',
+  'stream.kafka.sasl.username',
+  'stream.kafka.sasl.password',
+])
 
 export interface LoadOptions {
   /** Path given with --config. */

@@ -59,6 +59,61 @@ const embeddedSchema = z.strictObject({
   busyTimeoutMs: z.number().int().min(0).max(10_000).default(1000),
 })
 
+/** `host:port` list; the env form is one comma-separated string. */
+const brokerList = z.preprocess(
+  (v) => (typeof v === 'string' ? v.split(',').map((b) => b.trim()).filter((b) => b !== '') : v),
+  z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'a broker is host:port')).min(1),
+)
+
+const kafkaSchema = z.strictObject({
+  /** Bootstrap brokers, `host:port`; env STREAMGATE_KAFKA_BROKERS=host:port,host:port. */
+  brokers: brokerList.default(['127.0.0.1:9092']),
+  clientId: z.string().min(1).default('streamgate'),
+  /**
+   * Replication factor of topics the gateway creates; 0 = the broker's default.replication.factor.
+   * Existing topics are checked against it (when not 0) and never changed.
+   */
+  replicationFactor: z.number().int().min(0).max(32).default(0),
+  ssl: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      /** PEM files; empty = the system trust store and no client certificate. */
+      caFile: z.string().default(''),
+      certFile: z.string().default(''),
+      keyFile: z.string().default(''),
+      rejectUnauthorized: z.boolean().default(true),
+    })
+    .prefault({}),
+  sasl: z
+    .strictObject({
+      mechanism: z.enum(['none', 'plain', 'scram-sha-256', 'scram-sha-512']).default('none'),
+      username: z.string().default(''),
+      /** Never logged; prefer env STREAMGATE_KAFKA_SASL_PASSWORD over a file. */
+      password: z.string().default(''),
+    })
+    .prefault({}),
+  /** TCP connect timeout per broker, in ms. */
+  connectionTimeoutMs: positiveInt.default(3000),
+  /** Timeout of one Kafka request, in ms. */
+  requestTimeoutMs: positiveInt.default(10_000),
+  /**
+   * Longest an append waits for acks=all before it fails with E_STREAM_UNAVAILABLE (the ingest then
+   * retries with back-off while the device waits for its PUBACK). Bounds every append when the
+   * cluster is unreachable instead of letting the client retry forever.
+   */
+  appendTimeoutMs: positiveInt.default(15_000),
+  /** Most records sent in one produce request (appends queued meanwhile are batched together). */
+  maxBatchRecords: positiveInt.default(10_000),
+  /** How long appended records wait for companions before a produce request, in ms (0 = next tick). */
+  lingerMs: z.number().int().min(0).max(1000).default(0),
+  /** Pause between attempts to connect and provision topics while the cluster is unreachable, in ms. */
+  provisionRetryMs: positiveInt.default(2000),
+  /** Consumer group session timeout, in ms (a dead consumer's partitions move after this). */
+  sessionTimeoutMs: z.number().int().min(6000).default(10_000),
+  /** Longest a consumer's fetch waits for new records, in ms (also bounds Consumer.stop()). */
+  fetchMaxWaitMs: positiveInt.default(500),
+})
+
 const topicsSchema = z.strictObject({
   telemetry: z.string().min(1).default('telemetry'),
   deviceEvents: z.string().min(1).default('device-events'),
@@ -67,13 +122,15 @@ const topicsSchema = z.strictObject({
 })
 
 const streamSchema = z.strictObject({
-  backend: z.enum(['embedded']).default('embedded'),
+  /** `embedded` (SQLite file in dataDir, the default) or `kafka` (stream.kafka.*). */
+  backend: z.enum(['embedded', 'kafka']).default('embedded'),
   /** Prefix put before every topic name (e.g. `plant1.` gives `plant1.telemetry`). */
   topicPrefix: z.string().default(''),
   /** Partitions of each topic created by the gateway. */
   partitions: z.number().int().min(1).max(1024).default(8),
   topics: topicsSchema.prefault({}),
   embedded: embeddedSchema.prefault({}),
+  kafka: kafkaSchema.prefault({}),
 })
 
 const limitsSchema = z.strictObject({

@@ -1,0 +1,84 @@
+import { Kafka, logLevel } from 'kafkajs'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { KafkaEventStream } from '../../src/stream/kafka/kafka-event-stream.js'
+import { kafkaOptions, type KafkaEventStreamOptions } from '../../src/stream/kafka/options.js'
+import { eventStreamContract, uniqueTopic } from './event-stream.contract.js'
+import { kafkaForSuite, kafkaTestsEnabled, START_TIMEOUT_MS } from '../helpers/kafka.js'
+
+const enabled = kafkaTestsEnabled('KafkaEventStream contract')
+
+let brokers: string[] = []
+let release: () => Promise<void> = async () => undefined
+
+/** Test settings: quick group formation and fetches; everything else as configured by default. */
+function options(overrides: Partial<KafkaEventStreamOptions> = {}): KafkaEventStreamOptions {
+  return kafkaOptions({ brokers, sessionTimeoutMs: 6000, heartbeatIntervalMs: 300, fetchMaxWaitMs: 100, provisionRetryMs: 300, ...overrides })
+}
+
+/** Deletes the topics this process created (the contract names them with our pid). */
+async function deleteOurTopics(): Promise<void> {
+  const admin = new Kafka({ brokers, logLevel: logLevel.NOTHING }).admin()
+  await admin.connect()
+  try {
+    const ours = (await admin.listTopics()).filter((t) => t.includes(`-${process.pid}-`))
+    if (ours.length > 0) await admin.deleteTopics({ topics: ours })
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
+  beforeAll(async () => {
+    ;({ brokers, release } = await kafkaForSuite())
+  }, START_TIMEOUT_MS)
+
+  afterAll(async () => {
+    if (brokers.length > 0) await deleteOurTopics().catch(() => undefined)
+    await release()
+  }, 60_000)
+
+  eventStreamContract('KafkaEventStream', async () => {
+    const stream = new KafkaEventStream(options())
+    return { stream, cleanup: () => stream.stop() }
+  })
+
+  describe('KafkaEventStream (Kafka only)', () => {
+    it('reports a partition-count mismatch of an existing topic without changing it', async () => {
+      const stream = new KafkaEventStream(options())
+      try {
+        const topic = uniqueTopic()
+        await stream.start([{ name: topic, partitions: 2 }])
+        expect(stream.health()).toEqual({ ready: true })
+        const again = new KafkaEventStream(options())
+        try {
+          await again.start([{ name: topic, partitions: 4 }])
+          expect(await again.partitionCount(topic)).toBe(2)
+          expect(again.health().ready).toBe(true)
+          expect(again.health().detail).toContain(`Kafka topic ${topic} has 2 partitions, configured 4`)
+        } finally {
+          await again.stop()
+        }
+      } finally {
+        await stream.stop()
+      }
+    })
+
+    it('starts without a reachable broker, is not ready, and fails appends fast with E_STREAM_UNAVAILABLE', async () => {
+      const stream = new KafkaEventStream(options({ brokers: ['127.0.0.1:1'], appendTimeoutMs: 2000, connectionTimeoutMs: 500 }))
+      try {
+        const started = Date.now()
+        await stream.start([{ name: 'never-there', partitions: 1 }])
+        expect(Date.now() - started).toBeLessThan(10_000)
+        const health = stream.health()
+        expect(health.ready).toBe(false)
+        expect(health.detail).toContain('not provisioned')
+        const t0 = Date.now()
+        await expect(stream.append('never-there', [{ key: 'k', value: Buffer.from('v') }])).rejects.toMatchObject({ code: 'E_STREAM_UNAVAILABLE' })
+        await expect(stream.append('other', [{ key: 'k', value: Buffer.from('v') }])).rejects.toMatchObject({ code: 'E_STREAM_UNAVAILABLE' })
+        expect(Date.now() - t0).toBeLessThan(10_000)
+      } finally {
+        await stream.stop()
+      }
+    })
+  })
+})

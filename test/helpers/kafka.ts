@@ -1,0 +1,140 @@
+import { execFile, execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+
+/**
+ * Real Kafka for tests: KAFKA_BROKERS when set, else a single-node broker started from
+ * scripts/kafka-local.sh on free ports (needs Java 17+ and Maven). Without either, Kafka suites are
+ * skipped with one line saying how to run them; with REQUIRE_KAFKA=1 (CI) they run and fail instead.
+ */
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const SCRIPT = join(root, 'scripts', 'kafka-local.sh')
+const run = promisify(execFile)
+
+export const START_TIMEOUT_MS = 240_000
+
+function hasCommand(name: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+let warned = false
+function skipLine(what: string): void {
+  if (warned) return
+  warned = true
+  console.warn(
+    `\n!!! KAFKA TESTS SKIPPED (${what}): no KAFKA_BROKERS and no java+mvn to start a local broker. ` +
+      'Run them with KAFKA_BROKERS=host:port npx vitest run test/contract/kafka-event-stream.test.ts test/integration/kafka-*.test.ts, ' +
+      'or install a JDK 17+ and Maven (apt-get install -y openjdk-17-jdk-headless maven); REQUIRE_KAFKA=1 turns this skip into a failure.\n',
+  )
+}
+
+/** Whether this machine can start its own broker (java and mvn on PATH). */
+export function canRunLocalKafka(): boolean {
+  return hasCommand('java') && hasCommand('mvn')
+}
+
+/** True when a Kafka suite should run: a broker is given, one can be started, or CI requires it. */
+export function kafkaTestsEnabled(what: string, options: { needsLocalBroker?: boolean } = {}): boolean {
+  if (process.env.REQUIRE_KAFKA === '1') return true
+  if (!options.needsLocalBroker && process.env.KAFKA_BROKERS) return true
+  if (canRunLocalKafka()) return true
+  skipLine(what)
+  return false
+}
+
+export interface LocalKafka {
+  brokers: string[]
+  port: number
+  /** Clean stop through the script (SIGTERM, waits for the exit). */
+  stop(): Promise<void>
+  /** SIGKILL, as a crash; waits until the process is gone. */
+  kill(): Promise<void>
+  /** Start again on the same port and data (after stop or kill); resolves once it takes requests. */
+  start(): Promise<void>
+  /** Stop and delete its data. */
+  destroy(): Promise<void>
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** A broker of our own on free ports with its own data directory; started before it resolves. */
+export async function startLocalKafka(): Promise<LocalKafka> {
+  if (!canRunLocalKafka()) {
+    throw new Error('REQUIRE_KAFKA=1 but java and mvn are not both on PATH (apt-get install -y openjdk-17-jdk-headless maven), and KAFKA_BROKERS is not set')
+  }
+  const port = await freePort()
+  const controllerPort = await freePort()
+  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-kafka-'))
+  const env = { ...process.env, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(controllerPort), KAFKA_DATA_DIR: dataDir, KAFKA_HEAP: '512m' }
+  const script = async (command: string): Promise<void> => {
+    try {
+      await run(SCRIPT, [command], { env, timeout: START_TIMEOUT_MS })
+    } catch (err) {
+      const e = err as { stderr?: string; message: string }
+      throw new Error(`scripts/kafka-local.sh ${command} failed: ${e.stderr ?? e.message}`)
+    }
+  }
+  const pid = (): number | null => {
+    try {
+      return Number(readFileSync(join(dataDir, 'kafka.pid'), 'utf8').trim())
+    } catch {
+      return null
+    }
+  }
+  await script('start')
+  return {
+    brokers: [`127.0.0.1:${port}`],
+    port,
+    start: () => script('start'),
+    stop: () => script('stop'),
+    kill: async () => {
+      const p = pid()
+      if (p === null) return
+      try {
+        process.kill(p, 'SIGKILL')
+      } catch {
+        return
+      }
+      while (isAlive(p)) await new Promise((resolve) => setTimeout(resolve, 50))
+    },
+    destroy: async () => {
+      await script('stop')
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Brokers for a suite: KAFKA_BROKERS, or a local broker that `release` stops and deletes. */
+export async function kafkaForSuite(): Promise<{ brokers: string[]; release: () => Promise<void> }> {
+  const given = process.env.KAFKA_BROKERS
+  if (given) return { brokers: given.split(',').map((b) => b.trim()), release: async () => undefined }
+  const local = await startLocalKafka()
+  return { brokers: local.brokers, release: () => local.destroy() }
+}
