@@ -1,0 +1,61 @@
+import { addProgress, progressOf, runInWorkers, type Progress } from './workers.js'
+import { runShare, type Assignment, type SharePlan } from './runner.js'
+import type { Scenario } from './scenario.js'
+import type { DeviceCredential } from './provision.js'
+import { Stats, type StatsSnapshot } from './stats.js'
+import { mergeSnapshots } from './stats-merge.js'
+
+/**
+ * Assigns credentials to groups and source addresses, then runs the fleet in this process or
+ * spread over --workers child processes. Returns the merged snapshot.
+ */
+
+export function assign(scenario: Scenario, credentials: readonly DeviceCredential[]): Assignment[] {
+  const out: Assignment[] = []
+  let index = 0
+  scenario.groups.forEach((group, groupIndex) => {
+    for (let i = 0; i < group.count; i++, index++) {
+      const c = credentials[index]!
+      const ips = scenario.sourceIps
+      out.push({
+        deviceId: c.deviceId,
+        key: c.key,
+        hubHost: c.hubHost ?? scenario.hubHost,
+        groupIndex,
+        ...(ips.length > 0 ? { localAddress: ips[index % ips.length]! } : {}),
+      })
+    }
+  })
+  return out
+}
+
+export interface FleetRun {
+  runId: string
+  startedAt: number
+  ca?: string
+  /** The tracker's Stats in the parent, sampled for progress and merged at the end. */
+  parentStats: Stats
+  onProgress: (p: Progress) => void
+}
+
+export async function runFleet(scenario: Scenario, assignments: Assignment[], run: FleetRun): Promise<StatsSnapshot> {
+  const k = Math.min(scenario.workers, Math.max(1, assignments.length))
+  const base = { scenario, runId: run.runId, startedAt: run.startedAt, ...(run.ca ? { ca: run.ca } : {}) }
+  if (k === 1) {
+    const timer = setInterval(() => run.onProgress(progressOf(run.parentStats)), 1000)
+    try {
+      await runShare({ ...base, assignments, ramp: scenario.ramp }, run.parentStats)
+    } finally {
+      clearInterval(timer)
+    }
+    return run.parentStats.snapshot()
+  }
+  // Device i goes to worker i mod k, so every worker gets every group in proportion.
+  const plans: SharePlan[] = Array.from({ length: k }, (_, w) => ({
+    ...base,
+    assignments: assignments.filter((_, i) => i % k === w),
+    ramp: scenario.ramp / k,
+  }))
+  const snapshots = await runInWorkers(plans, (p) => run.onProgress(addProgress([p, progressOf(run.parentStats)])))
+  return mergeSnapshots([...snapshots, run.parentStats.snapshot()])
+}

@@ -1,0 +1,116 @@
+import { parseArgs } from 'node:util'
+import { SimError } from './errors.js'
+import { loadScenarioFile, parseScenario, parseSourceIps, type Scenario } from './scenario.js'
+
+/**
+ * Command-line flags -> a validated Scenario. Flags describe one device group (the common
+ * case); --scenario FILE reads groups and events from YAML, and the connection flags given on
+ * the command line override the file's.
+ */
+
+export const USAGE = `streamgate-sim: a device fleet against a streamgate gateway
+
+  streamgate-sim --devices 100 --rate 1 --duration 30 --api http://127.0.0.1:8080 --token T
+  streamgate-sim --scenario fleet.yaml --token T --json report.json --html report.html
+
+fleet       --devices N  --rate MSGS_PER_DEVICE_PER_S  --qos 0|1  --duration S  --ramp CONN_PER_S
+payload     --payload TEMPLATE|@FILE  --payload-size BYTES
+drivers     --driver mqtt|azure  --transport mqtt|mqttws (azure)  --ca PEM_FILE
+gateway     --gateway mqtt://HOST:PORT  --hub-host NAME  --api URL  --token T  --data-dir DIR
+identities  --prefix sim-  --credentials FILE  --cleanup
+scale       --workers K  --source-ips 127.0.0.2-127.0.0.9
+output      --json FILE  --html FILE  --quiet
+scenario    --scenario FILE (YAML: groups with their own driver/rate/qos/payload, events)
+`
+
+const FLAGS = {
+  devices: { type: 'string' },
+  rate: { type: 'string' },
+  duration: { type: 'string' },
+  qos: { type: 'string' },
+  payload: { type: 'string' },
+  'payload-size': { type: 'string' },
+  ramp: { type: 'string' },
+  gateway: { type: 'string' },
+  'hub-host': { type: 'string' },
+  api: { type: 'string' },
+  token: { type: 'string' },
+  driver: { type: 'string' },
+  transport: { type: 'string' },
+  ca: { type: 'string' },
+  prefix: { type: 'string' },
+  cleanup: { type: 'boolean' },
+  json: { type: 'string' },
+  html: { type: 'string' },
+  workers: { type: 'string' },
+  'source-ips': { type: 'string' },
+  credentials: { type: 'string' },
+  'data-dir': { type: 'string' },
+  scenario: { type: 'string' },
+  drain: { type: 'string' },
+  quiet: { type: 'boolean' },
+  worker: { type: 'boolean' },
+  help: { type: 'boolean' },
+} as const
+
+export interface CliOptions {
+  scenario: Scenario
+  json?: string
+  html?: string
+  quiet: boolean
+}
+
+export type ParsedArgs = { mode: 'help' } | { mode: 'worker' } | { mode: 'run'; options: CliOptions }
+
+function number(raw: string | undefined, flag: string): number | undefined {
+  if (raw === undefined) return undefined
+  const value = Number(raw)
+  if (raw.trim() === '' || !Number.isFinite(value)) throw new SimError('E_SIM_USAGE', `--${flag} needs a number, got "${raw}"`)
+  return value
+}
+
+/** Drop undefined values so the schema's defaults apply. */
+function defined(record: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined))
+}
+
+export function parseCli(argv: readonly string[], readFile: (file: string) => string): ParsedArgs {
+  let values: ReturnType<typeof parseArgs<{ options: typeof FLAGS; args: string[] }>>['values']
+  try {
+    values = parseArgs({ args: [...argv], options: FLAGS, strict: true }).values
+  } catch (err) {
+    throw new SimError('E_SIM_USAGE', `${(err as Error).message}\n\n${USAGE}`)
+  }
+  if (values.help) return { mode: 'help' }
+  if (values.worker) return { mode: 'worker' }
+  const top = defined({
+    gateway: values.gateway,
+    hubHost: values['hub-host'],
+    api: values.api,
+    token: values.token ?? process.env.STREAMGATE_ADMIN_TOKEN,
+    prefix: values.prefix,
+    duration: number(values.duration, 'duration'),
+    ramp: number(values.ramp, 'ramp'),
+    cleanup: values.cleanup,
+    credentials: values.credentials,
+    dataDir: values['data-dir'],
+    workers: number(values.workers, 'workers'),
+    sourceIps: values['source-ips'] === undefined ? undefined : parseSourceIps(values['source-ips']),
+    ca: values.ca,
+    drainS: number(values.drain, 'drain'),
+  })
+  const payload = values.payload?.startsWith('@') ? readFile(values.payload.slice(1)) : values.payload
+  const group = defined({
+    count: number(values.devices, 'devices') ?? 10,
+    rate: number(values.rate, 'rate'),
+    qos: number(values.qos, 'qos'),
+    payload,
+    payloadSize: number(values['payload-size'], 'payload-size'),
+    driver: values.driver,
+    transport: values.transport,
+  })
+  const scenario = values.scenario
+    ? parseScenario({ ...(loadScenarioFile(values.scenario) as Record<string, unknown>), ...top }, values.scenario)
+    : parseScenario({ ...top, groups: [group] }, 'command line')
+  return { mode: 'run', options: { scenario, ...defined({ json: values.json, html: values.html }), quiet: values.quiet ?? false } }
+}

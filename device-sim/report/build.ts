@@ -1,0 +1,96 @@
+import { LATENCIES, type LatencyName, type StatsSnapshot } from '../stats.js'
+import { summarizeEncoded, type LatencySummary } from '../stats-merge.js'
+import type { Scenario } from '../scenario.js'
+import type { StreamTally } from '../stream-tracker.js'
+
+/**
+ * The report: every figure of a run, as written by --json and drawn by --html. Loss is counted
+ * against the stream when the run could read it (`lossBasis: 'stream'`): produced minus found.
+ * Without it only what the simulator itself saw counts: QoS 1 never acknowledged plus QoS 0
+ * produced while offline (`lossBasis: 'acks'`).
+ */
+
+export interface TimelinePoint {
+  second: number
+  sent: number
+  acked: number
+  stored: number
+  connected: number
+  pubackP50: number
+  pubackP99: number
+  e2eP50: number
+  e2eP99: number
+}
+
+export interface SimReport {
+  runId: string
+  startedAt: string
+  durationS: number
+  gateway: string
+  devices: number
+  workers: number
+  groups: Array<{ name: string; count: number; driver: string; rate: number; qos: number }>
+  counts: {
+    sent: number
+    sentQos0: number
+    sentQos1: number
+    acked: number
+    unacked: number
+    droppedOffline: number
+    stored: number | null
+    duplicated: number | null
+    lost: number
+    connects: number
+    connectFailures: number
+    disconnects: number
+    c2dReceived: number
+    methodsAnswered: number
+    twinReported: number
+  }
+  lossBasis: 'stream' | 'acks'
+  errors: Record<string, number>
+  latencyMs: Record<LatencyName, LatencySummary>
+  throughput: { sentPerS: number; ackedPerS: number; storedPerS: number | null }
+  timeline: TimelinePoint[]
+}
+
+export function buildReport(scenario: Scenario, snapshot: StatsSnapshot, tally: StreamTally | null, meta: { runId: string; startedAt: number; elapsedS: number }): SimReport {
+  const c = snapshot.counters
+  const unacked = c.sentQos1 - c.acked
+  const rate = (n: number): number => Math.round((n / Math.max(scenario.duration, 0.001)) * 10) / 10
+  return {
+    runId: meta.runId,
+    startedAt: new Date(meta.startedAt).toISOString(),
+    durationS: meta.elapsedS,
+    gateway: scenario.gateway,
+    devices: scenario.groups.reduce((n, g) => n + g.count, 0),
+    workers: scenario.workers,
+    groups: scenario.groups.map((g) => ({ name: g.name, count: g.count, driver: g.driver, rate: g.rate, qos: g.qos })),
+    counts: {
+      sent: c.sent,
+      sentQos0: c.sentQos0,
+      sentQos1: c.sentQos1,
+      acked: c.acked,
+      unacked,
+      droppedOffline: c.droppedOffline,
+      stored: tally?.stored ?? null,
+      duplicated: tally?.duplicated ?? null,
+      lost: tally ? tally.lost : unacked + c.droppedOffline,
+      connects: c.connects,
+      connectFailures: c.connectFailures,
+      disconnects: c.disconnects,
+      c2dReceived: c.c2dReceived,
+      methodsAnswered: c.methodsAnswered,
+      twinReported: c.twinReported,
+    },
+    lossBasis: tally ? 'stream' : 'acks',
+    errors: snapshot.errors,
+    latencyMs: Object.fromEntries(LATENCIES.map((name) => [name, summarizeEncoded(snapshot.histograms[name])])) as Record<LatencyName, LatencySummary>,
+    throughput: { sentPerS: rate(c.sent), ackedPerS: rate(c.acked), storedPerS: tally ? rate(tally.stored) : null },
+    timeline: snapshot.timeline.map((t) => {
+      const puback = summarizeEncoded(t.puback)
+      const e2e = summarizeEncoded(t.e2e)
+      return { second: t.second, sent: t.sent, acked: t.acked, stored: t.stored, connected: t.connected, pubackP50: puback.p50, pubackP99: puback.p99, e2eP50: e2e.p50, e2eP99: e2e.p99 }
+    }),
+  }
+}

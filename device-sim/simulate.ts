@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { SimError } from './errors.js'
+import { assign, runFleet } from './fleet.js'
+import { cleanupFleet, fleetIds, provisionFleet, readCredentialsFile, type ApiTarget, type DeviceCredential } from './provision.js'
+import { buildReport, type SimReport } from './report/build.js'
+import type { Scenario } from './scenario.js'
+import { Stats } from './stats.js'
+import { StreamTracker } from './stream-tracker.js'
+import type { Progress } from './workers.js'
+
+/**
+ * One simulation, start to end: identities (API or file), the stream reader when a data dir is
+ * given, the fleet run, the wait for the stream to catch up, the report, the clean-up. The CLI,
+ * the tests and the benchmarks all run it through here.
+ */
+
+export interface SimulationHooks {
+  onProgress?: (p: Progress) => void
+  /** Called once provisioning is done, with the fleet's device ids (tests inject faults). */
+  onFleetReady?: (deviceIds: readonly string[]) => void
+  log?: (line: string) => void
+}
+
+function apiTarget(scenario: Scenario): ApiTarget {
+  if (!scenario.token) throw new SimError('E_SIM_USAGE', 'provisioning through the API needs --token (or STREAMGATE_ADMIN_TOKEN), or use --credentials FILE')
+  return { api: scenario.api, token: scenario.token }
+}
+
+async function identities(scenario: Scenario, log: (line: string) => void): Promise<DeviceCredential[]> {
+  const needed = scenario.groups.reduce((n, g) => n + g.count, 0)
+  if (scenario.credentials) {
+    const all = readCredentialsFile(scenario.credentials)
+    if (all.length < needed) throw new SimError('E_SIM_CREDENTIALS', `${scenario.credentials} holds ${all.length} devices; the scenario needs ${needed}`)
+    return all.slice(0, needed)
+  }
+  const t0 = Date.now()
+  const { devices, created } = await provisionFleet(apiTarget(scenario), fleetIds(scenario.prefix, needed))
+  log(`provisioned ${needed} devices (${created} created, ${needed - created} existing) in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  return devices
+}
+
+export async function runSimulation(scenario: Scenario, hooks: SimulationHooks = {}): Promise<SimReport> {
+  const log = hooks.log ?? (() => {})
+  const credentials = await identities(scenario, log)
+  const runId = randomBytes(6).toString('hex')
+  const ca = scenario.ca ? readFileSync(scenario.ca, 'utf8') : undefined
+  hooks.onFleetReady?.(credentials.map((c) => c.deviceId))
+  // The stream reader's Stats is started before the tracker so its clock is the run's.
+  const startedAt = Date.now()
+  const stats = new Stats(startedAt)
+  const tracker = scenario.dataDir ? new StreamTracker(scenario.dataDir, runId, stats) : null
+  await tracker?.start()
+  try {
+    const snapshot = await runFleet(scenario, assign(scenario, credentials), {
+      runId,
+      startedAt,
+      parentStats: stats,
+      onProgress: hooks.onProgress ?? (() => {}),
+      ...(ca ? { ca } : {}),
+    })
+    let tally = null
+    if (tracker) {
+      // Everything acknowledged must be readable; QoS 0 may never come, so the wait is bounded.
+      const c = snapshot.counters
+      await tracker.waitFor(c.sent - c.droppedOffline, Math.max(2000, scenario.drainS * 1000))
+      tally = tracker.tally(snapshot.sentByDevice)
+      // The tracker kept counting after the snapshot; take its final stored figures.
+      const final = stats.snapshot()
+      snapshot.histograms.e2e = final.histograms.e2e
+    }
+    const report = buildReport(scenario, snapshot, tally, { runId, startedAt, elapsedS: (Date.now() - startedAt) / 1000 })
+    if (tracker) mergeLateTimeline(report, stats)
+    return report
+  } finally {
+    await tracker?.stop()
+    if (scenario.cleanup && !scenario.credentials) {
+      const removed = await cleanupFleet(apiTarget(scenario), credentials.map((c) => c.deviceId))
+      log(`cleanup: deleted ${removed} devices`)
+    }
+  }
+}
+
+/** Records read after the fleet's snapshot was taken still belong to their second's `stored`. */
+function mergeLateTimeline(report: SimReport, stats: Stats): void {
+  const bySecond = new Map(stats.snapshot().timeline.map((t) => [t.second, t.stored]))
+  for (const point of report.timeline) point.stored = bySecond.get(point.second) ?? point.stored
+}
