@@ -77,6 +77,13 @@ export async function freePort(): Promise<number> {
 
 /** A broker of our own on free ports with its own data directory; started before it resolves. */
 export async function startLocalKafka(): Promise<LocalKafka> {
+  const kafka = await createLocalKafka()
+  await kafka.start()
+  return kafka
+}
+
+/** A broker of our own on free ports, not started yet (for "Kafka down at gateway start"). */
+export async function createLocalKafka(): Promise<LocalKafka> {
   if (!canRunLocalKafka()) {
     throw new Error('REQUIRE_KAFKA=1 but java and mvn are not both on PATH (apt-get install -y openjdk-17-jdk-headless maven), and KAFKA_BROKERS is not set')
   }
@@ -99,7 +106,6 @@ export async function startLocalKafka(): Promise<LocalKafka> {
       return null
     }
   }
-  await script('start')
   return {
     brokers: [`127.0.0.1:${port}`],
     port,

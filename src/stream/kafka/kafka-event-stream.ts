@@ -15,6 +15,7 @@ import { KafkaAppender } from './appender.js'
 import { KafkaDirectConsumer } from './direct-consumer.js'
 import { describeError, toKafkaStreamError } from './errors.js'
 import { PartitionFetcher } from './fetcher.js'
+import { RetryingConsumer } from './retrying-consumer.js'
 import { KafkaGroupConsumer } from './group-consumer.js'
 import { kafkaClientConfig, kafkaOptions, type KafkaEventStreamOptions, type KafkaStreamConfig } from './options.js'
 import { KafkaTopics } from './topics.js'
@@ -120,7 +121,26 @@ export class KafkaEventStream implements EventStream {
     }
   }
 
+  /**
+   * Starts a consumer. While Kafka is unreachable (or the topic is one start() is still
+   * provisioning) it resolves anyway with a consumer that starts once the cluster answers; an
+   * unknown topic otherwise rejects with E_STREAM_TOPIC_UNKNOWN.
+   */
   async consume(options: ConsumeOptions): Promise<Consumer> {
+    this.requireOpen()
+    const retriable = (err: GatewayError): boolean => err.code === 'E_STREAM_UNAVAILABLE' || (err.code === 'E_STREAM_TOPIC_UNKNOWN' && this.pending.has(options.topic))
+    const toError = (err: unknown): GatewayError => toKafkaStreamError(err, 'cannot start Kafka consumer', options.topic)
+    try {
+      return await this.startConsumer(options)
+    } catch (err) {
+      const error = toError(err)
+      if (!retriable(error) || this.state !== 'open') throw error
+      const consumer = new RetryingConsumer(options, () => this.startConsumer(options), retriable, toError, this.options.provisionRetryMs)
+      return this.track(consumer)
+    }
+  }
+
+  private async startConsumer(options: ConsumeOptions): Promise<Consumer> {
     this.requireOpen()
     const partitions = await this.topics.partitionCount(options.topic)
     for (const p of options.partitions ?? []) await this.requirePartition(options.topic, p)
@@ -128,6 +148,10 @@ export class KafkaEventStream implements EventStream {
       options.group !== undefined && options.partitions === undefined
         ? await this.startGroupConsumer({ ...options, group: options.group })
         : await this.startDirectConsumer(options, options.partitions ?? Array.from({ length: partitions }, (_, i) => i))
+    return this.track(consumer)
+  }
+
+  private track(consumer: Consumer): Consumer {
     this.consumers.add(consumer)
     return {
       stop: async () => {
