@@ -8,8 +8,9 @@ const IOTHUB_KINDS: ReadonlySet<DevicePublishKind> = new Set<DevicePublishKind>(
 
 /**
  * Device publishes on `$iothub/...` (protocol note §5, §6): twin GET, twin PATCH reported and
- * method responses. Runs inside authorizePublish like telemetry; these are QoS 0, so nothing waits
- * on a PUBACK, but answering before the hook returns keeps one device's requests in order.
+ * method responses. Runs inside authorizePublish like telemetry (the packet then stays off the
+ * broker-wide fan-out). Answers carry the request's `$rid`; like IoT Hub's they may come back in
+ * another order than the requests went out.
  */
 export class DeviceRequests implements PublishHandler {
   constructor(
