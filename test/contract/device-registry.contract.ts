@@ -271,6 +271,37 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
       })
     })
 
+    describe('device twins', () => {
+      const limits = { maxBytes: 32 * 1024 }
+
+      it('starts with empty sections at version 1 and null for an unknown device', async () => {
+        await registry.create({ deviceId: 'tw' })
+        expect(await registry.getTwin('tw')).toEqual({ deviceId: 'tw', desired: { version: 1, properties: {} }, reported: { version: 1, properties: {} } })
+        expect(await registry.getTwin('nobody')).toBeNull()
+      })
+
+      it('merges patches (null deletes, objects merge) and bumps only the patched section', async () => {
+        await registry.create({ deviceId: 'tw' })
+        await registry.patchTwin('tw', 'reported', { fw: '1', temp: { max: 30, unit: 'C' } }, limits)
+        const twin = await registry.patchTwin('tw', 'reported', { fw: null, temp: { unit: null, min: 1 } }, limits)
+        expect(twin.reported).toEqual({ version: 3, properties: { temp: { max: 30, min: 1 } } })
+        expect(twin.desired.version).toBe(1)
+        expect((await registry.getTwin('tw'))?.reported.version).toBe(3)
+      })
+
+      it('refuses with stable codes and changes nothing', async () => {
+        await registry.create({ deviceId: 'tw' })
+        const code = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => undefined, (e: { code?: string }) => e.code)
+        expect(await code(registry.patchTwin('nobody', 'desired', { a: 1 }, limits))).toBe('E_DEVICE_NOT_FOUND')
+        expect(await code(registry.patchTwin('tw', 'desired', { $version: 4 }, limits))).toBe('E_BAD_REQUEST')
+        expect(await code(registry.patchTwin('tw', 'desired', [] as unknown as Record<string, unknown>, limits))).toBe('E_BAD_REQUEST')
+        expect(await code(registry.patchTwin('tw', 'desired', { a: 'x'.repeat(100) }, { maxBytes: 50 }))).toBe('E_TWIN_TOO_LARGE')
+        expect(await code(registry.patchTwin('tw', 'desired', { a: 1 }, { ...limits, ifVersion: 7 }))).toBe('E_TWIN_VERSION_MISMATCH')
+        expect(await registry.getTwin('tw')).toMatchObject({ desired: { version: 1, properties: {} } })
+        expect((await registry.patchTwin('tw', 'desired', { a: 1 }, { ...limits, ifVersion: 1 })).desired.version).toBe(2)
+      })
+    })
+
     it('stop is safe to call twice', async () => {
       await registry.stop()
       await registry.stop()

@@ -1,7 +1,7 @@
-import { statSync } from 'node:fs'
+import { mkdirSync, statSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
@@ -86,6 +86,24 @@ describe('SqliteDeviceRegistry on a file', () => {
     } finally {
       db.close()
     }
+  })
+
+  it('upgrades a v1 file (before twins) in place: devices keep their keys and get empty twins', async () => {
+    mkdirSync(dirname(file), { recursive: true })
+    const db = new BetterSqlite3(file)
+    db.exec(`CREATE TABLE devices (
+       device_id TEXT PRIMARY KEY NOT NULL, status TEXT NOT NULL, auth_method TEXT NOT NULL,
+       primary_key TEXT NOT NULL, secondary_key TEXT NOT NULL, password_hash TEXT,
+       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, last_activity_at TEXT,
+       connection_state TEXT NOT NULL DEFAULT 'disconnected', connection_state_updated_at TEXT,
+       connection_seq INTEGER NOT NULL DEFAULT 0) STRICT`)
+    db.prepare(`INSERT INTO devices (device_id, status, auth_method, primary_key, secondary_key, created_at, updated_at)
+                VALUES ('old', 'enabled', 'sas', 'cHJpbWFyeS1rZXktMDEyMzQ1Njc4OWFi', 'c2Vjb25kYXJ5LWtleS0wMTIzNDU2Nzg5', 'x', 'x')`).run()
+    db.pragma('user_version = 1')
+    db.close()
+    const registry = await open()
+    expect((await registry.get('old'))?.primaryKey).toBe('cHJpbWFyeS1rZXktMDEyMzQ1Njc4OWFi')
+    expect(await registry.getTwin('old')).toEqual({ deviceId: 'old', desired: { version: 1, properties: {} }, reported: { version: 1, properties: {} } })
   })
 
   it('refuses a file written by a newer schema with E_REGISTRY_UNAVAILABLE', async () => {
