@@ -143,45 +143,49 @@ export class HttpDeviceAdmin implements DeviceAdmin {
 
   async close(): Promise<void> {}
 
-  /** One API call; an error reply becomes the GatewayError it describes. */
-  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.token}` }
-    if (body !== undefined) headers['content-type'] = 'application/json'
-    let res: Response
-    try {
-      res = await fetch(this.baseUrl + path, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-      })
-    } catch (err) {
-      throw new GatewayError('E_INTERNAL', `cannot reach the gateway at ${this.baseUrl}: ${(err as Error).message}`, undefined, { cause: err })
-    }
-    const text = await res.text()
-    if (res.ok) return (text ? JSON.parse(text) : undefined) as T
-    throw this.replyError(res.status, text)
-  }
-
-  private replyError(status: number, text: string): GatewayError {
-    let code: ErrorCode = 'E_INTERNAL'
-    let message = `the gateway answered HTTP ${status}`
-    try {
-      const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } }
-      // A code this build does not know (a newer gateway) still shows as E_INTERNAL with its text.
-      if (parsed.error?.code && Object.hasOwn(ERROR_CODES, parsed.error.code)) code = parsed.error.code as ErrorCode
-      if (parsed.error?.message) message = parsed.error.message
-    } catch {
-      // not JSON: keep the generic message
-    }
-    if (code === 'E_UNAUTHORIZED') {
-      message += `; the gateway at ${this.baseUrl} uses another admin token: pass it with --admin-token or STREAMGATE_ADMIN_TOKEN`
-    }
-    return new GatewayError(code, message, { httpStatus: status })
+  private request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return apiRequest<T>(this.baseUrl, this.token, method, path, body, REQUEST_TIMEOUT_MS)
   }
 }
 
-function devicePath(deviceId: string): string {
+/** One API call; an error reply becomes the GatewayError it describes. */
+export async function apiRequest<T>(baseUrl: string, token: string, method: string, path: string, body: unknown, timeoutMs: number, extraHeaders: Record<string, string> = {}): Promise<T> {
+  const headers: Record<string, string> = { ...extraHeaders, authorization: `Bearer ${token}` }
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  let res: Response
+  try {
+    res = await fetch(baseUrl + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    })
+  } catch (err) {
+    throw new GatewayError('E_INTERNAL', `cannot reach the gateway at ${baseUrl}: ${(err as Error).message}`, undefined, { cause: err })
+  }
+  const text = await res.text()
+  if (res.ok) return (text ? JSON.parse(text) : undefined) as T
+  throw replyError(baseUrl, res.status, text)
+}
+
+function replyError(baseUrl: string, status: number, text: string): GatewayError {
+  let code: ErrorCode = 'E_INTERNAL'
+  let message = `the gateway answered HTTP ${status}`
+  try {
+    const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } }
+    // A code this build does not know (a newer gateway) still shows as E_INTERNAL with its text.
+    if (parsed.error?.code && Object.hasOwn(ERROR_CODES, parsed.error.code)) code = parsed.error.code as ErrorCode
+    if (parsed.error?.message) message = parsed.error.message
+  } catch {
+    // not JSON: keep the generic message
+  }
+  if (code === 'E_UNAUTHORIZED') {
+    message += `; the gateway at ${baseUrl} uses another admin token: pass it with --admin-token or STREAMGATE_ADMIN_TOKEN`
+  }
+  return new GatewayError(code, message, { httpStatus: status })
+}
+
+export function devicePath(deviceId: string): string {
   return `/api/devices/${encodeURIComponent(deviceId)}`
 }
 

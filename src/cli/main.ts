@@ -15,6 +15,9 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   start: { summary: 'run the gateway', load: async () => (await import('./start.js')).startCommand },
   devices: { summary: 'add, list, show, remove, enable, disable devices; rotate keys; set passwords', load: async () => (await import('./devices.js')).devicesCommand },
   tail: { summary: 'print records of a stream topic', load: async () => (await import('./tail.js')).tailCommand },
+  send: { summary: 'queue a cloud-to-device message for a device', load: async () => (await import('./commands.js')).sendCommand },
+  invoke: { summary: 'call a direct method on a connected device', load: async () => (await import('./commands.js')).invokeCommand },
+  twin: { summary: "show a device twin or patch its desired properties", load: async () => (await import('./commands.js')).twinCommand },
 }
 
 const USAGE = [

@@ -47,6 +47,7 @@ export const ERROR_CODES = {
   E_DEVICE_OFFLINE: { http: 404, connack: 3, summary: 'The device is not connected, or not subscribed to direct methods, within the connect timeout; IoT Hub 404103.' },
   E_METHOD_TIMEOUT: { http: 504, connack: 3, summary: 'The device did not answer the direct method within its response timeout; IoT Hub 504101.' },
   E_TWIN_TOO_LARGE: { http: 413, connack: 3, summary: 'A twin section would exceed commands.maxTwinSectionBytes after the patch; nothing is changed.' },
+  E_GATEWAY_NOT_RUNNING: { http: 503, connack: 3, summary: 'The CLI command needs a running gateway on the data directory (send, invoke, twin) and found none.' },
   E_TWIN_VERSION_MISMATCH: { http: 412, connack: 3, summary: 'The If-Match version does not equal the current desired-properties version; nothing is changed.' },
 } as const
 
