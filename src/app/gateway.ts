@@ -119,6 +119,7 @@ export class Gateway {
     this.commandStore.start()
     this.commands = new CommandChannel({
       queue: this.commandStore,
+      sessions: this.commandStore,
       registry: this.registry,
       stream: this.stream,
       events: this.events,
@@ -155,8 +156,9 @@ export class Gateway {
       readiness: () => this.readiness(),
       // Removal, disabling, a key rotation or a password change ends the live connection at
       // once: the device must prove itself again with what is valid now.
-      onDeviceChanged: (deviceId) => {
+      onDeviceChanged: (deviceId, change) => {
         this.broker.kick(deviceId)
+        if (change === 'removed') void this.commands.deviceRemoved(deviceId).catch((err: unknown) => this.logger.error({ err, deviceId }, 'could not purge the queue of a removed device'))
       },
       deviceConnection: (deviceId) => {
         const ctx = this.broker.connectionOf(deviceId)

@@ -1,4 +1,4 @@
-import type { ConnectionContext, ConnectionObserver, DeliveryObserver, DeviceChannel, DisconnectReason, PublishHandler } from '../broker/ports.js'
+import type { ConnectionContext, ConnectionObserver, DeliveryObserver, DeviceChannel, DisconnectReason, PublishHandler, SessionStore } from '../broker/ports.js'
 import type { DeviceEventWriter } from '../ingest/device-events.js'
 import type { Logger } from '../observability/logger.js'
 import type { DeviceRegistry } from '../registry/types.js'
@@ -14,6 +14,8 @@ import type { CommandQueue } from './types.js'
 
 export interface CommandChannelOptions {
   queue: CommandQueue
+  /** The device sessions, dropped with a removed device. */
+  sessions?: SessionStore
   registry: DeviceRegistry
   stream: EventStream
   events: DeviceEventWriter
@@ -49,7 +51,7 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
     this.feedback = new FeedbackWriter(queue, stream, topics.commandFeedback, logger)
     this.delivery = new C2dDelivery({ queue, channel, feedback: this.feedback, logger, maxDeliveryCount: limits.maxDeliveryCount })
     this.c2d = new C2dService(queue, registry, this.delivery, this.feedback, limits, logger)
-    this.methods = new MethodInvoker(channel, limits.maxMethodPayloadBytes)
+    this.methods = new MethodInvoker(channel, registry, limits.maxMethodPayloadBytes)
     this.twins = new TwinService(registry, channel, events, limits.maxTwinSectionBytes, logger)
     this.requests = new DeviceRequests(this.twins, this.methods, limits.maxPayloadBytes)
     this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger)
@@ -94,6 +96,16 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
 
   acknowledged(ctx: ConnectionContext, messageId: number): void {
     this.delivery.acknowledged(ctx, messageId)
+  }
+
+  /**
+   * A removed device's queue ends as `purged` and its session is dropped (a device created again
+   * under the same id starts clean, as in IoT Hub).
+   */
+  async deviceRemoved(deviceId: string): Promise<void> {
+    await this.options.queue.purge(deviceId, Date.now())
+    this.options.sessions?.clearSubscriptions(deviceId)
+    await this.feedback.flush()
   }
 
   /**

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { ConnectionContext, DeviceChannel } from '../broker/ports.js'
 import { GatewayError } from '../errors/catalogue.js'
 import { formatMethodRequestTopic } from '../protocol/topics.js'
+import type { DeviceRegistry } from '../registry/types.js'
 
 export interface MethodRequest {
   payload?: unknown
@@ -20,6 +21,7 @@ export interface MethodResult {
 interface Pending {
   deviceId: string
   resolve: (result: MethodResult) => void
+  reject: (err: GatewayError) => void
 }
 
 const METHODS_FILTER_PROBE = '$iothub/methods/POST/probe/?$rid=0'
@@ -36,6 +38,7 @@ export class MethodInvoker {
 
   constructor(
     private readonly channel: DeviceChannel,
+    private readonly registry: Pick<DeviceRegistry, 'get'>,
     private readonly maxPayloadBytes: number,
     private readonly pollMs = 50,
   ) {}
@@ -47,8 +50,9 @@ export class MethodInvoker {
     }
     const rid = randomUUID()
     const topic = formatMethodRequestTopic(name, rid) // E_BAD_REQUEST for an unusable name
+    if (!(await this.registry.get(deviceId))) throw new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
     await this.waitUntilReachable(deviceId, request.connectTimeoutSeconds * 1000)
-    const answered = new Promise<MethodResult>((resolve) => this.pending.set(rid, { deviceId, resolve }))
+    const answered = new Promise<MethodResult>((resolve, reject) => this.pending.set(rid, { deviceId, resolve, reject }))
     const timeout = AbortSignal.timeout(request.responseTimeoutSeconds * 1000)
     try {
       const sent = this.channel.send(deviceId, topic, body, 0)
@@ -68,6 +72,10 @@ export class MethodInvoker {
     const p = this.pending.get(rid)
     if (!p || p.deviceId !== ctx.deviceId) return
     this.pending.delete(rid)
+    if (payload.length > this.maxPayloadBytes) {
+      p.reject(new GatewayError('E_PAYLOAD_TOO_LARGE', `the device answered with ${payload.length} bytes, over the method payload maximum of ${this.maxPayloadBytes}`))
+      return
+    }
     p.resolve({ status, payload: parseBody(payload) })
   }
 

@@ -112,6 +112,27 @@ describe('cloud-to-device messages', () => {
     expect([fb.status, fb.deliveryCount]).toEqual(['completed', 2])
   })
 
+  it('a clean-session CONNECT discards the stored subscriptions [MQTT-3.1.2-6]', async () => {
+    const d = await device('c2d-clean')
+    await (await connect(d)).endAsync()
+    const clean = await connectDevice(gw.mqttUrl, d.deviceId, sasFor(d), { clean: true })
+    clients.push(clean)
+    const got = collect(clean)
+    await api(gw.httpUrl, 'POST', `/api/devices/${d.deviceId}/messages`, { payload: 'waits' })
+    await sleep(300)
+    expect(got).toEqual([])
+    await clean.subscribeAsync(`devices/${d.deviceId}/messages/devicebound/#`, { qos: 1 })
+    await waitFor(() => got.length === 1, 5000, 'delivery after subscribing')
+  })
+
+  it('purges the queue of a removed device', async () => {
+    const d = await device('c2d-removed')
+    await api(gw.httpUrl, 'POST', `/api/devices/${d.deviceId}/messages`, { payload: 'orphan', messageId: 'orphan-1' })
+    expect((await api(gw.httpUrl, 'DELETE', `/api/devices/${d.deviceId}`)).status).toBe(204)
+    const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.messageId === 'orphan-1'), 5000, 'purged feedback')
+    expect(fb.status).toBe('purged')
+  })
+
   it('answers validation and auth errors on every message route', async () => {
     const d = await device('c2d-errors')
     const path = `/api/devices/${d.deviceId}/messages`

@@ -82,6 +82,15 @@ describe('commands stream topic with two gateways in one consumer group', () => 
     expect(new Set(fb.map((f) => f.status))).toEqual(new Set(['completed']))
   })
 
+  it('ends a stream command for a full queue as rejected (E_QUEUE_FULL)', async () => {
+    const d = await a.gateway.registry.create({ deviceId: 'topic-full' })
+    for (let i = 0; i < 50; i++) await a.gateway.commands.c2d.send(d.deviceId, { payload: Buffer.from(`q${i}`) })
+    await a.gateway.stream.append(a.gateway.topics.commands, [{ key: d.deviceId, value: Buffer.from('x'), headers: { 'message-id': 'overflow-1' } }])
+    const fb = await waitFor(async () => (await feedbackRecords(a.gateway)).find((f) => f.messageId === 'overflow-1'), 10_000, 'rejected feedback')
+    expect([fb.status, fb.reason]).toEqual(['rejected', 'E_QUEUE_FULL'])
+    expect(await a.gateway.commandStore.list(d.deviceId)).toHaveLength(50)
+  })
+
   it('ends a command for an unknown device or with a bad TTL as rejected', async () => {
     await a.gateway.stream.append(a.gateway.topics.commands, [
       { key: 'no-such-device', value: Buffer.from('x'), headers: { 'message-id': 'ghost-1' } },

@@ -82,5 +82,6 @@ describe('direct methods', () => {
     expect(await bad({ other: true })).toEqual([400, 'E_BAD_REQUEST'])
     expect(await bad({}, `/api/devices/${d.deviceId}/methods/${encodeURIComponent('a b')}`)).toEqual([400, 'E_BAD_REQUEST'])
     expect(await bad({ payload: 'x'.repeat(128 * 1024 + 1) })).toEqual([413, 'E_PAYLOAD_TOO_LARGE'])
+    expect(await bad({}, '/api/devices/nobody/methods/x')).toEqual([404, 'E_DEVICE_NOT_FOUND'])
   })
 })
