@@ -28,7 +28,11 @@ export class SimError extends Error {
  * socket errors by errno (`ECONNREFUSED`), our own codes as they are; anything else `E_OTHER`.
  */
 export function errorCode(err: unknown): string {
-  if (err instanceof SimError) return err.code
+  if (err instanceof SimError) {
+    // An API failure is labelled with the gateway's own code (E_DEVICE_OFFLINE, E_QUEUE_FULL, ...).
+    const gatewayCode = err.details.code
+    return typeof gatewayCode === 'string' && gatewayCode !== '' ? gatewayCode : err.code
+  }
   if (typeof err === 'object' && err !== null) {
     const code = (err as { code?: unknown }).code
     if (typeof code === 'number') return `CONNACK_${code}`

@@ -2,8 +2,7 @@ import { addProgress, progressOf, runInWorkers, type Progress } from './workers.
 import { runShare, type Assignment, type SharePlan } from './runner.js'
 import type { Scenario } from './scenario.js'
 import type { DeviceCredential } from './provision.js'
-import { Stats, type StatsSnapshot } from './stats.js'
-import { mergeSnapshots } from './stats-merge.js'
+import type { Stats, StatsSnapshot } from './stats.js'
 
 /**
  * Assigns credentials to groups and source addresses, then runs the fleet in this process or
@@ -38,7 +37,11 @@ export interface FleetRun {
   onProgress: (p: Progress) => void
 }
 
-export async function runFleet(scenario: Scenario, assignments: Assignment[], run: FleetRun): Promise<StatsSnapshot> {
+/**
+ * Returns the workers' snapshots; devices run in this process record into `run.parentStats`,
+ * which the caller snapshots last (the stream reader and the cloud side keep adding to it).
+ */
+export async function runFleet(scenario: Scenario, assignments: Assignment[], run: FleetRun): Promise<StatsSnapshot[]> {
   const k = Math.min(scenario.workers, Math.max(1, assignments.length))
   const base = { scenario, runId: run.runId, startedAt: run.startedAt, ...(run.ca ? { ca: run.ca } : {}) }
   if (k === 1) {
@@ -48,7 +51,7 @@ export async function runFleet(scenario: Scenario, assignments: Assignment[], ru
     } finally {
       clearInterval(timer)
     }
-    return run.parentStats.snapshot()
+    return []
   }
   // Device i goes to worker i mod k, so every worker gets every group in proportion.
   const plans: SharePlan[] = Array.from({ length: k }, (_, w) => ({
@@ -56,6 +59,5 @@ export async function runFleet(scenario: Scenario, assignments: Assignment[], ru
     assignments: assignments.filter((_, i) => i % k === w),
     ramp: scenario.ramp / k,
   }))
-  const snapshots = await runInWorkers(plans, (p) => run.onProgress(addProgress([p, progressOf(run.parentStats)])))
-  return mergeSnapshots([...snapshots, run.parentStats.snapshot()])
+  return runInWorkers(plans, (p) => run.onProgress(addProgress([p, progressOf(run.parentStats)])))
 }

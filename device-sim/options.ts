@@ -19,6 +19,7 @@ drivers     --driver mqtt|azure  --transport mqtt|mqttws (azure)  --ca PEM_FILE
 gateway     --gateway mqtt://HOST:PORT  --hub-host NAME  --api URL  --token T  --data-dir DIR
 identities  --prefix sim-  --credentials FILE  --cleanup
 scale       --workers K  --source-ips 127.0.0.2-127.0.0.9
+commands    --c2d-rate N/s  --method-rate N/s  --method-delay MS  --method-status CODE  --twin-interval S
 output      --json FILE  --html FILE  --quiet
 scenario    --scenario FILE (YAML: groups with their own driver/rate/qos/payload, events)
 `
@@ -48,6 +49,11 @@ const FLAGS = {
   'data-dir': { type: 'string' },
   scenario: { type: 'string' },
   drain: { type: 'string' },
+  'c2d-rate': { type: 'string' },
+  'method-rate': { type: 'string' },
+  'method-delay': { type: 'string' },
+  'method-status': { type: 'string' },
+  'twin-interval': { type: 'string' },
   quiet: { type: 'boolean' },
   worker: { type: 'boolean' },
   help: { type: 'boolean' },
@@ -98,6 +104,7 @@ export function parseCli(argv: readonly string[], readFile: (file: string) => st
     sourceIps: values['source-ips'] === undefined ? undefined : parseSourceIps(values['source-ips']),
     ca: values.ca,
     drainS: number(values.drain, 'drain'),
+    commands: commandFlags(values['c2d-rate'], values['method-rate']),
   })
   const payload = values.payload?.startsWith('@') ? readFile(values.payload.slice(1)) : values.payload
   const group = defined({
@@ -108,9 +115,22 @@ export function parseCli(argv: readonly string[], readFile: (file: string) => st
     payloadSize: number(values['payload-size'], 'payload-size'),
     driver: values.driver,
     transport: values.transport,
+    behaviour: defined({
+      c2d: values['c2d-rate'] === undefined ? undefined : true,
+      methods:
+        values['method-rate'] === undefined && values['method-delay'] === undefined && values['method-status'] === undefined
+          ? undefined
+          : defined({ delayMs: number(values['method-delay'], 'method-delay'), status: number(values['method-status'], 'method-status') }),
+      twinReportIntervalS: number(values['twin-interval'], 'twin-interval'),
+    }),
   })
   const scenario = values.scenario
     ? parseScenario({ ...(loadScenarioFile(values.scenario) as Record<string, unknown>), ...top }, values.scenario)
     : parseScenario({ ...top, groups: [group] }, 'command line')
   return { mode: 'run', options: { scenario, ...defined({ json: values.json, html: values.html }), quiet: values.quiet ?? false } }
+}
+
+function commandFlags(c2d: string | undefined, methods: string | undefined): Record<string, unknown> | undefined {
+  if (c2d === undefined && methods === undefined) return undefined
+  return defined({ c2dPerSecond: number(c2d, 'c2d-rate'), methodsPerSecond: number(methods, 'method-rate') })
 }

@@ -26,7 +26,7 @@ export function fleetIds(prefix: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${prefix}${String(i + 1).padStart(6, '0')}`)
 }
 
-async function call(target: ApiTarget, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+export async function apiRequest(target: ApiTarget, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
   let response: Response
   try {
     response = await fetch(`${target.api.replace(/\/$/, '')}/api${path}`, {
@@ -47,7 +47,7 @@ async function call(target: ApiTarget, method: string, path: string, body?: unkn
   return { status: response.status, json }
 }
 
-function apiError(what: string, status: number, json: unknown): SimError {
+export function apiError(what: string, status: number, json: unknown): SimError {
   const code = (json as { error?: { code?: string; message?: string } } | null)?.error
   return new SimError('E_SIM_API', `${what}: HTTP ${status} ${code?.code ?? ''} ${code?.message ?? ''}`.trim(), { status, code: code?.code })
 }
@@ -60,10 +60,10 @@ function keyOf(json: unknown): string {
 
 async function createOne(target: ApiTarget, deviceId: string): Promise<{ credential: DeviceCredential; created: boolean }> {
   // The key is ours, so a run can be repeated against a credentials file written from it.
-  const created = await call(target, 'POST', '/devices', { deviceId, primaryKey: randomBytes(32).toString('base64') })
+  const created = await apiRequest(target, 'POST', '/devices', { deviceId, primaryKey: randomBytes(32).toString('base64') })
   if (created.status === 201) return { credential: { deviceId, key: keyOf(created.json) }, created: true }
   if (created.status !== 409) throw apiError(`creating ${deviceId}`, created.status, created.json)
-  const existing = await call(target, 'GET', `/devices/${encodeURIComponent(deviceId)}`)
+  const existing = await apiRequest(target, 'GET', `/devices/${encodeURIComponent(deviceId)}`)
   if (existing.status !== 200) throw apiError(`reading ${deviceId}`, existing.status, existing.json)
   return { credential: { deviceId, key: keyOf(existing.json) }, created: false }
 }
@@ -90,7 +90,7 @@ export async function provisionFleet(target: ApiTarget, ids: readonly string[], 
 /** Delete the fleet; a device already gone (404) is fine. Returns how many were deleted. */
 export async function cleanupFleet(target: ApiTarget, ids: readonly string[], concurrency = 16): Promise<number> {
   const statuses = await mapBounded(ids, concurrency, async (id) => {
-    const res = await call(target, 'DELETE', `/devices/${encodeURIComponent(id)}`)
+    const res = await apiRequest(target, 'DELETE', `/devices/${encodeURIComponent(id)}`)
     if (res.status !== 204 && res.status !== 404) throw apiError(`deleting ${id}`, res.status, res.json)
     return res.status
   })

@@ -31,6 +31,12 @@ export interface SharePlan {
   ca?: string
 }
 
+const COMMAND_GRACE_MS = 500
+
+function maxMethodDelay(scenario: Scenario): number {
+  return Math.max(0, ...scenario.groups.map((g) => g.behaviour.methods?.delayMs ?? 0))
+}
+
 /** Connection attempts in flight at once when there is no ramp: a bound, not a rate. */
 const MAX_PARALLEL_CONNECTS = 500
 
@@ -43,6 +49,10 @@ export async function runShare(plan: SharePlan, stats: Stats): Promise<void> {
     await rampUp(devices, plan.ramp, endAt)
     await sleepUntil(endAt)
     for (const d of devices) d.stopSending()
+    // The cloud side stops sending at the end of the run too; stay connected a moment so the
+    // commands already on their way are answered instead of timing out.
+    const { c2dPerSecond, methodsPerSecond } = plan.scenario.commands
+    if (c2dPerSecond > 0 || methodsPerSecond > 0) await sleep(COMMAND_GRACE_MS + maxMethodDelay(plan.scenario))
     const drainUntil = Date.now() + plan.scenario.drainS * 1000
     while (stats.counters.acked < stats.counters.sentQos1 && Date.now() < drainUntil) await sleep(20)
   } finally {

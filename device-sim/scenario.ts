@@ -83,6 +83,14 @@ export const scenarioSchema = z.strictObject({
   drainS: z.number().min(0).default(5),
   /** Reconnect back-off: first delay and cap, ms (exponential with full jitter). */
   backoff: z.strictObject({ minMs: z.number().int().min(1).default(100), maxMs: z.number().int().min(1).default(10_000) }).default({ minMs: 100, maxMs: 10_000 }),
+  /** The cloud side, through the API: C2D messages and method calls to random devices. */
+  commands: z
+    .strictObject({
+      c2dPerSecond: z.number().min(0).default(0),
+      methodsPerSecond: z.number().min(0).default(0),
+      methodName: z.string().min(1).default('ping'),
+    })
+    .default({ c2dPerSecond: 0, methodsPerSecond: 0, methodName: 'ping' }),
   groups: z.array(groupSchema).min(1),
   events: z.array(eventSchema).default([]),
 })

@@ -1,11 +1,14 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { CommandDriver } from './commands.js'
 import { SimError } from './errors.js'
 import { assign, runFleet } from './fleet.js'
+import type { Assignment } from './runner.js'
 import { cleanupFleet, fleetIds, provisionFleet, readCredentialsFile, type ApiTarget, type DeviceCredential } from './provision.js'
 import { buildReport, type SimReport } from './report/build.js'
 import type { Scenario } from './scenario.js'
 import { Stats } from './stats.js'
+import { mergeSnapshots } from './stats-merge.js'
 import { StreamTracker } from './stream-tracker.js'
 import type { Progress } from './workers.js'
 
@@ -51,28 +54,31 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
   const stats = new Stats(startedAt)
   const tracker = scenario.dataDir ? new StreamTracker(scenario.dataDir, runId, stats) : null
   await tracker?.start()
+  const assignments = assign(scenario, credentials)
+  const commands = startCommands(scenario, assignments, stats, startedAt)
   try {
-    const snapshot = await runFleet(scenario, assign(scenario, credentials), {
+    const workerSnapshots = await runFleet(scenario, assignments, {
       runId,
       startedAt,
       parentStats: stats,
       onProgress: hooks.onProgress ?? (() => {}),
       ...(ca ? { ca } : {}),
     })
+    await commands?.stop()
+    const produced = mergeSnapshots([...workerSnapshots, stats.snapshot()])
     let tally = null
     if (tracker) {
       // Everything acknowledged must be readable; QoS 0 may never come, so the wait is bounded.
-      const c = snapshot.counters
+      const c = produced.counters
       await tracker.waitFor(c.sent - c.droppedOffline, Math.max(2000, scenario.drainS * 1000))
-      tally = tracker.tally(snapshot.sentByDevice)
-      // The tracker kept counting after the snapshot; take its final stored figures.
-      const final = stats.snapshot()
-      snapshot.histograms.e2e = final.histograms.e2e
+      tally = tracker.tally(produced.sentByDevice)
     }
+    // Snapshot last: the stream reader and the cloud side record into this process's stats.
+    const snapshot = mergeSnapshots([...workerSnapshots, stats.snapshot()])
     const report = buildReport(scenario, snapshot, tally, { runId, startedAt, elapsedS: (Date.now() - startedAt) / 1000 })
-    if (tracker) mergeLateTimeline(report, stats)
     return report
   } finally {
+    await commands?.stop()
     await tracker?.stop()
     if (scenario.cleanup && !scenario.credentials) {
       const removed = await cleanupFleet(apiTarget(scenario), credentials.map((c) => c.deviceId))
@@ -81,8 +87,25 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
   }
 }
 
-/** Records read after the fleet's snapshot was taken still belong to their second's `stored`. */
-function mergeLateTimeline(report: SimReport, stats: Stats): void {
-  const bySecond = new Map(stats.snapshot().timeline.map((t) => [t.second, t.stored]))
-  for (const point of report.timeline) point.stored = bySecond.get(point.second) ?? point.stored
+/**
+ * The cloud side starts once the fleet should be connected (after the ramp, at most half-way
+ * through the run) and stops at the end of the run. Runs in the parent: it talks to the API only.
+ */
+function startCommands(scenario: Scenario, assignments: readonly Assignment[], stats: Stats, startedAt: number): { stop(): Promise<void> } | null {
+  const { c2dPerSecond, methodsPerSecond, methodName } = scenario.commands
+  if (c2dPerSecond === 0 && methodsPerSecond === 0) return null
+  const targets = (want: (g: Scenario['groups'][number]) => boolean): string[] =>
+    assignments.filter((a) => want(scenario.groups[a.groupIndex]!)).map((a) => a.deviceId)
+  const driver = new CommandDriver(apiTarget(scenario), { c2dPerSecond, methodsPerSecond, methodName, c2dTargets: targets((g) => g.behaviour.c2d), methodTargets: targets((g) => g.behaviour.methods !== undefined) }, stats)
+  const connectS = scenario.ramp > 0 ? assignments.length / scenario.ramp : 1
+  const startIn = Math.min(connectS, scenario.duration / 2) * 1000
+  const begin = setTimeout(() => driver.start(), startIn)
+  const end = setTimeout(() => void driver.stop(), startedAt + scenario.duration * 1000 - Date.now())
+  return {
+    stop: async () => {
+      clearTimeout(begin)
+      clearTimeout(end)
+      await driver.stop()
+    },
+  }
 }

@@ -20,7 +20,10 @@ export const COUNTERS = [
   'connects',
   'connectFailures',
   'disconnects',
+  'c2dSent',
   'c2dReceived',
+  'methodsInvoked',
+  'methodsReturned',
   'methodsAnswered',
   'twinReported',
 ] as const

@@ -22,6 +22,7 @@ export class MqttJsDriver implements DeviceDriver {
   private nextRid = 1
   private readonly twinWaiters = new Map<string, (status: number) => void>()
   private twinSubscribed = false
+  private readonly offline: Array<() => void> = []
 
   constructor(private readonly options: DriverOptions) {}
 
@@ -53,13 +54,19 @@ export class MqttJsDriver implements DeviceDriver {
     // Subscriptions outlive connections in a persistent session (§7); renew them only when
     // the gateway says it kept no session.
     if (!connack.sessionPresent) await this.subscribe(client)
+    for (const send of this.offline.splice(0)) send()
   }
 
   publish(message: TelemetryMessage): Promise<void> {
     const client = this.requireClient()
     const topic = telemetryTopic(this.options.deviceId, message.properties)
     return new Promise((resolve, reject) => {
-      client.publish(topic, message.payload, { qos: message.qos }, (err) => (err ? reject(err) : resolve()))
+      const send = (): void => void client.publish(topic, message.payload, { qos: message.qos }, (err) => (err ? reject(err) : resolve()))
+      // mqtt.js 5 can strand a QoS 1 message handed to it between a lost connection and a manual
+      // reconnect (seen here: its id stays in `outgoing`, never sent, never acknowledged), so the
+      // driver holds offline messages itself and sends them once reconnected.
+      if (client.connected) send()
+      else this.offline.push(send)
     })
   }
 

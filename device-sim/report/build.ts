@@ -43,7 +43,10 @@ export interface SimReport {
     connects: number
     connectFailures: number
     disconnects: number
+    c2dSent: number
     c2dReceived: number
+    methodsInvoked: number
+    methodsReturned: number
     methodsAnswered: number
     twinReported: number
   }
@@ -79,7 +82,10 @@ export function buildReport(scenario: Scenario, snapshot: StatsSnapshot, tally: 
       connects: c.connects,
       connectFailures: c.connectFailures,
       disconnects: c.disconnects,
+      c2dSent: c.c2dSent,
       c2dReceived: c.c2dReceived,
+      methodsInvoked: c.methodsInvoked,
+      methodsReturned: c.methodsReturned,
       methodsAnswered: c.methodsAnswered,
       twinReported: c.twinReported,
     },

@@ -18,7 +18,7 @@ export function summaryTable(r: SimReport): string {
     `  sent ${fmt(c.sent)} (QoS 0 ${fmt(c.sentQos0)}, QoS 1 ${fmt(c.sentQos1)})   acked ${fmt(c.acked)}   unacked ${fmt(c.unacked)}`,
     `  stored ${fmt(c.stored)}   duplicated ${fmt(c.duplicated)}   lost ${fmt(c.lost)} (by ${r.lossBasis})   dropped offline (QoS 0) ${fmt(c.droppedOffline)}`,
     `  connects ${fmt(c.connects)}   connect failures ${fmt(c.connectFailures)}   disconnects ${fmt(c.disconnects)}`,
-    `  c2d received ${fmt(c.c2dReceived)}   methods answered ${fmt(c.methodsAnswered)}   twin reported ${fmt(c.twinReported)}`,
+    `  c2d sent ${fmt(c.c2dSent)} received ${fmt(c.c2dReceived)}   methods invoked ${fmt(c.methodsInvoked)} answered ${fmt(c.methodsAnswered)} returned ${fmt(c.methodsReturned)}   twin reported ${fmt(c.twinReported)}`,
     '',
     `throughput  sent ${fmt(r.throughput.sentPerS, 1)}/s   acked ${fmt(r.throughput.ackedPerS, 1)}/s   stored ${fmt(r.throughput.storedPerS, 1)}/s`,
     '',

@@ -1,0 +1,125 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { topicNames } from '../../src/config/load.js'
+import { parseScenario } from '../../device-sim/scenario.js'
+import { runSimulation } from '../../device-sim/simulate.js'
+import type { SimReport } from '../../device-sim/report/build.js'
+import { readAll, startTestGateway, type TestGateway } from '../helpers/gateway.js'
+
+/**
+ * The simulator against a real gateway (embedded stream, loopback sockets): its report must
+ * agree with what the gateway stored, and with faults injected from the outside.
+ */
+
+let gw: TestGateway | null = null
+afterEach(async () => {
+  await gw?.stop()
+  gw = null
+})
+
+function baseScenario(g: TestGateway, extra: Record<string, unknown>): ReturnType<typeof parseScenario> {
+  return parseScenario(
+    { gateway: g.mqttUrl, api: g.httpUrl, token: g.config.adminToken, dataDir: g.dataDir, drainS: 3, ...extra },
+    'test',
+  )
+}
+
+async function storedOfRun(g: TestGateway, report: SimReport): Promise<Map<string, number>> {
+  const perDevice = new Map<string, number>()
+  for (const r of await readAll(g.gateway, topicNames(g.config).telemetry)) {
+    if (r.headers['sim-run'] !== report.runId) continue
+    perDevice.set(r.key!, (perDevice.get(r.key!) ?? 0) + 1)
+  }
+  return perDevice
+}
+
+describe('device-sim against a real gateway', () => {
+  it('QoS 1 fleet: sent = acked = stored, no loss, ordered latencies, C2D, methods and twins answered', async () => {
+    gw = await startTestGateway()
+    const scenario = baseScenario(gw, {
+      duration: 3,
+      prefix: 'simq1-',
+      groups: [{ count: 20, rate: 10, qos: 1, behaviour: { c2d: true, methods: { delayMs: 2, status: 201 }, twinReportIntervalS: 1 } }],
+      commands: { c2dPerSecond: 10, methodsPerSecond: 5, methodName: 'ping' },
+    })
+    const report = await runSimulation(scenario)
+    const c = report.counts
+    expect(c.sent).toBeGreaterThan(400)
+    expect(c.acked).toBe(c.sent)
+    expect(c.stored).toBe(c.sent)
+    expect(c.lost).toBe(0)
+    expect(c.duplicated).toBe(0)
+    expect(report.lossBasis).toBe('stream')
+    expect(report.errors).toEqual({})
+    expect(c.connects).toBe(20)
+    const stored = await storedOfRun(gw, report)
+    expect([...stored.values()].reduce((a, b) => a + b, 0)).toBe(c.sent)
+    for (const name of ['connect', 'puback', 'e2e', 'c2d', 'method'] as const) {
+      const l = report.latencyMs[name]
+      expect(l.count, name).toBeGreaterThan(0)
+      expect(l.p50, name).toBeGreaterThan(0)
+      expect(l.p50, name).toBeLessThanOrEqual(l.p99)
+      expect(l.p99, name).toBeLessThanOrEqual(l.max)
+    }
+    expect(report.latencyMs.puback.count).toBe(c.acked)
+    expect(report.latencyMs.e2e.count).toBe(c.stored)
+    expect(c.c2dSent).toBeGreaterThan(0)
+    expect(c.c2dReceived).toBe(c.c2dSent)
+    expect(c.methodsInvoked).toBeGreaterThan(0)
+    expect(c.methodsReturned).toBe(c.methodsInvoked)
+    expect(c.methodsAnswered).toBe(c.methodsInvoked)
+    expect(c.twinReported).toBeGreaterThanOrEqual(20)
+    // A method answered after its configured delay cannot come back faster than the delay.
+    expect(report.latencyMs.method.min).toBeGreaterThanOrEqual(2)
+    expect(report.timeline.reduce((n, t) => n + t.sent, 0)).toBe(c.sent)
+  })
+
+  it('QoS 0 device disabled mid-run: what it produced while refused is reported lost, per the stream', async () => {
+    gw = await startTestGateway()
+    const g = gw
+    let victim = ''
+    const scenario = baseScenario(g, {
+      duration: 4,
+      prefix: 'simloss-',
+      backoff: { minMs: 50, maxMs: 200 },
+      groups: [{ count: 10, rate: 20, qos: 0 }],
+    })
+    const report = await runSimulation(scenario, {
+      onFleetReady: (ids) => {
+        victim = ids[3]!
+        const patch = (status: string): Promise<Response> =>
+          fetch(`${g.httpUrl}/api/devices/${victim}`, { method: 'PATCH', headers: { authorization: `Bearer ${g.config.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ status }) })
+        setTimeout(() => void patch('disabled').then(() => setTimeout(() => void patch('enabled'), 1000)), 1200)
+      },
+    })
+    const c = report.counts
+    const stored = await storedOfRun(g, report)
+    const storedTotal = [...stored.values()].reduce((a, b) => a + b, 0)
+    expect(c.stored).toBe(storedTotal)
+    expect(c.lost).toBe(c.sent - storedTotal)
+    // About a second of 20 msgs/s was produced while the device was refused.
+    expect(c.droppedOffline).toBeGreaterThanOrEqual(10)
+    expect(c.lost).toBeGreaterThanOrEqual(c.droppedOffline)
+    expect(c.disconnects).toBeGreaterThanOrEqual(1)
+    expect(c.connectFailures).toBeGreaterThanOrEqual(1)
+    expect(report.errors.E_SIM_OFFLINE_QOS0).toBe(c.droppedOffline)
+    expect(Object.keys(report.errors).some((code) => code.startsWith('CONNACK_'))).toBe(true)
+    // The loss is the victim's alone: every other device's messages are all in the stream.
+    for (const [deviceId, n] of stored) {
+      if (deviceId !== victim) expect(n, deviceId).toBeGreaterThanOrEqual(60)
+    }
+    expect(stored.get(victim) ?? 0).toBeLessThan(Math.min(...[...stored.entries()].filter(([d]) => d !== victim).map(([, n]) => n)))
+  })
+
+  it('QoS 1 device kicked mid-run: it reconnects and redelivers, nothing acknowledged is lost', async () => {
+    gw = await startTestGateway()
+    const g = gw
+    const scenario = baseScenario(g, { duration: 3, prefix: 'simkick-', backoff: { minMs: 50, maxMs: 200 }, groups: [{ count: 5, rate: 50, qos: 1 }] })
+    const report = await runSimulation(scenario, { onFleetReady: (ids) => void setTimeout(() => g.gateway.broker.kick(ids[0]!), 1000) })
+    const c = report.counts
+    expect(c.disconnects).toBe(1)
+    expect(c.connects).toBe(6)
+    expect(c.acked).toBe(c.sent)
+    expect(c.lost).toBe(0)
+    expect(c.stored).toBe(c.sent)
+  })
+})
