@@ -1,10 +1,11 @@
-import { randomUUID } from 'node:crypto'
 import { Aedes, type AedesOptions, type Client, type PublishPacket, type Subscription } from 'aedes'
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import { GatewayError, toGatewayError } from '../errors/catalogue.js'
 import { guardPacketSize } from './packet-guard.js'
 import { nextMessageId, topicMatches, writePublish } from './outbound.js'
+import { connectionMeta, contexts, DeviceConnection } from './device-connection.js'
+import { attachSessionHooks, restoreSession } from './session-hooks.js'
 import type {
   ConnectionContext,
   ConnectionObserver,
@@ -33,31 +34,6 @@ export interface GatewayBrokerOptions {
   maxPayloadBytes: number
   connectTimeoutMs: number
 }
-
-/** Per-connection state the hooks keep beside the Aedes client. */
-class DeviceConnection implements ConnectionContext {
-  readonly connectionId = randomUUID()
-  readonly connectedAt = Date.now()
-  closed = false
-  /** Why the gateway is closing this connection, when it decided to. */
-  closeReason: DisconnectReason | null = null
-  announced = false
-
-  constructor(
-    readonly deviceId: string,
-    readonly remoteAddress: string,
-    readonly transport: Transport,
-    readonly authMethod: string,
-  ) {}
-
-  isClosed(): boolean {
-    return this.closed
-  }
-}
-
-/** Every Aedes client gets its transport and address recorded by the listener before CONNECT. */
-const connectionMeta = new WeakMap<object, { transport: Transport; remoteAddress: string }>()
-const contexts = new WeakMap<Client, DeviceConnection>()
 
 /**
  * The MQTT broker: Aedes plus hooks. Thin by design: each hook awaits a port and maps errors.
@@ -88,14 +64,14 @@ export class GatewayBroker implements DeviceChannel {
       authenticate: (client, username, password, done) => self!.authenticate(client, username, password, done),
       authorizePublish: (client, packet, done) => self!.authorizePublish(client, packet, done),
       authorizeSubscribe: (client, sub, done) => self!.authorizeSubscribe(client, sub, done),
-      // Nothing a device publishes is ever forwarded; cloud-to-device traffic is written to the
-      // one connection it is meant for, so forwarding is only needed for that later.
+      // Nothing a device publishes is ever forwarded; cloud-to-device and `$iothub/...` traffic is
+      // written to the one connection it is meant for (GatewayBroker.send), never routed.
       authorizeForward: (_client, packet) => packet,
     }
     const aedes = await Aedes.createBroker(hooks)
     self = new GatewayBroker(aedes, options)
     self.keepDevicePublishesOffFanOut()
-    self.observeAcknowledgements()
+    attachSessionHooks(aedes, options.sessions, options.deliveryObserver)
     self.wireEvents()
     return self
   }
@@ -187,7 +163,7 @@ export class GatewayBroker implements DeviceChannel {
     run().then(
       (ctx) => {
         contexts.set(client, ctx)
-        this.restoreSession(client, ctx.deviceId)
+        restoreSession(client, ctx.deviceId, this.options.sessions)
         const previous = this.liveClient(ctx.deviceId)
         const previousCtx = previous && previous !== client ? contexts.get(previous) : undefined
         if (previousCtx && !previousCtx.closeReason) previousCtx.closeReason = 'replaced'
@@ -201,17 +177,6 @@ export class GatewayBroker implements DeviceChannel {
         done(Object.assign(new Error(gerr.message), { returnCode: gerr.returnCode, code: gerr.code }), false)
       },
     )
-  }
-
-  /**
-   * A clean-session CONNECT discards the stored session [MQTT-3.1.2-6]; otherwise the stored
-   * subscriptions apply to this connection as they are (re-read: another gateway on the same store
-   * may have had the device last). Delivery consults them directly, so Aedes needs no copy.
-   */
-  private restoreSession(client: Client, deviceId: string): void {
-    const sessions = this.options.sessions
-    if ((client as unknown as { clean: boolean }).clean) sessions.clearSubscriptions(deviceId)
-    else sessions.loadSubscriptions(deviceId)
   }
 
   private authorizePublish(client: Client | null, packet: PublishPacket, done: (error?: Error | null) => void): void {
@@ -283,41 +248,8 @@ export class GatewayBroker implements DeviceChannel {
     ;(this.aedes as unknown as { publish: typeof patched }).publish = patched
   }
 
-  /**
-   * Aedes handles a PUBACK by clearing the packet identifier from its persistence (aedes 1.2
-   * lib/handlers/puback.js) and then emits 'ack' with the stored packet, which is undefined for
-   * packets it did not store (protocol note §4). Packets written by `send` are not stored there,
-   * so the identifier is taken here, on the way in.
-   */
-  private observeAcknowledgements(): void {
-    type Clear = (client: Client, packet: { messageId?: number }) => Promise<unknown>
-    const persistence = (this.aedes as unknown as { persistence: { outgoingClearMessageId: Clear } }).persistence
-    const original = persistence.outgoingClearMessageId.bind(persistence)
-    persistence.outgoingClearMessageId = (client, packet) => {
-      const ctx = contexts.get(client)
-      if (ctx && typeof packet.messageId === 'number' && (packet as { cmd?: string }).cmd === 'puback') {
-        this.options.deliveryObserver?.acknowledged(ctx, packet.messageId)
-      }
-      return original(client, packet)
-    }
-  }
-
   private wireEvents(): void {
     const a = this.aedes
-    a.on('clientReady', (client) => {
-      const ctx = contexts.get(client)
-      if (ctx) this.options.deliveryObserver?.ready(ctx)
-    })
-    a.on('subscribe', (subs, client) => {
-      const ctx = contexts.get(client)
-      if (!ctx) return
-      for (const sub of subs) this.options.sessions.addSubscription(ctx.deviceId, sub.topic, sub.qos)
-      for (const sub of subs) this.options.deliveryObserver?.subscribed(ctx, sub.topic)
-    })
-    a.on('unsubscribe', (filters, client) => {
-      const ctx = contexts.get(client)
-      if (ctx) this.options.sessions.removeSubscriptions(ctx.deviceId, filters)
-    })
     a.on('client', (client) => {
       const ctx = contexts.get(client)
       if (!ctx) return

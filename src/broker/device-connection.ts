@@ -1,0 +1,28 @@
+import { randomUUID } from 'node:crypto'
+import type { Client } from 'aedes'
+import type { ConnectionContext, DisconnectReason, Transport } from './ports.js'
+
+/** Per-connection state the hooks keep beside the Aedes client. */
+export class DeviceConnection implements ConnectionContext {
+  readonly connectionId = randomUUID()
+  readonly connectedAt = Date.now()
+  closed = false
+  /** Why the gateway is closing this connection, when it decided to. */
+  closeReason: DisconnectReason | null = null
+  announced = false
+
+  constructor(
+    readonly deviceId: string,
+    readonly remoteAddress: string,
+    readonly transport: Transport,
+    readonly authMethod: string,
+  ) {}
+
+  isClosed(): boolean {
+    return this.closed
+  }
+}
+
+/** Every Aedes client gets its transport and address recorded by the listener before CONNECT. */
+export const connectionMeta = new WeakMap<object, { transport: Transport; remoteAddress: string }>()
+export const contexts = new WeakMap<Client, DeviceConnection>()

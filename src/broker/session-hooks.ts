@@ -1,0 +1,61 @@
+import type { Aedes, Client } from 'aedes'
+import { contexts } from './device-connection.js'
+import type { DeliveryObserver, SessionStore } from './ports.js'
+
+/**
+ * Persistent sessions on the gateway's own store instead of Aedes' in-memory persistence: the
+ * Azure SDK connects with clean session 0 and never re-subscribes after a token renewal, and after
+ * a network drop not to the twin topics (protocol note §1, §7), so a device's subscriptions must
+ * outlive its connections and the gateway process. Delivery consults the store directly
+ * (GatewayBroker.isSubscribed), so Aedes needs no copy of restored subscriptions.
+ */
+
+/**
+ * A clean-session CONNECT discards the stored session [MQTT-3.1.2-6]; otherwise the stored
+ * subscriptions apply to this connection as they are (re-read: another gateway on the same store
+ * may have had the device last).
+ */
+export function restoreSession(client: Client, deviceId: string, sessions: SessionStore): void {
+  if ((client as unknown as { clean: boolean }).clean) sessions.clearSubscriptions(deviceId)
+  else sessions.loadSubscriptions(deviceId)
+}
+
+/** Record SUBSCRIBE/UNSUBSCRIBE in the store and tell the observer about readiness, grants and PUBACKs. */
+export function attachSessionHooks(aedes: Aedes, sessions: SessionStore, observer: DeliveryObserver | undefined): void {
+  aedes.on('clientReady', (client) => {
+    const ctx = contexts.get(client)
+    if (ctx) observer?.ready(ctx)
+  })
+  // 'subscribe' fires once the SUBACK is written: the subscription is in force from then on.
+  aedes.on('subscribe', (subs, client) => {
+    const ctx = contexts.get(client)
+    if (!ctx) return
+    for (const sub of subs) sessions.addSubscription(ctx.deviceId, sub.topic, sub.qos)
+    for (const sub of subs) observer?.subscribed(ctx, sub.topic)
+  })
+  aedes.on('unsubscribe', (filters, client) => {
+    const ctx = contexts.get(client)
+    if (ctx) sessions.removeSubscriptions(ctx.deviceId, filters)
+  })
+  if (observer) observeAcknowledgements(aedes, observer)
+}
+
+/**
+ * Aedes handles a PUBACK by clearing the packet identifier from its persistence (aedes 1.2
+ * lib/handlers/puback.js) and then emits 'ack' with the stored packet, which is undefined for
+ * packets it did not store (protocol note §4). Packets written by `send` are not stored there,
+ * so the identifier is taken here, on the way in.
+ */
+function observeAcknowledgements(aedes: Aedes, observer: DeliveryObserver): void {
+  type Clear = (client: Client, packet: { messageId?: number }) => Promise<unknown>
+  const persistence = (aedes as unknown as { persistence: { outgoingClearMessageId: Clear } }).persistence
+  const original = persistence.outgoingClearMessageId.bind(persistence)
+  persistence.outgoingClearMessageId = (client, packet) => {
+    const ctx = contexts.get(client)
+    if (ctx && typeof packet.messageId === 'number' && (packet as { cmd?: string }).cmd === 'puback') {
+      observer.acknowledged(ctx, packet.messageId)
+    }
+    return original(client, packet)
+  }
+}
+
