@@ -94,7 +94,8 @@ export class GatewayBroker implements DeviceChannel {
   }
 
   isSubscribed(deviceId: string, topic: string): boolean {
-    if (!this.liveClient(deviceId)) return false
+    const client = this.liveClient(deviceId)
+    if (!client || !isReady(client)) return false
     for (const filter of this.options.sessions.subscriptions(deviceId).keys()) {
       if (topicMatches(filter, topic)) return true
     }

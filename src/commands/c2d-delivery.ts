@@ -68,6 +68,19 @@ export class C2dDelivery {
     if (f && f.connectionId === ctx.connectionId) this.inFlight.delete(ctx.deviceId)
   }
 
+  /**
+   * The device's messages changed outside delivery (expired, purged): a message in flight that is
+   * gone no longer holds the queue, so the next one may go.
+   */
+  revalidate(deviceId: string): Promise<void> {
+    const f = this.inFlight.get(deviceId)
+    if (!f) return this.kick(deviceId)
+    return this.options.queue.head(deviceId).then((head) => {
+      if (this.inFlight.get(deviceId) === f && head?.seq !== f.seq) this.inFlight.delete(deviceId)
+      return this.kick(deviceId)
+    })
+  }
+
   /** Resolves when every delivery started so far has run. */
   async drain(): Promise<void> {
     while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()])

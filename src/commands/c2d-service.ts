@@ -85,13 +85,17 @@ export class C2dService {
   async purge(deviceId: string): Promise<number> {
     await this.mustExist(deviceId)
     const n = await this.queue.purge(deviceId, this.now())
-    if (n > 0) void this.feedback.flush()
+    if (n > 0) {
+      void this.feedback.flush()
+      void this.delivery.revalidate(deviceId)
+    }
     return n
   }
 
   /** End every expired message (`expired` feedback) and write pending feedback. */
   async sweep(): Promise<string[]> {
     const touched = await this.queue.expire(this.now())
+    for (const deviceId of touched) void this.delivery.revalidate(deviceId)
     await this.feedback.flush()
     return touched
   }

@@ -4,9 +4,10 @@ import type { CommandQueue } from './types.js'
 
 /**
  * Moves feedback from the queue's outbox to the `command-feedback` topic. The outbox row is
- * written in the transaction that ends the message, so an end is never lost; it is deleted only
- * after the stream has the record durably. A crash between the two writes the record again on the
- * next start (at-least-once on the stream; consumers dedupe on messageId + status).
+ * written in the transaction that ends the message, so an end is never lost; a writer claims rows
+ * (several gateways may share the store), appends them, and deletes them only once the stream has
+ * them durably. A gateway dying between append and delete has the rows written again after the
+ * claim lapses (at-least-once on the stream only then; consumers dedupe on messageId).
  */
 export class FeedbackWriter {
   private running: Promise<void> | null = null
@@ -40,19 +41,27 @@ export class FeedbackWriter {
   }
 
   private async drain(): Promise<void> {
-    try {
-      for (;;) {
-        const pending = await this.queue.pendingFeedback(this.batchSize)
-        if (pending.length === 0) return
+    for (;;) {
+      const pending = await this.queue.pendingFeedback(this.batchSize).catch((err: unknown) => this.failed(err, []))
+      if (!pending || pending.length === 0) return
+      const ids = pending.map((p) => p.id)
+      try {
         await this.stream.append(
           this.topic,
           pending.map(({ feedback }) => ({ key: feedback.deviceId, value: Buffer.from(JSON.stringify(feedback)), headers: { status: feedback.status } })),
         )
-        await this.queue.removeFeedback(pending.map((p) => p.id))
+      } catch (err) {
+        // Kept in the outbox; the next settle or sweep retries.
+        await this.queue.releaseFeedback(ids).catch(() => undefined)
+        return this.failed(err, undefined)
       }
-    } catch (err) {
-      // Kept in the outbox; the next settle or sweep retries.
-      this.log.warn({ err: (err as Error).message }, 'command feedback not written yet')
+      const removed = await this.queue.removeFeedback(ids).then(() => true, (err: unknown) => this.failed(err, false))
+      if (!removed) return
     }
+  }
+
+  private failed<T>(err: unknown, value: T): T {
+    this.log.warn({ err: (err as Error).message }, 'command feedback not written yet')
+    return value
   }
 }

@@ -37,7 +37,12 @@ const MIGRATIONS: readonly string[] = [
    CREATE TABLE c2d_sources (source_ref TEXT PRIMARY KEY NOT NULL, taken_at INTEGER NOT NULL) STRICT;
    -- Outbox: feedback is recorded in the transaction that ends the message, written to the
    -- stream afterwards, then deleted.
-   CREATE TABLE c2d_feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL) STRICT;`,
+   -- claimed_until: a writer (one of several gateways on this file) holds the row until then.
+   CREATE TABLE c2d_feedback (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     body TEXT NOT NULL,
+     claimed_until INTEGER NOT NULL DEFAULT 0
+   ) STRICT;`,
 ]
 
 interface MessageRow {
@@ -213,11 +218,24 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
     return this.conn().prepare<unknown[], { device_id: string }>('SELECT DISTINCT device_id FROM c2d_messages').all().map((r) => r.device_id)
   }
 
-  async pendingFeedback(limit: number): Promise<PendingFeedback[]> {
+  async pendingFeedback(limit: number, claimMs = 30_000): Promise<PendingFeedback[]> {
+    const now = Date.now()
+    // Claimed in one statement, so two gateways on this file never write the same rows; a writer
+    // that dies leaves its claim to expire and another writes them (at-least-once only then).
     return this.conn()
-      .prepare<unknown[], { id: number; body: string }>('SELECT id, body FROM c2d_feedback ORDER BY id LIMIT ?')
-      .all(limit)
+      .prepare<unknown[], { id: number; body: string }>(
+        `UPDATE c2d_feedback SET claimed_until = ?
+         WHERE id IN (SELECT id FROM c2d_feedback WHERE claimed_until <= ? ORDER BY id LIMIT ?)
+         RETURNING id, body`,
+      )
+      .all(now + claimMs, now, limit)
+      .sort((a, b) => a.id - b.id)
       .map((r) => ({ id: r.id, feedback: JSON.parse(r.body) as Feedback }))
+  }
+
+  async releaseFeedback(ids: number[]): Promise<void> {
+    const release = this.conn().prepare('UPDATE c2d_feedback SET claimed_until = 0 WHERE id = ?')
+    this.conn().transaction(() => ids.forEach((id) => release.run(id)))()
   }
 
   async removeFeedback(ids: number[]): Promise<void> {

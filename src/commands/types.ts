@@ -78,7 +78,10 @@ export interface CommandQueue {
   recordUnqueued(feedback: Feedback, sourceRef: string): Promise<void>
   /** Ids of devices that have queued messages. */
   devicesWithMessages(): Promise<string[]>
-  /** The feedback outbox, oldest first. */
-  pendingFeedback(limit: number): Promise<PendingFeedback[]>
+  /** Claim up to `limit` unclaimed feedback rows of the outbox, oldest first (claims lapse after claimMs). */
+  pendingFeedback(limit: number, claimMs?: number): Promise<PendingFeedback[]>
+  /** Written to the stream: delete. */
   removeFeedback(ids: number[]): Promise<void>
+  /** Not written (stream down): give the claim back for the next attempt. */
+  releaseFeedback(ids: number[]): Promise<void>
 }

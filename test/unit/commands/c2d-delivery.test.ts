@@ -111,6 +111,16 @@ describe('C2dDelivery', () => {
     expect((await feedback()).map((f) => [f.messageId, f.status])).toEqual([['m1', 'expired']])
   })
 
+  it('lets the next message go when the one in flight expires unacknowledged', async () => {
+    await store.enqueue(message(1, { expiresAt: now + 1000 }), 50)
+    await store.enqueue(message(2), 50)
+    await delivery.kick('d1')
+    now += 1000
+    expect(await store.expire(now)).toEqual(['d1'])
+    await delivery.revalidate('d1')
+    expect(channel.sent.map((s) => s.payload)).toEqual(['p1', 'p2'])
+  })
+
   it('settles a message once when its PUBACK races its expiry', async () => {
     const queued = (await store.enqueue(message(1), 50))!
     await delivery.kick('d1')
@@ -125,6 +135,20 @@ describe('C2dDelivery', () => {
 })
 
 describe('SqliteCommandStore', () => {
+  it('hands each feedback row to one writer at a time; a released claim is taken again', async () => {
+    await store.enqueue(message(1), 50)
+    await store.purge('d1', now)
+    const first = await store.pendingFeedback(10)
+    expect(first).toHaveLength(1)
+    expect(await store.pendingFeedback(10)).toEqual([])
+    await store.releaseFeedback(first.map((p) => p.id))
+    const again = await store.pendingFeedback(10)
+    expect(again.map((p) => p.feedback.status)).toEqual(['purged'])
+    await store.removeFeedback(again.map((p) => p.id))
+    await store.releaseFeedback(again.map((p) => p.id))
+    expect(await store.pendingFeedback(10)).toEqual([])
+  })
+
   it('refuses past the depth with E_QUEUE_FULL and takes a stream source ref once', async () => {
     for (let i = 0; i < 2; i++) await store.enqueue(message(i), 2)
     await expect(store.enqueue(message(3), 2)).rejects.toMatchObject({ code: 'E_QUEUE_FULL' })
