@@ -1,0 +1,255 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs, promisify } from 'node:util'
+import * as hdr from 'hdr-histogram-js'
+import { Kafka, logLevel, type Message } from 'kafkajs'
+import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
+import { generateSasToken } from '../src/auth/sas.js'
+import { buildTelemetryRecord } from '../src/ingest/envelope.js'
+import { partitionForKey } from '../src/stream/partitioner.js'
+import { RawPublisher } from './lib/raw-client.js'
+
+/**
+ * bench/kafka-ingest: the ingest benchmark on the Kafka backend. N devices publish QoS 1 telemetry
+ * for a fixed time, each keeping a window of unacknowledged publishes, against the gateway writing
+ * to Kafka (its own process); then, in the same run against the same broker, a kafkajs producer
+ * alone sends the same records (same keys, headers, partitions, idempotent, acks=all) at full
+ * speed with as many records outstanding as the devices keep: the ceiling for this path.
+ * Kafka is KAFKA_BROKERS / --brokers, else a local broker from scripts/kafka-local.sh.
+ *
+ *   npm run bench:kafka -- --devices 200 --seconds 15 --window 8 --payload 200 [--brokers host:port]
+ */
+const here = dirname(fileURLToPath(import.meta.url))
+const root = join(here, '..', '..')
+const { values } = parseArgs({
+  options: {
+    devices: { type: 'string', default: '200' },
+    seconds: { type: 'string', default: '15' },
+    warmup: { type: 'string', default: '3' },
+    window: { type: 'string', default: '8' },
+    payload: { type: 'string', default: '200' },
+    partitions: { type: 'string', default: '8' },
+    brokers: { type: 'string', default: process.env.KAFKA_BROKERS ?? '' },
+    /** Write a V8 CPU profile of the gateway process into this directory. */
+    'profile-dir': { type: 'string' },
+  },
+})
+const DEVICES = Number(values.devices)
+const SECONDS = Number(values.seconds)
+const WARMUP = Number(values.warmup)
+const WINDOW = Number(values.window)
+const PARTITIONS = Number(values.partitions)
+const PAYLOAD = Buffer.alloc(Number(values.payload), 'x')
+const PREFIX = `bench-${Date.now().toString(36)}.`
+const deviceId = (i: number): string => `bench-${String(i).padStart(5, '0')}`
+
+interface Result {
+  name: string
+  messages: number
+  seconds: number
+  rate: number
+  p50: number
+  p99: number
+  latencyOf: string
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** A broker for this run: the given one, or a local one started (and removed) here. */
+async function kafkaBrokers(): Promise<{ brokers: string[]; release: () => Promise<void> }> {
+  if (values.brokers) return { brokers: values.brokers.split(','), release: async () => undefined }
+  const run = promisify(execFile)
+  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-kafka-'))
+  const port = await freePort()
+  const env = { ...process.env, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(await freePort()), KAFKA_DATA_DIR: dataDir }
+  const script = join(root, 'scripts', 'kafka-local.sh')
+  await run(script, ['start'], { env })
+  return {
+    brokers: [`127.0.0.1:${port}`],
+    release: async () => {
+      await run(script, ['stop'], { env })
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    let out = ''
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString()
+      const m = pattern.exec(out)
+      if (m) {
+        child.stdout!.off('data', onData)
+        resolve(m)
+      }
+    }
+    child.stdout!.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`server exited (${code}) before it was ready:\n${out}`)))
+  })
+}
+
+function histogram(): hdr.Histogram {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+}
+
+/** Same load as bench/ingest.ts: a window of unacknowledged QoS 1 publishes per device. */
+async function runLoad(name: string, port: number, creds: (i: number) => { clientId: string; username: string; password: string }): Promise<Result> {
+  const clients: RawPublisher[] = []
+  for (let i = 0; i < DEVICES; i++) {
+    const c = new RawPublisher({ host: '127.0.0.1', port, ...creds(i), clean: false })
+    await c.connect()
+    clients.push(c)
+  }
+  const h = histogram()
+  let measuring = false
+  let counted = 0
+  let stop = false
+  clients.forEach((c, i) => {
+    const topic = `devices/${deviceId(i)}/messages/events/`
+    const pump = (): void => {
+      while (!stop && c.inFlight < WINDOW) c.publish(topic, PAYLOAD)
+    }
+    c.onAck = (ns) => {
+      if (measuring) {
+        counted++
+        h.recordValue(Number(ns / 1000n))
+      }
+      pump()
+    }
+    pump()
+  })
+  await sleep(WARMUP * 1000)
+  measuring = true
+  const t0 = process.hrtime.bigint()
+  await sleep(SECONDS * 1000)
+  measuring = false
+  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9
+  stop = true
+  await sleep(1000)
+  for (const c of clients) c.close()
+  const result = { name, messages: counted, seconds: elapsed, rate: counted / elapsed, p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000, latencyOf: 'PUBACK' }
+  h.destroy()
+  return result
+}
+
+async function benchGateway(brokers: string[]): Promise<Result> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-'))
+  const registry = new SqliteDeviceRegistry({ file: join(dataDir, 'registry.db') })
+  await registry.start()
+  const keys: string[] = []
+  for (let i = 0; i < DEVICES; i++) keys.push((await registry.create({ deviceId: deviceId(i) })).primaryKey)
+  await registry.stop()
+  const profile = values['profile-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['profile-dir']}`] : []
+  const gateway = spawn(process.execPath, [...profile, join(here, '..', 'src', 'cli', 'main.js'), 'start'], {
+    env: {
+      ...process.env,
+      STREAMGATE_DATA_DIR: dataDir,
+      STREAMGATE_MQTT_PORT: '0',
+      STREAMGATE_HTTP_PORT: '0',
+      STREAMGATE_LOG_LEVEL: 'warn',
+      STREAMGATE_ADMIN_TOKEN: 'bench-admin-token-0123456789',
+      STREAMGATE_STREAM_BACKEND: 'kafka',
+      STREAMGATE_KAFKA_BROKERS: brokers.join(','),
+      STREAMGATE_TOPIC_PREFIX: PREFIX,
+      STREAMGATE_PARTITIONS: String(PARTITIONS),
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  try {
+    const banner = await waitForLine(gateway, /mqtt:\/\/[^:]+:(\d+)[\s\S]*HTTP API\s+http:\/\/[^:]+:(\d+)/)
+    const port = Number(banner[1])
+    // Ready = topics provisioned on Kafka; the load starts only then.
+    await waitReady(Number(banner[2]))
+    const expiresAt = Math.floor(Date.now() / 1000) + 3600
+    return await runLoad('gateway → Kafka (acks=all, idempotent)', port, (i) => ({
+      clientId: deviceId(i),
+      username: `localhost/${deviceId(i)}/?api-version=2021-04-12`,
+      password: generateSasToken({ host: 'localhost', deviceId: deviceId(i), key: keys[i]!, expiresAt }),
+    }))
+  } finally {
+    gateway.kill('SIGTERM')
+    await new Promise((r) => gateway.once('exit', r))
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
+async function waitReady(httpPort: number): Promise<void> {
+  for (let i = 0; i < 150; i++) {
+    if ((await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null))?.status === 200) return
+    await sleep(200)
+  }
+  throw new Error('the gateway did not become ready (is Kafka reachable?)')
+}
+
+/** kafkajs alone: the gateway's records, DEVICES × WINDOW outstanding, one request at a time. */
+async function benchProducer(brokers: string[]): Promise<Result> {
+  const kafka = new Kafka({ brokers, clientId: 'bench-producer', logLevel: logLevel.NOTHING })
+  const topic = `${PREFIX}producer-alone`
+  const admin = kafka.admin()
+  await admin.connect()
+  await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: PARTITIONS }] })
+  await admin.disconnect()
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false })
+  await producer.connect()
+  const batchSize = DEVICES * WINDOW
+  let next = 0
+  const batch = (): Message[] =>
+    Array.from({ length: batchSize }, () => {
+      const id = deviceId(next++ % DEVICES)
+      const record = buildTelemetryRecord({ deviceId: id, payload: PAYLOAD, properties: { system: {}, app: [] }, enqueuedAt: Date.now(), retain: false })
+      return { key: id, value: record.value, headers: record.headers ?? {}, partition: partitionForKey(id, PARTITIONS), timestamp: String(record.timestamp) }
+    })
+  const h = histogram()
+  let counted = 0
+  const run = async (untilNs: bigint, measure: boolean): Promise<void> => {
+    while (process.hrtime.bigint() < untilNs) {
+      const messages = batch()
+      const t0 = process.hrtime.bigint()
+      await producer.send({ topic, acks: -1, messages })
+      if (!measure) continue
+      counted += messages.length
+      h.recordValue(Number((process.hrtime.bigint() - t0) / 1000n))
+    }
+  }
+  await run(process.hrtime.bigint() + BigInt(WARMUP * 1e9), false)
+  const t0 = process.hrtime.bigint()
+  await run(t0 + BigInt(SECONDS * 1e9), true)
+  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9
+  await producer.disconnect()
+  const result = { name: `kafkajs producer alone (batches of ${batchSize})`, messages: counted, seconds: elapsed, rate: counted / elapsed, p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000, latencyOf: 'send' }
+  h.destroy()
+  return result
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
+process.stdout.write(`bench/kafka-ingest: ${DEVICES} devices, QoS 1, window ${WINDOW} per device, ${PAYLOAD.length}-byte payloads, ${PARTITIONS} partitions, ${SECONDS} s measured after ${WARMUP} s warm-up\n`)
+const kafka = await kafkaBrokers()
+try {
+  const gw = await benchGateway(kafka.brokers)
+  const alone = await benchProducer(kafka.brokers)
+  process.stdout.write('\n| target | msgs/s | p50 ms | p99 ms | latency of | messages |\n|---|---|---|---|---|---|\n')
+  for (const r of [gw, alone]) {
+    process.stdout.write(`| ${r.name} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.latencyOf} | ${fmt(r.messages)} |\n`)
+  }
+  process.stdout.write(`\nratio gateway/producer alone: ${fmt(gw.rate / alone.rate, 2)}\n`)
+} finally {
+  await kafka.release()
+}
