@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Client, Message, type Twin } from 'azure-iot-device'
+import { Mqtt } from 'azure-iot-device-mqtt'
+import { startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { startTlsProxy, type TlsProxy } from '../helpers/tls-proxy.js'
+import { api, feedbackRecords, sleep } from '../helpers/commands.js'
+
+/**
+ * The command channel with the unmodified Azure IoT device SDK (azure-iot-device 1.18, MQTT
+ * transport over TLS): C2D messages, direct methods and twins, and all of them still working after
+ * the SDK's token-renewal reconnect, after which it subscribes to nothing again (protocol note §1).
+ */
+describe('Azure IoT device SDK: C2D, methods, twins across token renewal', () => {
+  let gw: TestGateway
+  let proxy: TlsProxy
+  let client: Client
+  /** SUBSCRIBE filters seen by the broker, in order. */
+  const subscribed: string[] = []
+  const received: string[] = []
+  const desired: Array<Record<string, unknown>> = []
+
+  beforeAll(async () => {
+    let mqttPort = 0
+    proxy = await startTlsProxy(() => mqttPort)
+    gw = await startTestGateway()
+    mqttPort = Number(new URL(gw.mqttUrl).port)
+    gw.gateway.broker.aedes.on('subscribe', (subs) => subscribed.push(...subs.map((sub) => sub.topic)))
+    const d = await gw.gateway.registry.create({ deviceId: 'sdk-dev' })
+    client = Client.fromConnectionString(`HostName=localhost;DeviceId=${d.deviceId};SharedAccessKey=${d.primaryKey};GatewayHostName=localhost:${proxy.port}`, Mqtt)
+    // A new token (and so a DISCONNECT and a new CONNECT without re-subscribing) every 4 s.
+    client.setOptions({ ca: proxy.ca, tokenRenewal: { tokenValidTimeInSeconds: 8, tokenRenewalMarginInSeconds: 4 } })
+    client.on('message', (msg: Message) => {
+      received.push(msg.getData().toString())
+      client.complete(msg, () => undefined)
+    })
+    client.onDeviceMethod('echo', (request, response) => {
+      response.send(200, { echoed: request.payload as unknown }, () => undefined)
+    })
+    await client.open()
+    const twin: Twin = await client.getTwin()
+    twin.on('properties.desired', (patch: Record<string, unknown>) => desired.push(patch))
+    // The SDK subscribes C2D and methods asynchronously after open.
+    await waitFor(() => gw.gateway.broker.isSubscribed(d.deviceId, '$iothub/methods/POST/x/?$rid=1') && gw.gateway.broker.isSubscribed(d.deviceId, 'devices/sdk-dev/messages/devicebound/x'), 10_000, 'SDK subscriptions')
+  })
+  afterAll(async () => {
+    await client?.close().catch(() => undefined)
+    await gw?.stop()
+    await proxy?.close()
+  })
+
+  it('works before and after a token-renewal reconnect', async () => {
+    const roundTrip = async (tag: string): Promise<void> => {
+      const sent = await api(gw.httpUrl, 'POST', '/api/devices/sdk-dev/messages', { payload: `c2d-${tag}` })
+      expect(sent.status).toBe(202)
+      await waitFor(() => received.includes(`c2d-${tag}`), 10_000, `C2D ${tag}`)
+
+      const method = await api(gw.httpUrl, 'POST', '/api/devices/sdk-dev/methods/echo', { payload: { tag }, responseTimeoutSeconds: 10, connectTimeoutSeconds: 10 })
+      expect(method.body).toEqual({ status: 200, payload: { echoed: { tag } } })
+
+      const patch = await api(gw.httpUrl, 'PATCH', '/api/devices/sdk-dev/twin', { desired: { tag } })
+      expect(patch.status).toBe(200)
+      await waitFor(() => desired.some((p) => p.tag === tag), 10_000, `desired ${tag}`)
+    }
+    expect(subscribed).toEqual(expect.arrayContaining(['$iothub/methods/POST/#', 'devices/sdk-dev/messages/devicebound/#', '$iothub/twin/res/#', '$iothub/twin/PATCH/properties/desired/#']))
+    await roundTrip('before')
+    const connectsBefore = await connectionCount(gw)
+    const subscriptionsBefore = subscribed.length
+    await sleep(5000)
+    // The SDK renewed its token: a new connection, and no SUBSCRIBE on it.
+    expect(await connectionCount(gw)).toBeGreaterThan(connectsBefore)
+    expect(subscribed.slice(subscriptionsBefore)).toEqual([])
+    await roundTrip('after')
+    const fb = await feedbackRecords(gw.gateway)
+    expect(fb.map((f) => f.status)).toEqual(['completed', 'completed'])
+  })
+})
+
+/** The device's connection sequence (connected and disconnected each count one). */
+async function connectionCount(gw: TestGateway): Promise<number> {
+  const device = await gw.gateway.registry.get('sdk-dev')
+  return device?.connectionSeq ?? 0
+}
