@@ -22,7 +22,9 @@ export class MqttJsDriver implements DeviceDriver {
   private nextRid = 1
   private readonly twinWaiters = new Map<string, (status: number) => void>()
   private twinSubscribed = false
-  private readonly offline: Array<() => void> = []
+  /** QoS 1 messages without a PUBACK yet, in publish order, each with its (re)send function. */
+  private readonly unacked = new Map<number, () => void>()
+  private nextKey = 1
 
   constructor(private readonly options: DriverOptions) {}
 
@@ -54,19 +56,31 @@ export class MqttJsDriver implements DeviceDriver {
     // Subscriptions outlive connections in a persistent session (§7); renew them only when
     // the gateway says it kept no session.
     if (!connack.sessionPresent) await this.subscribe(client)
-    for (const send of this.offline.splice(0)) send()
+    // At-least-once is ours to keep: mqtt.js 5 does not resend its in-flight QoS 1 messages
+    // after a manual reconnect() (measured: 200 in flight at a drop, none resent, none acked),
+    // and hands a message published while offline to nobody. So everything unacknowledged is
+    // published again, in order, under new packet ids; the stream counts any duplicate.
+    for (const send of [...this.unacked.values()]) send()
   }
 
   publish(message: TelemetryMessage): Promise<void> {
     const client = this.requireClient()
     const topic = telemetryTopic(this.options.deviceId, message.properties)
-    return new Promise((resolve, reject) => {
-      const send = (): void => void client.publish(topic, message.payload, { qos: message.qos }, (err) => (err ? reject(err) : resolve()))
-      // mqtt.js 5 can strand a QoS 1 message handed to it between a lost connection and a manual
-      // reconnect (seen here: its id stays in `outgoing`, never sent, never acknowledged), so the
-      // driver holds offline messages itself and sends them once reconnected.
+    if (message.qos === 0) {
+      // Not connected: the message is gone, as on a device without a buffer; the stream's
+      // count shows the loss.
+      if (!client.connected) return Promise.resolve()
+      return new Promise((resolve, reject) => void client.publish(topic, message.payload, { qos: 0 }, (err) => (err ? reject(err) : resolve())))
+    }
+    return new Promise((resolve) => {
+      const key = this.nextKey++
+      const send = (): void =>
+        void client.publish(topic, message.payload, { qos: 1 }, (err) => {
+          // The first PUBACK settles it; a resent copy's later PUBACK finds it gone.
+          if (!err && this.unacked.delete(key)) resolve()
+        })
+      this.unacked.set(key, send)
       if (client.connected) send()
-      else this.offline.push(send)
     })
   }
 

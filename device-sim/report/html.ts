@@ -23,7 +23,7 @@ function cards(r: SimReport): string {
   const puback = r.latencyMs.puback
   const e2e = r.latencyMs.e2e
   return [
-    card('devices connected', fmt(c.connects), `${fmt(r.devices)} in the fleet, ${fmt(c.connectFailures)} failed attempts`),
+    card('connections made', fmt(c.connects), `${fmt(r.devices)} devices · ${fmt(c.disconnects)} dropped · ${fmt(c.connectFailures)} failed attempts`),
     card('messages sent', fmt(c.sent), `${fmt(r.throughput.sentPerS, 1)} msgs/s`),
     card(c.stored === null ? 'acknowledged' : 'stored in the stream', `${fmt(deliveredPct, 2)} %`, `${fmt(delivered)} of ${fmt(c.sent)}`, deliveredPct >= 100 ? 'good' : 'bad'),
     card('lost', fmt(c.lost), `counted by ${r.lossBasis}; ${fmt(c.duplicated)} duplicated`, c.lost === 0 ? 'good' : 'bad'),
@@ -36,7 +36,7 @@ function charts(r: SimReport): string {
   const t = r.timeline
   const throughput = lineChart('Throughput over time', 'messages per second', [
     { name: 'sent', color: '#2563eb', points: t.map((p) => [p.second, p.sent]) },
-    { name: 'acknowledged', color: '#16a34a', points: t.map((p) => [p.second, p.acked]), dashed: true },
+    { name: 'acked (QoS 1)', color: '#16a34a', points: t.map((p) => [p.second, p.acked]), dashed: true },
     { name: 'stored', color: '#f59e0b', points: r.counts.stored === null ? [] : t.map((p) => [p.second, p.stored]) },
   ])
   const latency = lineChart('Latency over time', 'milliseconds, per second of the run', [
