@@ -39,8 +39,9 @@ describe('Azure IoT device SDK: C2D, methods, twins across token renewal', () =>
     await client.open()
     const twin: Twin = await client.getTwin()
     twin.on('properties.desired', (patch: Record<string, unknown>) => desired.push(patch))
-    // The SDK subscribes C2D and methods asynchronously after open.
-    await waitFor(() => gw.gateway.broker.isSubscribed(d.deviceId, '$iothub/methods/POST/x/?$rid=1') && gw.gateway.broker.isSubscribed(d.deviceId, 'devices/sdk-dev/messages/devicebound/x'), 10_000, 'SDK subscriptions')
+    // The SDK subscribes C2D, methods and desired properties asynchronously after open/getTwin.
+    const probes = ['$iothub/methods/POST/x/?$rid=1', 'devices/sdk-dev/messages/devicebound/x', '$iothub/twin/PATCH/properties/desired/?$version=1']
+    await waitFor(() => probes.every((topic) => gw.gateway.broker.isSubscribed(d.deviceId, topic)), 10_000, 'SDK subscriptions')
   })
   afterAll(async () => {
     await client?.close().catch(() => undefined)
