@@ -191,8 +191,9 @@ export class Gateway {
     this.ingest?.stop()
     await this.broker?.close()
     await tcpClosed
-    await this.api?.close()
+    // Before the API: pending method calls are answered (E_SHUTTING_DOWN) so that it can close.
     await this.commands?.stop()
+    await this.api?.close()
     // 2. drain what is still on its way into the stream
     await this.appender?.drain()
     await this.events?.drain()

@@ -79,8 +79,13 @@ export class MethodInvoker {
     p.resolve({ status, payload: parseBody(payload) })
   }
 
+  /** Fail every call still waiting (the HTTP API closes only once its requests are answered). */
   stop(): void {
     this.stopped = true
+    for (const [rid, p] of this.pending) {
+      this.pending.delete(rid)
+      p.reject(new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down'))
+    }
   }
 
   private async waitUntilReachable(deviceId: string, waitMs: number): Promise<void> {

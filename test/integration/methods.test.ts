@@ -66,6 +66,25 @@ describe('direct methods', () => {
     expect(res.body).toEqual({ status: 200, payload: { echo: 'hi', method: 'hello' } })
   })
 
+  it('answers a pending call with 503 E_SHUTTING_DOWN when the gateway stops', async () => {
+    const other = await startTestGateway()
+    try {
+      const d = await other.gateway.registry.create({ deviceId: 'm-stopping' })
+      const mute = await connectDevice(other.mqttUrl, d.deviceId, sasFor(d))
+      mute.on('error', () => undefined)
+      await mute.subscribeAsync('$iothub/methods/POST/#', { qos: 0 })
+      const call = api(other.httpUrl, 'POST', `/api/devices/${d.deviceId}/methods/never`, { responseTimeoutSeconds: 60 })
+      await sleep(200)
+      const started = Date.now()
+      await other.stop()
+      const res = await call
+      expect([res.status, errorCode(res)]).toEqual([503, 'E_SHUTTING_DOWN'])
+      expect(Date.now() - started).toBeLessThan(5000)
+    } finally {
+      await other.stop()
+    }
+  })
+
   it('answers auth and validation errors', async () => {
     const d = await gw.gateway.registry.create({ deviceId: 'm-errors' })
     const path = `/api/devices/${d.deviceId}/methods/x`
