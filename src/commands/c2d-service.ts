@@ -25,6 +25,8 @@ export interface SendRequest {
   contentEncoding?: string
   /** Set for stream-sourced commands: a replay of the same record is taken once. */
   sourceRef?: string
+  /** When the sender sent it (ms); the TTL counts from here (a stream record's timestamp). Default: now. */
+  sentAt?: number
 }
 
 /** IoT Hub's lower TTL bound (protocol note §9); the upper one is commands.maxTtlSeconds. */
@@ -63,7 +65,9 @@ export class C2dService {
         properties: checked.properties ?? {},
         ack: checked.ack ?? 'none',
         enqueuedAt: at,
-        expiresAt: at + (checked.ttlSeconds ?? this.limits.defaultTtlSeconds) * 1000,
+        // A command that waited in the stream past its TTL is queued already expired and ends
+        // `expired` at the next sweep, as it would have in the queue.
+        expiresAt: (checked.sentAt ?? at) + (checked.ttlSeconds ?? this.limits.defaultTtlSeconds) * 1000,
         ...(checked.contentType === undefined ? {} : { contentType: checked.contentType }),
         ...(checked.contentEncoding === undefined ? {} : { contentEncoding: checked.contentEncoding }),
         ...(checked.sourceRef === undefined ? {} : { sourceRef: checked.sourceRef }),

@@ -88,7 +88,7 @@ function toSendRequest(record: StoredRecord, sourceRef: string): SendRequest {
   const h = record.headers
   const properties: Record<string, string> = {}
   for (const [k, v] of Object.entries(h)) if (!RESERVED_HEADERS.has(k)) properties[k] = v
-  const request: SendRequest = { payload: record.value, properties, sourceRef }
+  const request: SendRequest = { payload: record.value, properties, sourceRef, sentAt: record.timestamp }
   if (h['message-id']) request.messageId = h['message-id']
   // ttl-ms is rounded up to whole seconds; the service refuses what is outside its bounds.
   if (h['ttl-ms'] !== undefined) request.ttlSeconds = Math.ceil(Number(h['ttl-ms']) / 1000)

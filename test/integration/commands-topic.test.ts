@@ -91,6 +91,15 @@ describe('commands stream topic with two gateways in one consumer group', () => 
     expect(await a.gateway.commandStore.list(d.deviceId)).toHaveLength(50)
   })
 
+  it('counts the TTL from the record timestamp: a command older than its TTL ends expired', async () => {
+    const d = await a.gateway.registry.create({ deviceId: 'topic-stale' })
+    await a.gateway.stream.append(a.gateway.topics.commands, [
+      { key: d.deviceId, value: Buffer.from('stale'), headers: { 'message-id': 'stale-1', 'ttl-ms': '60000' }, timestamp: Date.now() - 120_000 },
+    ])
+    const fb = await waitFor(async () => (await feedbackRecords(a.gateway)).find((f) => f.messageId === 'stale-1'), 10_000, 'expired feedback')
+    expect([fb.status, fb.deliveryCount]).toEqual(['expired', 0])
+  })
+
   it('ends a command for an unknown device or with a bad TTL as rejected', async () => {
     await a.gateway.stream.append(a.gateway.topics.commands, [
       { key: 'no-such-device', value: Buffer.from('x'), headers: { 'message-id': 'ghost-1' } },
