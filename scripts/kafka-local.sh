@@ -13,6 +13,9 @@
 #   KAFKA_DATA_DIR     log dirs, config, pid file and broker output (default <cache dir>/data-<port>)
 #   KAFKA_HEAP         JVM heap                                    (default 512m)
 #   KAFKA_START_TIMEOUT seconds to wait for the broker to accept requests (default 120)
+#   KAFKA_SASL_PORT    also listen with SASL_PLAINTEXT here (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
+#   KAFKA_SASL_USERS   user:password,... known to that listener (SCRAM credentials are written when
+#                      the storage is formatted, i.e. on the first start of a data dir)
 set -euo pipefail
 
 VERSION="${KAFKA_VERSION:-4.1.2}"
@@ -22,6 +25,8 @@ CACHE_DIR="${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/streamgate/kafka-$
 DATA_DIR="${KAFKA_DATA_DIR:-$CACHE_DIR/data-$PORT}"
 HEAP="${KAFKA_HEAP:-512m}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
+SASL_PORT="${KAFKA_SASL_PORT:-}"
+SASL_USERS="${KAFKA_SASL_USERS:-}"
 LIB_DIR="$CACHE_DIR/libs"
 PID_FILE="$DATA_DIR/kafka.pid"
 LOG4J_VERSION=2.24.3
@@ -63,17 +68,22 @@ running_pid() {
 
 write_config() {
   mkdir -p "$DATA_DIR/logs"
+  local listeners="PLAINTEXT://127.0.0.1:$PORT" protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [[ -n "$SASL_PORT" ]]; then
+    listeners="$listeners,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
+    protocols="$protocols,SASL_PLAINTEXT:SASL_PLAINTEXT"
+  fi
   # Settings fit for one node: every internal topic (consumer offsets, transaction state) with
   # replication factor 1 and min ISR 1, and no initial rebalance delay so consumer groups form at once.
   cat >"$DATA_DIR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$listeners,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=$listeners
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$DATA_DIR/logs
 num.partitions=1
 default.replication.factor=1
@@ -88,6 +98,17 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
 PROPS
+  if [[ -n "$SASL_PORT" ]]; then
+    local plain_users="" pair
+    IFS=',' read -ra pairs <<<"$SASL_USERS"
+    for pair in "${pairs[@]}"; do plain_users="$plain_users user_${pair%%:*}=\"${pair#*:}\""; done
+    cat >>"$DATA_DIR/server.properties" <<PROPS
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain_users;
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+PROPS
+  fi
   cat >"$DATA_DIR/log4j2.properties" <<'L4J'
 rootLogger.level=WARN
 rootLogger.appenderRef.out.ref=out
@@ -113,7 +134,14 @@ start() {
   if [[ ! -f "$DATA_DIR/logs/meta.properties" ]]; then
     local cluster_id
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
-    java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$DATA_DIR/server.properties" >"$DATA_DIR/format.out" 2>&1 \
+    local scram=() pair mechanism
+    if [[ -n "$SASL_PORT" && -n "$SASL_USERS" ]]; then
+      IFS=',' read -ra pairs <<<"$SASL_USERS"
+      for pair in "${pairs[@]}"; do
+        for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do scram+=(--add-scram "$mechanism=[name=${pair%%:*},password=${pair#*:}]"); done
+      done
+    fi
+    java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$DATA_DIR/server.properties" "${scram[@]}" >"$DATA_DIR/format.out" 2>&1 \
       || { cat "$DATA_DIR/format.out" >&2; die "formatting KRaft storage failed"; }
   fi
   touch "$DATA_DIR/kafka.out"

@@ -53,6 +53,8 @@ export function kafkaTestsEnabled(what: string, options: { needsLocalBroker?: bo
 
 export interface LocalKafka {
   brokers: string[]
+  /** The SASL_PLAINTEXT listener, when started with SASL users. */
+  saslBrokers: string[]
   port: number
   /** Clean stop through the script (SIGTERM, waits for the exit). */
   stop(): Promise<void>
@@ -76,21 +78,28 @@ export async function freePort(): Promise<number> {
 }
 
 /** A broker of our own on free ports with its own data directory; started before it resolves. */
-export async function startLocalKafka(): Promise<LocalKafka> {
-  const kafka = await createLocalKafka()
+export async function startLocalKafka(options: LocalKafkaOptions = {}): Promise<LocalKafka> {
+  const kafka = await createLocalKafka(options)
   await kafka.start()
   return kafka
 }
 
+export interface LocalKafkaOptions {
+  /** user → password for an extra SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256/512). */
+  saslUsers?: Record<string, string>
+}
+
 /** A broker of our own on free ports, not started yet (for "Kafka down at gateway start"). */
-export async function createLocalKafka(): Promise<LocalKafka> {
+export async function createLocalKafka(options: LocalKafkaOptions = {}): Promise<LocalKafka> {
   if (!canRunLocalKafka()) {
     throw new Error('REQUIRE_KAFKA=1 but java and mvn are not both on PATH (apt-get install -y openjdk-17-jdk-headless maven), and KAFKA_BROKERS is not set')
   }
   const port = await freePort()
   const controllerPort = await freePort()
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-kafka-'))
-  const env = { ...process.env, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(controllerPort), KAFKA_DATA_DIR: dataDir, KAFKA_HEAP: '512m' }
+  const saslPort = options.saslUsers ? await freePort() : null
+  const sasl = saslPort === null ? {} : { KAFKA_SASL_PORT: String(saslPort), KAFKA_SASL_USERS: Object.entries(options.saslUsers!).map(([u, p]) => `${u}:${p}`).join(',') }
+  const env = { ...process.env, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(controllerPort), KAFKA_DATA_DIR: dataDir, KAFKA_HEAP: '512m', ...sasl }
   const script = async (command: string): Promise<void> => {
     try {
       await run(SCRIPT, [command], { env, timeout: START_TIMEOUT_MS })
@@ -108,6 +117,7 @@ export async function createLocalKafka(): Promise<LocalKafka> {
   }
   return {
     brokers: [`127.0.0.1:${port}`],
+    saslBrokers: saslPort === null ? [] : [`127.0.0.1:${saslPort}`],
     port,
     start: () => script('start'),
     stop: () => script('stop'),
