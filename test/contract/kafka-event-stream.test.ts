@@ -2,7 +2,7 @@ import { Kafka, logLevel } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { KafkaEventStream } from '../../src/stream/kafka/kafka-event-stream.js'
 import { kafkaOptions, type KafkaEventStreamOptions } from '../../src/stream/kafka/options.js'
-import { eventStreamContract, uniqueTopic } from './event-stream.contract.js'
+import { collector, eventStreamContract, sleep, uniqueTopic, waitFor } from './event-stream.contract.js'
 import { kafkaForSuite, kafkaTestsEnabled, START_TIMEOUT_MS } from '../helpers/kafka.js'
 
 const enabled = kafkaTestsEnabled('KafkaEventStream contract')
@@ -43,6 +43,40 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
   })
 
   describe('KafkaEventStream (Kafka only)', () => {
+    it("starts a new group at 'latest' as of consume(), and a partition-list group resumes after its commits", async () => {
+      const stream = new KafkaEventStream(options())
+      try {
+        const topic = uniqueTopic()
+        await stream.start([{ name: topic, partitions: 2 }])
+        const before = [0, 1, 2].map((i) => ({ key: `k${i}`, value: Buffer.from(`before-${i}`) }))
+        await stream.append(topic, before)
+        const latest = collector()
+        const group = `g-latest-${process.pid}-${Date.now()}`
+        const c1 = await stream.consume({ topic, group, from: 'latest', handler: latest.handler })
+        await stream.append(topic, [{ key: 'k9', value: Buffer.from('after') }])
+        await waitFor(() => latest.records.length >= 1, 'the record appended after consume()')
+        await sleep(300)
+        expect(latest.records.map((r) => r.value.toString())).toEqual(['after'])
+        await c1.stop()
+
+        // Kafka's assign(): no group membership, offsets still committed under the group.
+        const assigned = `g-assigned-${process.pid}-${Date.now()}`
+        const first = collector()
+        const c2 = await stream.consume({ topic, group: assigned, partitions: [0, 1], from: 'earliest', handler: first.handler })
+        await waitFor(() => first.records.length >= 4, 'all 4 records')
+        await c2.stop()
+        await stream.append(topic, [{ key: 'k8', value: Buffer.from('later') }])
+        const second = collector()
+        const c3 = await stream.consume({ topic, group: assigned, partitions: [0, 1], from: 'earliest', handler: second.handler })
+        await waitFor(() => second.records.length >= 1, 'the new record')
+        await sleep(300)
+        await c3.stop()
+        expect(second.records.map((r) => r.value.toString())).toEqual(['later'])
+      } finally {
+        await stream.stop()
+      }
+    })
+
     it('reports a partition-count mismatch of an existing topic without changing it', async () => {
       const stream = new KafkaEventStream(options())
       try {

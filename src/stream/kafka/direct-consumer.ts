@@ -1,11 +1,9 @@
-import type { Admin } from 'kafkajs'
 import type { ConsumeOptions, Consumer, StoredRecord } from '../types.js'
 import { describeError } from './errors.js'
 import type { PartitionFetcher } from './fetcher.js'
 
 export interface DirectConsumerContext {
   fetcher: PartitionFetcher
-  admin: Admin
   fetchMaxWaitMs: number
   /** Start offsets already resolved by the caller (committed, earliest or latest). */
   positions: Map<number, number>
@@ -68,7 +66,7 @@ export class KafkaDirectConsumer implements Consumer {
       await this.options.handler(records)
       const next = records[records.length - 1]!.offset + 1
       this.ctx.positions.set(partition, next)
-      if (group !== undefined) await this.ctx.admin.setOffsets({ groupId: group, topic, partitions: [{ partition, offset: String(next) }] })
+      if (group !== undefined) await this.ctx.fetcher.commit(group, topic, [{ partition, offset: next }])
       return true
     } catch (err) {
       this.running = false

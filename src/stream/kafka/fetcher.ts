@@ -3,8 +3,9 @@ import { GatewayError } from '../../errors/catalogue.js'
 import type { Headers, StoredRecord } from '../types.js'
 
 /**
- * Direct partition reads (Kafka Fetch requests at an offset, no consumer group), which kafkajs
- * only does inside its group consumer. `EventStream.read()` and group-less consumers need them, so
+ * Direct partition reads (Kafka Fetch requests at an offset, no consumer group) and offset commits
+ * outside group membership (Kafka's "standalone" consumers, generation -1), which kafkajs only
+ * does inside its group consumer. `EventStream.read()` and group-less consumers need them, so
  * this uses the cluster object kafkajs builds for its own producer/consumer/admin. kafkajs 2.2.4 is
  * the last release of kafkajs (pinned by package-lock), and the members used here are the ones its
  * consumer uses; the typed view below is all of them, checked once when the fetcher is created.
@@ -23,6 +24,12 @@ interface RawFetchResponse {
 }
 
 interface RawBroker {
+  offsetCommit(request: {
+    groupId: string
+    groupGenerationId: number
+    memberId: string
+    topics: Array<{ topic: string; partitions: Array<{ partition: number; offset: string }> }>
+  }): Promise<unknown>
   fetch(request: {
     maxWaitTime: number
     minBytes: number
@@ -39,6 +46,7 @@ interface RawCluster {
   refreshMetadata(): Promise<void>
   findLeaderForPartitions(topic: string, partitions: number[]): Record<string, number[]>
   findBroker(args: { nodeId: string }): Promise<RawBroker>
+  findGroupCoordinator(args: { groupId: string }): Promise<RawBroker>
 }
 
 type CreateCluster = (options: { allowAutoTopicCreation: boolean; metadataMaxAge: number }) => RawCluster
@@ -65,6 +73,29 @@ export class PartitionFetcher {
     this.cluster = (create as CreateCluster).call(kafka, { allowAutoTopicCreation: false, metadataMaxAge: 60_000 })
   }
 
+  /**
+   * Commits offsets for a group without joining it. The group coordinator accepts this only while
+   * the group has no active members (else ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID is thrown).
+   */
+  async commit(groupId: string, topic: string, offsets: Array<{ partition: number; offset: number }>): Promise<void> {
+    await this.connect()
+    const coordinator = await this.cluster.findGroupCoordinator({ groupId })
+    await coordinator.offsetCommit({
+      groupId,
+      groupGenerationId: -1,
+      memberId: '',
+      topics: [{ topic, partitions: offsets.map((o) => ({ partition: o.partition, offset: String(o.offset) })) }],
+    })
+  }
+
+  private async connect(): Promise<void> {
+    this.connected ??= this.cluster.connect().catch((err: unknown) => {
+      this.connected = null
+      throw err
+    })
+    await this.connected
+  }
+
   async disconnect(): Promise<void> {
     this.connected = null
     await this.cluster.disconnect()
@@ -75,11 +106,7 @@ export class PartitionFetcher {
    * `maxWaitMs` for a partition with nothing new. Keyed by `topic/partition`.
    */
   async fetch(positions: FetchPosition[], maxWaitMs: number, maxRecords: number): Promise<Map<string, StoredRecord[]>> {
-    this.connected ??= this.cluster.connect().catch((err: unknown) => {
-      this.connected = null
-      throw err
-    })
-    await this.connected
+    await this.connect()
     await this.cluster.addMultipleTargetTopics([...new Set(positions.map((p) => p.topic))])
     const out = new Map<string, StoredRecord[]>()
     const byLeader = this.groupByLeader(positions)

@@ -200,6 +200,7 @@ export class KafkaEventStream implements EventStream {
   }
 
   private async startGroupConsumer(options: ConsumeOptions & { group: string }): Promise<Consumer> {
+    if (options.from !== 'earliest') await this.commitLatestForNewGroup(options.group, options.topic)
     const consumer = new KafkaGroupConsumer(this.kafka, options, {
       sessionTimeoutMs: this.options.sessionTimeoutMs,
       heartbeatIntervalMs: this.options.heartbeatIntervalMs ?? Math.floor(this.options.sessionTimeoutMs / 5),
@@ -227,9 +228,29 @@ export class KafkaEventStream implements EventStream {
         throw toKafkaStreamError(err, 'cannot read committed offsets', options.topic)
       }
     }
-    const consumer = new KafkaDirectConsumer(options, { fetcher: this.fetcher, admin, fetchMaxWaitMs: this.options.fetchMaxWaitMs, positions })
+    const consumer = new KafkaDirectConsumer(options, { fetcher: this.fetcher, fetchMaxWaitMs: this.options.fetchMaxWaitMs, positions })
     consumer.start()
     return consumer
+  }
+
+  /**
+   * For a group that starts at 'latest': partitions the group has never committed get the current
+   * end committed now, so that 'latest' means "the end when consume() was called", not "the end
+   * whenever the new member first fetches" (records appended in between would be skipped).
+   * A group with active members refuses such a commit; their positions stand.
+   */
+  private async commitLatestForNewGroup(groupId: string, topic: string): Promise<void> {
+    const admin = await this.topics.connected()
+    try {
+      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] })
+      const fresh = new Set((committed?.partitions ?? []).filter((p) => Number(p.offset) < 0).map((p) => p.partition))
+      if (fresh.size === 0) return
+      const ends = (await this.topics.offsets(topic)).filter((o) => fresh.has(o.partition))
+      await this.fetcher.commit(groupId, topic, ends.map((o) => ({ partition: o.partition, offset: o.high })))
+    } catch (err) {
+      const type = (err as { type?: unknown }).type
+      if (type !== 'ILLEGAL_GENERATION' && type !== 'UNKNOWN_MEMBER_ID' && type !== 'REBALANCE_IN_PROGRESS') throw toKafkaStreamError(err, 'cannot set the start of a consumer group', topic)
+    }
   }
 
   private async fetchAt(topic: string, partition: number, offset: number, max: number): Promise<StoredRecord[]> {

@@ -15,6 +15,8 @@ const PARTITION_CACHE_MS = 30_000
 export class KafkaTopics {
   private admin: Promise<Admin> | null = null
   private readonly partitions = new Map<string, { count: number; at: number }>()
+  /** Lookups under way, shared by the appends that arrive meanwhile. */
+  private readonly lookups = new Map<string, Promise<number>>()
   /** Human-readable differences between existing topics and what the gateway asked for. */
   readonly mismatches = new Map<string, string>()
 
@@ -64,10 +66,17 @@ export class KafkaTopics {
   async partitionCount(topic: string): Promise<number> {
     const cached = this.partitions.get(topic)
     if (cached && Date.now() - cached.at < PARTITION_CACHE_MS) return cached.count
-    const found = (await this.describe(await this.connected(), [topic])).get(topic)
-    if (!found) throw new GatewayError('E_STREAM_TOPIC_UNKNOWN', `topic ${topic} does not exist`, { topic })
-    this.partitions.set(topic, { count: found.partitions, at: Date.now() })
-    return found.partitions
+    let lookup = this.lookups.get(topic)
+    if (!lookup) {
+      lookup = (async () => {
+        const found = (await this.describe(await this.connected(), [topic])).get(topic)
+        if (!found) throw new GatewayError('E_STREAM_TOPIC_UNKNOWN', `topic ${topic} does not exist`, { topic })
+        this.partitions.set(topic, { count: found.partitions, at: Date.now() })
+        return found.partitions
+      })().finally(() => this.lookups.delete(topic))
+      this.lookups.set(topic, lookup)
+    }
+    return lookup
   }
 
   async offsets(topic: string): Promise<PartitionOffsets[]> {
