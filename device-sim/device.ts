@@ -30,6 +30,7 @@ export class SimDevice {
   private attempts = 0
   private stopped = false
   private connectedNow = false
+  private everConnected = false
   private readonly render: (ctx: { deviceId: string; seq: number }) => Buffer
   private readonly properties: ReturnType<typeof compileProperties>
 
@@ -88,6 +89,7 @@ export class SimDevice {
 
   private async connect(): Promise<void> {
     const t0 = preciseNow()
+    if (this.stats.firstConnectAttemptAt === 0) this.stats.firstConnectAttemptAt = Date.now()
     try {
       await this.driver.connect()
     } catch (err) {
@@ -99,6 +101,11 @@ export class SimDevice {
     if (this.stopped) return
     this.stats.record('connect', (preciseNow() - t0) * 1000)
     this.stats.count('connects')
+    if (!this.everConnected) {
+      this.everConnected = true
+      this.stats.count('initialConnects')
+      this.stats.lastInitialConnectAt = Math.max(this.stats.lastInitialConnectAt, Date.now())
+    }
     this.attempts = 0
     this.connectedNow = true
     this.stats.connected++

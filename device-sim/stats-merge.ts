@@ -32,7 +32,10 @@ export function mergeSnapshots(snapshots: readonly StatsSnapshot[]): StatsSnapsh
       puback: addEncoded(slots.map((t) => t.puback)),
       e2e: addEncoded(slots.map((t) => t.e2e)),
     }))
-  return { counters, errors, histograms, timeline, sentByDevice }
+  const lastInitialConnectAt = Math.max(0, ...snapshots.map((s) => s.lastInitialConnectAt))
+  const attempts = snapshots.map((s) => s.firstConnectAttemptAt).filter((t) => t > 0)
+  const firstConnectAttemptAt = attempts.length === 0 ? 0 : Math.min(...attempts)
+  return { counters, errors, histograms, timeline, sentByDevice, lastInitialConnectAt, firstConnectAttemptAt }
 }
 
 function sum<T>(items: readonly T[], pick: (item: T) => number): number {

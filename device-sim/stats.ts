@@ -18,6 +18,8 @@ export const COUNTERS = [
   /** QoS 0 messages produced while the device had no connection: never on the wire. */
   'droppedOffline',
   'connects',
+  /** Devices whose first connection succeeded (the ramp or storm at the start). */
+  'initialConnects',
   'connectFailures',
   'disconnects',
   'c2dSent',
@@ -52,6 +54,10 @@ export interface StatsSnapshot {
   timeline: TimelineSnapshot[]
   /** Highest sequence number each device used: its count of telemetry messages produced. */
   sentByDevice: Record<string, number>
+  /** Epoch ms of the last first-time connect: with startedAt, the fleet's connect rate. */
+  lastInitialConnectAt: number
+  /** Epoch ms of the first connection attempt (0 = none): worker start-up is not connect time. */
+  firstConnectAttemptAt: number
 }
 
 export function newHistogram(): hdr.Histogram {
@@ -85,6 +91,8 @@ export class Stats {
   readonly sentByDevice = new Map<string, number>()
   private readonly histograms = Object.fromEntries(LATENCIES.map((name) => [name, newHistogram()])) as Record<LatencyName, hdr.Histogram>
   private readonly slots: Slot[] = []
+  lastInitialConnectAt = 0
+  firstConnectAttemptAt = 0
   /** Devices currently connected; the runner keeps it, the timeline samples it. */
   connected = 0
 
@@ -150,6 +158,8 @@ export class Stats {
             ],
       ),
       sentByDevice: Object.fromEntries(this.sentByDevice),
+      lastInitialConnectAt: this.lastInitialConnectAt,
+      firstConnectAttemptAt: this.firstConnectAttemptAt,
     }
   }
 

@@ -50,6 +50,8 @@ export interface SimReport {
     methodsAnswered: number
     twinReported: number
   }
+  /** The fleet's first connections: how many, how long from the first attempt to the last success, at what rate. */
+  connectPhase: { devices: number; seconds: number; perSecond: number }
   lossBasis: 'stream' | 'acks'
   errors: Record<string, number>
   latencyMs: Record<LatencyName, LatencySummary>
@@ -89,6 +91,7 @@ export function buildReport(scenario: Scenario, snapshot: StatsSnapshot, tally: 
       methodsAnswered: c.methodsAnswered,
       twinReported: c.twinReported,
     },
+    connectPhase: connectPhase(c.initialConnects, snapshot.lastInitialConnectAt, snapshot.firstConnectAttemptAt || meta.startedAt),
     lossBasis: tally ? 'stream' : 'acks',
     errors: snapshot.errors,
     latencyMs: Object.fromEntries(LATENCIES.map((name) => [name, summarizeEncoded(snapshot.histograms[name])])) as Record<LatencyName, LatencySummary>,
@@ -99,4 +102,9 @@ export function buildReport(scenario: Scenario, snapshot: StatsSnapshot, tally: 
       return { second: t.second, sent: t.sent, acked: t.acked, stored: t.stored, connected: t.connected, pubackP50: puback.p50, pubackP99: puback.p99, e2eP50: e2e.p50, e2eP99: e2e.p99 }
     }),
   }
+}
+
+function connectPhase(devices: number, lastAt: number, startedAt: number): SimReport['connectPhase'] {
+  const seconds = devices === 0 ? 0 : Math.max(0.001, (lastAt - startedAt) / 1000)
+  return { devices, seconds: Math.round(seconds * 1000) / 1000, perSecond: devices === 0 ? 0 : Math.round(devices / seconds) }
 }

@@ -17,6 +17,7 @@ export function summaryTable(r: SimReport): string {
     'counts',
     `  sent ${fmt(c.sent)} (QoS 0 ${fmt(c.sentQos0)}, QoS 1 ${fmt(c.sentQos1)})   acked ${fmt(c.acked)}   unacked ${fmt(c.unacked)}`,
     `  stored ${fmt(c.stored)}   duplicated ${fmt(c.duplicated)}   lost ${fmt(c.lost)} (by ${r.lossBasis})   dropped offline (QoS 0) ${fmt(c.droppedOffline)}`,
+    `  fleet connected: ${fmt(r.connectPhase.devices)} devices in ${fmt(r.connectPhase.seconds, 2)} s (${fmt(r.connectPhase.perSecond)}/s)`,
     `  connects ${fmt(c.connects)}   connect failures ${fmt(c.connectFailures)}   disconnects ${fmt(c.disconnects)}`,
     `  c2d sent ${fmt(c.c2dSent)} received ${fmt(c.c2dReceived)}   methods invoked ${fmt(c.methodsInvoked)} answered ${fmt(c.methodsAnswered)} returned ${fmt(c.methodsReturned)}   twin reported ${fmt(c.twinReported)}`,
     '',

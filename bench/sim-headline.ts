@@ -1,0 +1,186 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { parseScenario, type Scenario } from '../device-sim/scenario.js'
+import { runSimulation } from '../device-sim/simulate.js'
+import type { SimReport } from '../device-sim/report/build.js'
+import { gatewayConnections, rssBytes, seedRegistry, startBareAedes, startGateway, type Server } from './lib/sim-bench.js'
+
+/**
+ * bench/sim-headline: the headline figures, measured with the fleet simulator against a gateway
+ * child process (embedded stream) and, for ingest, a bare Aedes broker under the same load.
+ *   (a) sustained QoS 1 ingest, msgs/s, gateway vs bare Aedes
+ *   (b) PUBACK and end-to-end latency p50/p99/p99.9 at a fixed offered rate
+ *   (c) concurrent connections held by one gateway process, and its memory per connection
+ *   (d) connect storm rate with SAS authentication
+ *
+ *   npm run build && node dist/bench/sim-headline.js [--quick] [--only a,b,c,d]
+ */
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    only: { type: 'string', default: 'a,b,c,d' },
+    'ingest-devices': { type: 'string', default: '200' },
+    'ingest-rate': { type: 'string', default: '150' },
+    'ingest-seconds': { type: 'string', default: '15' },
+    'latency-rate': { type: 'string', default: '5000' },
+    'latency-seconds': { type: 'string', default: '15' },
+    connections: { type: 'string', default: '19500' },
+    'connect-workers': { type: 'string', default: '4' },
+    'storm-devices': { type: 'string', default: '10000' },
+    json: { type: 'string' },
+  },
+})
+const quick = values.quick ?? false
+const only = new Set(values.only.split(','))
+const n = (name: keyof typeof values, quickValue: number): number => (quick ? quickValue : Number(values[name]))
+const fmt = (v: number, d = 0): string => v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
+const out = (line = ''): void => void process.stdout.write(`${line}\n`)
+
+function scenario(server: Server, extra: Record<string, unknown>): Scenario {
+  return parseScenario({ gateway: server.mqttUrl, hubHost: 'localhost', drainS: 3, ...extra }, 'bench')
+}
+
+/** Mean acknowledged per second over the steady seconds (ramp-up and the last second dropped). */
+function sustained(report: SimReport, duration: number): number {
+  const steady = report.timeline.filter((t) => t.second >= 2 && t.second < duration - 1)
+  return steady.length === 0 ? 0 : steady.reduce((s, t) => s + t.acked, 0) / steady.length
+}
+
+async function withDataDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'streamgate-simbench-'))
+  try {
+    return await fn(dir)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const results: Record<string, unknown> = {}
+
+async function ingest(): Promise<void> {
+  const devices = n('ingest-devices', 50)
+  const rate = n('ingest-rate', 100)
+  const seconds = n('ingest-seconds', 6)
+  const load = { duration: seconds, groups: [{ count: devices, rate, qos: 1, payloadSize: 200 }] }
+  const gw = await withDataDir(async (dir) => {
+    const credentials = await seedRegistry(dir, 'ing-', devices)
+    const server = await startGateway(dir)
+    try {
+      return await runSimulation(scenario(server, { ...load, credentials, dataDir: dir }))
+    } finally {
+      await server.stop()
+    }
+  })
+  const bare = await withDataDir(async (dir) => {
+    // Bare Aedes authenticates nobody: any key will do; the simulator still signs tokens.
+    const credentials = join(dir, 'creds.json')
+    writeFileSync(credentials, JSON.stringify(Array.from({ length: devices }, (_, i) => ({ deviceId: `ing-${String(i + 1).padStart(6, '0')}`, key: 'AAAA' }))))
+    const server = await startBareAedes()
+    try {
+      return await runSimulation(scenario(server, { ...load, credentials }))
+    } finally {
+      await server.stop()
+    }
+  })
+  const g = sustained(gw, seconds)
+  const b = sustained(bare, seconds)
+  results.ingest = { offered: devices * rate, gateway: g, bare: b, ratio: g / b, gatewayStored: gw.counts.stored, gatewayLost: gw.counts.lost, gatewayPuback: gw.latencyMs.puback, barePuback: bare.latencyMs.puback }
+  out(`(a) sustained QoS 1 ingest, ${devices} devices x ${rate} msgs/s offered (${fmt(devices * rate)}/s), 200-byte payloads, ${seconds} s`)
+  out(`    gateway (embedded stream): ${fmt(g)} msgs/s acked, stored ${fmt(gw.counts.stored ?? 0)}, lost ${fmt(gw.counts.lost)}, PUBACK p99 ${fmt(gw.latencyMs.puback.p99, 2)} ms`)
+  out(`    bare Aedes 1.2:            ${fmt(b)} msgs/s acked, PUBACK p99 ${fmt(bare.latencyMs.puback.p99, 2)} ms`)
+  out(`    ratio gateway/bare: ${fmt(g / b, 2)}`)
+}
+
+async function latency(): Promise<void> {
+  const total = n('latency-rate', 1000)
+  const seconds = n('latency-seconds', 6)
+  const devices = 100
+  const report = await withDataDir(async (dir) => {
+    const credentials = await seedRegistry(dir, 'lat-', devices)
+    const server = await startGateway(dir)
+    try {
+      return await runSimulation(scenario(server, { duration: seconds, credentials, dataDir: dir, groups: [{ count: devices, rate: total / devices, qos: 1, payloadSize: 200 }] }))
+    } finally {
+      await server.stop()
+    }
+  })
+  const { puback, e2e } = report.latencyMs
+  results.latency = { offered: total, seconds, puback, e2e, sent: report.counts.sent, stored: report.counts.stored, lost: report.counts.lost }
+  out(`(b) latency at ${fmt(total)} msgs/s (${devices} devices x ${fmt(total / devices)}/s, QoS 1, ${seconds} s): sent ${fmt(report.counts.sent)}, stored ${fmt(report.counts.stored ?? 0)}, lost ${fmt(report.counts.lost)}`)
+  out(`    PUBACK      p50 ${fmt(puback.p50, 2)} ms  p99 ${fmt(puback.p99, 2)} ms  p99.9 ${fmt(puback.p999, 2)} ms`)
+  out(`    end to end  p50 ${fmt(e2e.p50, 2)} ms  p99 ${fmt(e2e.p99, 2)} ms  p99.9 ${fmt(e2e.p999, 2)} ms  (publish -> record readable in the stream)`)
+}
+
+async function connections(): Promise<void> {
+  const count = n('connections', 2000)
+  const workers = n('connect-workers', 2)
+  await withDataDir(async (dir) => {
+    const credentials = await seedRegistry(dir, 'con-', Math.max(count, n('storm-devices', 1000)))
+    const server = await startGateway(dir)
+    try {
+      await new Promise((r) => setTimeout(r, 1000))
+      const baseline = rssBytes(server.child.pid!)
+      const ramp = 2000
+      let held = 0
+      let heldRss = 0
+      const duration = Math.ceil(count / ramp) + 8
+      const sampler = setInterval(() => {
+        void gatewayConnections(server.httpUrl!).then((c) => {
+          if (c >= held) {
+            held = c
+            heldRss = rssBytes(server.child.pid!)
+          }
+        })
+      }, 1000)
+      let report: SimReport
+      try {
+        report = await runSimulation(scenario(server, { duration, ramp, credentials, workers, sourceIps: ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8', '127.0.0.9'], groups: [{ count, rate: 0 }] }))
+      } finally {
+        clearInterval(sampler)
+      }
+      const perConnection = (heldRss - baseline) / Math.max(1, held)
+      results.connections = { target: count, held, connectFailures: report.counts.connectFailures, errors: report.errors, baselineRss: baseline, heldRss, bytesPerConnection: perConnection }
+      out(`(c) connections: ${fmt(held)} of ${fmt(count)} held by one gateway process (${workers} simulator workers, 8 source addresses, ramp ${ramp}/s)`)
+      out(`    gateway RSS ${fmt(baseline / 2 ** 20, 1)} MB idle -> ${fmt(heldRss / 2 ** 20, 1)} MB held: ${fmt(perConnection / 1024, 1)} KB per connection; connect failures ${fmt(report.counts.connectFailures)} ${JSON.stringify(report.errors)}`)
+      if (only.has('d')) await storm(server, credentials)
+    } finally {
+      await server.stop()
+    }
+  })
+}
+
+async function storm(server: Server, credentials: string): Promise<void> {
+  const devices = n('storm-devices', 1000)
+  const report = await runSimulation(scenario(server, { duration: 10, ramp: 0, credentials, workers: 2, prefix: 'con-', groups: [{ count: devices, rate: 0 }] }))
+  results.storm = { devices, connectPhase: report.connectPhase, connect: report.latencyMs.connect, failures: report.counts.connectFailures, errors: report.errors }
+  out(`(d) connect storm: ${fmt(devices)} devices at once (SAS, 2 workers, <= 500 in flight each): all connected in ${fmt(report.connectPhase.seconds, 2)} s = ${fmt(report.connectPhase.perSecond)} connects/s`)
+  out(`    connect time p50 ${fmt(report.latencyMs.connect.p50, 1)} ms  p99 ${fmt(report.latencyMs.connect.p99, 1)} ms; failures ${fmt(report.counts.connectFailures)}`)
+  // The same storm against bare Aedes shows what the simulator itself can drive.
+  const bare = await startBareAedes()
+  try {
+    const b = await runSimulation(scenario(bare, { duration: 10, ramp: 0, credentials, workers: 2, groups: [{ count: devices, rate: 0 }] }))
+    results.stormBare = { connectPhase: b.connectPhase, connect: b.latencyMs.connect }
+    out(`    same storm against bare Aedes (no auth): ${fmt(b.connectPhase.seconds, 2)} s = ${fmt(b.connectPhase.perSecond)} connects/s, p50 ${fmt(b.latencyMs.connect.p50, 1)} ms`)
+  } finally {
+    await bare.stop()
+  }
+}
+
+out(`bench/sim-headline${quick ? ' (quick)' : ''}: ${new Date().toISOString()}`)
+if (only.has('a')) await ingest()
+if (only.has('b')) await latency()
+if (only.has('c')) await connections()
+else if (only.has('d')) {
+  await withDataDir(async (dir) => {
+    const credentials = await seedRegistry(dir, 'con-', n('storm-devices', 1000))
+    const server = await startGateway(dir)
+    try {
+      await storm(server, credentials)
+    } finally {
+      await server.stop()
+    }
+  })
+}
+if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2))
