@@ -134,41 +134,6 @@ describe('C2dDelivery', () => {
   })
 })
 
-describe('SqliteCommandStore', () => {
-  it('hands each feedback row to one writer at a time; a released claim is taken again', async () => {
-    await store.enqueue(message(1), 50)
-    await store.purge('d1', now)
-    const first = await store.pendingFeedback(10)
-    expect(first).toHaveLength(1)
-    expect(await store.pendingFeedback(10)).toEqual([])
-    await store.releaseFeedback(first.map((p) => p.id))
-    const again = await store.pendingFeedback(10)
-    expect(again.map((p) => p.feedback.status)).toEqual(['purged'])
-    await store.removeFeedback(again.map((p) => p.id))
-    await store.releaseFeedback(again.map((p) => p.id))
-    expect(await store.pendingFeedback(10)).toEqual([])
-  })
-
-  it('refuses past the depth with E_QUEUE_FULL and takes a stream source ref once', async () => {
-    for (let i = 0; i < 2; i++) await store.enqueue(message(i), 2)
-    await expect(store.enqueue(message(3), 2)).rejects.toMatchObject({ code: 'E_QUEUE_FULL' })
-    expect(await store.enqueue(message(4, { deviceId: 'd2', sourceRef: 'stream:commands/0/7' }), 2)).not.toBeNull()
-    expect(await store.enqueue(message(5, { deviceId: 'd2', sourceRef: 'stream:commands/0/7' }), 2)).toBeNull()
-    expect((await store.list('d2')).map((m) => m.messageId)).toEqual(['m4'])
-  })
-
-  it('keeps subscriptions across reopen and forgets them on clear', () => {
-    store.addSubscription('d1', '$iothub/methods/POST/#', 0)
-    store.stop()
-    store.start()
-    expect([...store.subscriptions('d1')]).toEqual([['$iothub/methods/POST/#', 0]])
-    store.clearSubscriptions('d1')
-    store.stop()
-    store.start()
-    expect(store.subscriptions('d1').size).toBe(0)
-  })
-})
-
 describe('topicMatches', () => {
   it.each([
     ['devices/d/messages/devicebound/#', 'devices/d/messages/devicebound/%24.mid=1', true],

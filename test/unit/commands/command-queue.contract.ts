@@ -1,0 +1,94 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { CommandQueue, NewMessage } from '../../../src/commands/types.js'
+
+export interface QueueUnderTest {
+  queue: CommandQueue
+  close(): Promise<void>
+}
+
+/**
+ * The CommandQueue contract (STYLE.md 6): every implementation runs this suite unchanged.
+ * The promise under test is STYLE.md 10: every message ends exactly once, with its feedback.
+ */
+export function commandQueueContract(name: string, factory: () => Promise<QueueUnderTest>): void {
+  describe(`CommandQueue contract: ${name}`, () => {
+    let q: QueueUnderTest
+    let queue: CommandQueue
+    const t0 = 1_700_000_000_000
+    const msg = (n: number, over: Partial<NewMessage> = {}): NewMessage => ({
+      messageId: `m${n}`, deviceId: 'd1', payload: Buffer.from([n, 0, 255]), properties: { k: `v${n}` }, ack: 'full', enqueuedAt: t0, expiresAt: t0 + 60_000, ...over,
+    })
+    const drainFeedback = async (): Promise<Array<{ messageId: string; status: string; deliveryCount: number }>> => {
+      const pending = await queue.pendingFeedback(1000)
+      await queue.removeFeedback(pending.map((p) => p.id))
+      return pending.map((p) => p.feedback)
+    }
+
+    beforeEach(async () => {
+      q = await factory()
+      queue = q.queue
+    })
+    afterEach(async () => {
+      await q.close()
+    })
+
+    it('keeps each device queue in order and round-trips every field', async () => {
+      await queue.enqueue(msg(1, { contentType: 'application/json', contentEncoding: 'utf-8' }), 10)
+      await queue.enqueue(msg(2, { deviceId: 'd2' }), 10)
+      await queue.enqueue(msg(3), 10)
+      const list = await queue.list('d1')
+      expect(list.map((m) => m.messageId)).toEqual(['m1', 'm3'])
+      expect(list[0]).toMatchObject({ payload: Buffer.from([1, 0, 255]), properties: { k: 'v1' }, ack: 'full', contentType: 'application/json', contentEncoding: 'utf-8', deliveryCount: 0, expiresAt: t0 + 60_000 })
+      expect((await queue.head('d1'))?.messageId).toBe('m1')
+      expect(await queue.head('nobody')).toBeNull()
+      expect((await queue.devicesWithMessages()).sort()).toEqual(['d1', 'd2'])
+    })
+
+    it('refuses past the depth with E_QUEUE_FULL, per device', async () => {
+      await queue.enqueue(msg(1), 2)
+      await queue.enqueue(msg(2), 2)
+      await expect(queue.enqueue(msg(3), 2)).rejects.toMatchObject({ code: 'E_QUEUE_FULL' })
+      await expect(queue.enqueue(msg(4, { deviceId: 'd2' }), 2)).resolves.not.toBeNull()
+    })
+
+    it('takes a source ref once, also after the message ended', async () => {
+      const first = await queue.enqueue(msg(1, { sourceRef: 'stream:c/0/1' }), 10)
+      expect(await queue.enqueue(msg(2, { sourceRef: 'stream:c/0/1' }), 10)).toBeNull()
+      await queue.settle(first!.seq, 'completed', t0)
+      expect(await queue.enqueue(msg(3, { sourceRef: 'stream:c/0/1' }), 10)).toBeNull()
+      await queue.recordUnqueued({ messageId: 'x', deviceId: 'd1', status: 'rejected', time: new Date(t0).toISOString(), deliveryCount: 0, ack: 'none' }, 'stream:c/0/2')
+      await queue.recordUnqueued({ messageId: 'x', deviceId: 'd1', status: 'rejected', time: new Date(t0).toISOString(), deliveryCount: 0, ack: 'none' }, 'stream:c/0/2')
+      expect((await drainFeedback()).map((f) => [f.messageId, f.status])).toEqual([['m1', 'completed'], ['x', 'rejected']])
+    })
+
+    it('ends every message exactly once: settle, expire and purge never overlap', async () => {
+      const a = (await queue.enqueue(msg(1, { expiresAt: t0 + 1 }), 10))!
+      const b = (await queue.enqueue(msg(2), 10))!
+      await queue.enqueue(msg(3), 10)
+      expect(await queue.recordDelivery(b.seq)).toBe(1)
+      expect(await queue.recordDelivery(b.seq)).toBe(2)
+      expect(await queue.expire(t0 + 1)).toEqual(['d1'])
+      expect(await queue.settle(a.seq, 'completed', t0 + 2)).toBe(false)
+      expect(await queue.settle(b.seq, 'completed', t0 + 2)).toBe(true)
+      expect(await queue.settle(b.seq, 'rejected', t0 + 3)).toBe(false)
+      expect(await queue.purge('d1', t0 + 4)).toBe(1)
+      expect(await queue.purge('d1', t0 + 5)).toBe(0)
+      const fb = await drainFeedback()
+      expect(fb.map((f) => [f.messageId, f.status, f.deliveryCount])).toEqual([['m1', 'expired', 0], ['m2', 'completed', 2], ['m3', 'purged', 0]])
+      expect(await queue.list('d1')).toEqual([])
+    })
+
+    it('hands each feedback row to one writer at a time; a released claim is taken again', async () => {
+      await queue.enqueue(msg(1), 10)
+      await queue.purge('d1', t0)
+      const first = await queue.pendingFeedback(10)
+      expect(first).toHaveLength(1)
+      expect(await queue.pendingFeedback(10)).toEqual([])
+      await queue.releaseFeedback(first.map((p) => p.id))
+      const again = await queue.pendingFeedback(10)
+      expect(again.map((p) => p.feedback.status)).toEqual(['purged'])
+      await queue.removeFeedback(again.map((p) => p.id))
+      expect(await queue.pendingFeedback(10, 0)).toEqual([])
+    })
+  })
+}
