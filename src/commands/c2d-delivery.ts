@@ -18,6 +18,8 @@ interface InFlight {
   seq: number
   connectionId: string
   messageId: number
+  /** PUBACK seen; the entry stays until the completion is committed, so nothing overtakes it. */
+  acked: boolean
 }
 
 /**
@@ -43,8 +45,12 @@ export class C2dDelivery {
 
   /** Try to deliver what waits for the device (new message, connect, subscribe, PUBACK). */
   kick(deviceId: string): Promise<void> {
+    return this.chain(deviceId, () => this.deliverNext(deviceId))
+  }
+
+  private chain(deviceId: string, task: () => Promise<void>): Promise<void> {
     const previous = this.chains.get(deviceId) ?? Promise.resolve()
-    const next = previous.then(() => this.deliverNext(deviceId)).catch((err: unknown) => {
+    const next = previous.then(task).catch((err: unknown) => {
       this.log.error({ deviceId, err: (err as Error).message }, 'cloud-to-device delivery failed; retried on the next sweep')
     })
     this.chains.set(deviceId, next)
@@ -57,15 +63,15 @@ export class C2dDelivery {
   /** The PUBACK for the message in flight completes it [MQTT-4.3.2-2]; any other id is ignored. */
   acknowledged(ctx: ConnectionContext, messageId: number): void {
     const f = this.inFlight.get(ctx.deviceId)
-    if (!f || f.connectionId !== ctx.connectionId || f.messageId !== messageId) return
-    this.inFlight.delete(ctx.deviceId)
-    void this.settleAndContinue(ctx.deviceId, f.seq)
+    if (!f || f.acked || f.connectionId !== ctx.connectionId || f.messageId !== messageId) return
+    f.acked = true
+    void this.chain(ctx.deviceId, () => this.complete(ctx.deviceId, f))
   }
 
   /** The connection is gone: what it did not acknowledge is delivered again on the next one. */
   connectionClosed(ctx: ConnectionContext): void {
     const f = this.inFlight.get(ctx.deviceId)
-    if (f && f.connectionId === ctx.connectionId) this.inFlight.delete(ctx.deviceId)
+    if (f && !f.acked && f.connectionId === ctx.connectionId) this.inFlight.delete(ctx.deviceId)
   }
 
   /**
@@ -76,7 +82,7 @@ export class C2dDelivery {
     const f = this.inFlight.get(deviceId)
     if (!f) return this.kick(deviceId)
     return this.options.queue.head(deviceId).then((head) => {
-      if (this.inFlight.get(deviceId) === f && head?.seq !== f.seq) this.inFlight.delete(deviceId)
+      if (this.inFlight.get(deviceId) === f && !f.acked && head?.seq !== f.seq) this.inFlight.delete(deviceId)
       return this.kick(deviceId)
     })
   }
@@ -86,13 +92,16 @@ export class C2dDelivery {
     while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()])
   }
 
-  private async settleAndContinue(deviceId: string, seq: number): Promise<void> {
+  /** On the device's chain: commit the completion, free the slot, send the next message. */
+  private async complete(deviceId: string, f: InFlight): Promise<void> {
     try {
-      if (await this.options.queue.settle(seq, 'completed', this.now())) void this.options.feedback.flush()
+      if (await this.options.queue.settle(f.seq, 'completed', this.now())) void this.options.feedback.flush()
     } catch (err) {
+      // Still queued: delivered again on the next connection (at-least-once towards the device).
       this.log.error({ deviceId, err: (err as Error).message }, 'could not complete a cloud-to-device message')
     }
-    await this.kick(deviceId)
+    if (this.inFlight.get(deviceId) === f) this.inFlight.delete(deviceId)
+    await this.deliverNext(deviceId)
   }
 
   /** Ordered stages for one attempt: in flight? -> subscribed? -> head -> end if due -> write. */
@@ -131,13 +140,13 @@ export class C2dDelivery {
     const sent = channel.send(head.deviceId, topic, head.payload, 1, count > 1)
     if (!sent || sent.messageId === null) return
     // In flight before the write completes: the PUBACK may be read before `written` settles.
-    const f: InFlight = { seq: head.seq, connectionId: sent.ctx.connectionId, messageId: sent.messageId }
+    const f: InFlight = { seq: head.seq, connectionId: sent.ctx.connectionId, messageId: sent.messageId, acked: false }
     this.inFlight.set(head.deviceId, f)
     try {
       await sent.written
     } catch {
       // The connection broke; the message is delivered again on the next one.
-      if (this.inFlight.get(head.deviceId) === f) this.inFlight.delete(head.deviceId)
+      if (this.inFlight.get(head.deviceId) === f && !f.acked) this.inFlight.delete(head.deviceId)
     }
   }
 }
