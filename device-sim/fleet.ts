@@ -1,4 +1,4 @@
-import { addProgress, progressOf, runInWorkers, type Progress } from './workers.js'
+import { addProgress, progressOf, type Progress, type WorkerPool } from './workers.js'
 import { runShare, type Assignment, type SharePlan } from './runner.js'
 import type { Scenario } from './scenario.js'
 import type { DeviceCredential } from './provision.js'
@@ -35,6 +35,8 @@ export interface FleetRun {
   /** The tracker's Stats in the parent, sampled for progress and merged at the end. */
   parentStats: Stats
   onProgress: (p: Progress) => void
+  /** Started before the run's clock (simulate.ts); null runs every device in this process. */
+  pool: WorkerPool | null
 }
 
 /**
@@ -42,7 +44,7 @@ export interface FleetRun {
  * which the caller snapshots last (the stream reader and the cloud side keep adding to it).
  */
 export async function runFleet(scenario: Scenario, assignments: Assignment[], run: FleetRun): Promise<StatsSnapshot[]> {
-  const k = Math.min(scenario.workers, Math.max(1, assignments.length))
+  const k = run.pool?.size ?? 1
   const base = { scenario, runId: run.runId, startedAt: run.startedAt, ...(run.ca ? { ca: run.ca } : {}) }
   if (k === 1) {
     const timer = setInterval(() => run.onProgress(progressOf(run.parentStats)), 1000)
@@ -59,5 +61,5 @@ export async function runFleet(scenario: Scenario, assignments: Assignment[], ru
     assignments: assignments.filter((_, i) => i % k === w),
     ramp: scenario.ramp / k,
   }))
-  return runInWorkers(plans, (p) => run.onProgress(addProgress([p, progressOf(run.parentStats)])))
+  return run.pool!.run(plans, (p) => run.onProgress(addProgress([p, progressOf(run.parentStats)])))
 }

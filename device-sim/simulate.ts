@@ -10,7 +10,7 @@ import type { Scenario } from './scenario.js'
 import { Stats } from './stats.js'
 import { mergeSnapshots } from './stats-merge.js'
 import { StreamTracker } from './stream-tracker.js'
-import type { Progress } from './workers.js'
+import { WorkerPool, type Progress } from './workers.js'
 
 /**
  * One simulation, start to end: identities (API or file), the stream reader when a data dir is
@@ -48,6 +48,8 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
   const credentials = await identities(scenario, log)
   const runId = randomBytes(6).toString('hex')
   const ca = scenario.ca ? readFileSync(scenario.ca, 'utf8') : undefined
+  const workers = Math.min(scenario.workers, credentials.length)
+  const pool = workers > 1 ? await WorkerPool.spawn(workers) : null
   hooks.onFleetReady?.(credentials.map((c) => c.deviceId))
   // The stream reader's Stats is started before the tracker so its clock is the run's.
   const startedAt = Date.now()
@@ -61,6 +63,7 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
       runId,
       startedAt,
       parentStats: stats,
+      pool,
       onProgress: hooks.onProgress ?? (() => {}),
       ...(ca ? { ca } : {}),
     })
@@ -78,6 +81,7 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
     const report = buildReport(scenario, snapshot, tally, { runId, startedAt, elapsedS: (Date.now() - startedAt) / 1000 })
     return report
   } finally {
+    pool?.close()
     await commands?.stop()
     await tracker?.stop()
     if (scenario.cleanup && !scenario.credentials) {

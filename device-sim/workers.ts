@@ -21,7 +21,7 @@ export interface Progress {
 }
 
 type ToWorker = { type: 'run'; plan: SharePlan }
-type FromWorker = { type: 'progress'; progress: Progress } | { type: 'done'; snapshot: StatsSnapshot } | { type: 'failed'; message: string }
+type FromWorker = { type: 'ready' } | { type: 'progress'; progress: Progress } | { type: 'done'; snapshot: StatsSnapshot } | { type: 'failed'; message: string }
 
 export function progressOf(stats: Stats): Progress {
   let errors = 0
@@ -37,46 +37,76 @@ export function addProgress(items: readonly Progress[]): Progress {
   )
 }
 
+/** The built cli.js beside this module, or, when running from the TypeScript sources (tests), the one in dist/. */
 function cliPath(): string {
-  const file = join(dirname(fileURLToPath(import.meta.url)), 'cli.js')
+  const here = dirname(fileURLToPath(import.meta.url))
+  const file = [join(here, 'cli.js'), join(here, '..', 'dist', 'device-sim', 'cli.js')].find((f) => existsSync(f)) ?? join(here, 'cli.js')
   if (!existsSync(file)) throw new SimError('E_SIM_WORKER', `--workers needs the built simulator (${file}); run npm run build`)
   return file
 }
 
-export async function runInWorkers(plans: SharePlan[], onProgress: (p: Progress) => void): Promise<StatsSnapshot[]> {
-  const file = cliPath()
-  const latest: Progress[] = plans.map(() => ({ connected: 0, sent: 0, acked: 0, errors: 0, pubackP99Ms: 0 }))
-  return Promise.all(
-    plans.map(
-      (plan, i) =>
-        new Promise<StatsSnapshot>((resolve, reject) => {
-          const child: ChildProcess = fork(file, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-          let done = false
-          child.on('message', (raw) => {
-            const msg = raw as FromWorker
-            if (msg.type === 'progress') {
-              latest[i] = msg.progress
-              onProgress(addProgress(latest))
-            } else if (msg.type === 'done') {
-              done = true
-              resolve(msg.snapshot)
-              child.disconnect()
-            } else {
-              done = true
-              reject(new SimError('E_SIM_WORKER', `worker ${i + 1} failed: ${msg.message}`))
-            }
-          })
-          child.on('exit', (code) => {
-            if (!done) reject(new SimError('E_SIM_WORKER', `worker ${i + 1} exited (${code}) without a result`))
-          })
-          child.send({ type: 'run', plan } satisfies ToWorker)
-        }),
-    ),
-  )
+/**
+ * Worker processes, forked and loaded before the run's clock starts: a Node process needs a
+ * moment (more on a busy machine) to load the simulator, which must not eat into --duration.
+ */
+export class WorkerPool {
+  private constructor(private readonly children: ChildProcess[]) {}
+
+  static async spawn(k: number): Promise<WorkerPool> {
+    const file = cliPath()
+    const children = Array.from({ length: k }, () => fork(file, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+    await Promise.all(
+      children.map(
+        (child, i) =>
+          new Promise<void>((resolve, reject) => {
+            child.once('message', (msg) => ((msg as FromWorker).type === 'ready' ? resolve() : reject(new SimError('E_SIM_WORKER', `worker ${i + 1} did not start`))))
+            child.once('exit', (code) => reject(new SimError('E_SIM_WORKER', `worker ${i + 1} exited (${code}) while starting`)))
+          }),
+      ),
+    )
+    return new WorkerPool(children)
+  }
+
+  get size(): number {
+    return this.children.length
+  }
+
+  run(plans: SharePlan[], onProgress: (p: Progress) => void): Promise<StatsSnapshot[]> {
+    const latest: Progress[] = plans.map(() => ({ connected: 0, sent: 0, acked: 0, errors: 0, pubackP99Ms: 0 }))
+    return Promise.all(plans.map((plan, i) => this.runOne(this.children[i]!, i, plan, (p) => ((latest[i] = p), onProgress(addProgress(latest))))))
+  }
+
+  /** Stop workers that are still there (a failed run); safe after a normal end. */
+  close(): void {
+    for (const child of this.children) if (child.exitCode === null && child.connected) child.disconnect()
+  }
+
+  private runOne(child: ChildProcess, i: number, plan: SharePlan, onProgress: (p: Progress) => void): Promise<StatsSnapshot> {
+    return new Promise<StatsSnapshot>((resolve, reject) => {
+      let done = false
+      child.on('message', (raw) => {
+        const msg = raw as FromWorker
+        if (msg.type === 'progress') onProgress(msg.progress)
+        else if (msg.type === 'done') {
+          done = true
+          resolve(msg.snapshot)
+          child.disconnect()
+        } else if (msg.type === 'failed') {
+          done = true
+          reject(new SimError('E_SIM_WORKER', `worker ${i + 1} failed: ${msg.message}`))
+        }
+      })
+      child.on('exit', (code) => {
+        if (!done) reject(new SimError('E_SIM_WORKER', `worker ${i + 1} exited (${code}) without a result`))
+      })
+      child.send({ type: 'run', plan } satisfies ToWorker)
+    })
+  }
 }
 
 /** The child side: wait for a plan, run it, report progress and the final snapshot. */
 export function serveAsWorker(): void {
+  process.send?.({ type: 'ready' } satisfies FromWorker)
   process.once('message', (raw) => {
     const { plan } = raw as ToWorker
     const stats = new Stats(plan.startedAt)

@@ -122,4 +122,31 @@ describe('device-sim against a real gateway', () => {
     expect(c.lost).toBe(0)
     expect(c.stored).toBe(c.sent)
   })
+
+  it('--workers and --source-ips: devices spread over child processes and local addresses, results merged', async () => {
+    gw = await startTestGateway()
+    const g = gw
+    const addresses = new Set<string>()
+    const scenario = baseScenario(g, { duration: 3, prefix: 'simwk-', workers: 2, sourceIps: ['127.0.0.2', '127.0.0.3'], groups: [{ count: 8, rate: 10, qos: 1 }] })
+    const report = await runSimulation(scenario, {
+      onFleetReady: (ids) =>
+        void setTimeout(async () => {
+          for (const id of ids) {
+            const view = (await (await fetch(`${g.httpUrl}/api/devices/${id}`, { headers: { authorization: `Bearer ${g.config.adminToken}` } })).json()) as { live?: { remoteAddress?: string } | null }
+            if (view.live?.remoteAddress) addresses.add(view.live.remoteAddress.replace(/^::ffff:/, ''))
+          }
+        }, 2000),
+    })
+    const c = report.counts
+    expect(report.workers).toBe(2)
+    expect(c.connects).toBe(8)
+    expect(c.sent).toBeGreaterThan(100)
+    expect(c.acked).toBe(c.sent)
+    expect(c.stored).toBe(c.sent)
+    expect(c.lost).toBe(0)
+    expect(report.latencyMs.puback.count).toBe(c.acked)
+    expect(report.latencyMs.e2e.count).toBe(c.stored)
+    expect(Object.keys(report.timeline).length).toBeGreaterThan(0)
+    expect([...addresses].sort()).toEqual(['127.0.0.2', '127.0.0.3'])
+  })
 })
