@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { existsSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -13,13 +13,22 @@ export const CLI = join(root, 'dist', 'src', 'cli', 'main.js')
  */
 export function ensureBuilt(): void {
   const stamp = existsSync(CLI) ? statSync(CLI).mtimeMs : 0
-  const src = statSync(join(root, 'src')).mtimeMs
+  const src = newestMtime(join(root, 'src'))
   if (stamp !== 0 && stamp >= src) return
   try {
     execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' })
   } catch (err) {
     if (!existsSync(CLI)) throw err
   }
+}
+
+/** Newest modification time of any file under `dir` (a directory's own mtime misses edits). */
+function newestMtime(dir: string): number {
+  let newest = 0
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs)
+  }
+  return newest
 }
 
 export interface ChildGateway {
