@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -26,12 +26,16 @@ function hasCommand(name: string): boolean {
   }
 }
 
-let warned = false
+/**
+ * One line per test run, not per file: vitest runs each file in its own worker process, so the
+ * first one to skip leaves a marker named after the shared parent process.
+ */
 function skipLine(what: string): void {
-  if (warned) return
-  warned = true
+  const marker = join(tmpdir(), `streamgate-kafka-skip-${process.ppid}`)
+  if (existsSync(marker)) return
+  writeFileSync(marker, what)
   console.warn(
-    `\n!!! KAFKA TESTS SKIPPED (${what}): no KAFKA_BROKERS and no java+mvn to start a local broker. ` +
+    `\n!!! KAFKA TESTS SKIPPED (${what} and the other Kafka suites): no KAFKA_BROKERS and no java+mvn to start a local broker (the outage suites always need java+mvn). ` +
       'Run them with KAFKA_BROKERS=host:port npx vitest run test/contract/kafka-event-stream.test.ts test/integration/kafka-*.test.ts, ' +
       'or install a JDK 17+ and Maven (apt-get install -y openjdk-17-jdk-headless maven); REQUIRE_KAFKA=1 turns this skip into a failure.\n',
   )
