@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -32,8 +32,12 @@ function hasCommand(name: string): boolean {
  */
 function skipLine(what: string): void {
   const marker = join(tmpdir(), `streamgate-kafka-skip-${process.ppid}`)
-  if (existsSync(marker)) return
-  writeFileSync(marker, what)
+  try {
+    // 'wx' fails when the file exists: atomic across the parallel workers.
+    writeFileSync(marker, what, { flag: 'wx' })
+  } catch {
+    return
+  }
   console.warn(
     `\n!!! KAFKA TESTS SKIPPED (${what} and the other Kafka suites): no KAFKA_BROKERS and no java+mvn to start a local broker (the outage suites always need java+mvn). ` +
       'Run them with KAFKA_BROKERS=host:port npx vitest run test/contract/kafka-event-stream.test.ts test/integration/kafka-*.test.ts, ' +
