@@ -41,6 +41,9 @@ export const groupSchema = z.strictObject({
   properties: z.record(z.string(), z.string()).default({}),
   behaviour: behaviour.default({ c2d: false, twinReportIntervalS: 0 }),
 })
+  // The SDK publishes telemetry at QoS 1 only (protocol note §3); a QoS 0 azure group would be
+  // counted as QoS 0 while it is acknowledged, so it is refused.
+  .refine((g) => g.driver !== 'azure' || g.qos === 1, { message: 'the azure driver sends QoS 1 only', path: ['qos'] })
 export type DeviceGroup = z.infer<typeof groupSchema>
 
 const reconnectStorm = z.strictObject({

@@ -70,6 +70,11 @@ events:
     }
   })
 
+  it('an azure group cannot ask for QoS 0 (the SDK publishes telemetry at QoS 1 only)', () => {
+    expect(() => parseCli(['--driver', 'azure', '--qos', '0'], noFile)).toThrow(/azure driver sends QoS 1 only/)
+    expect(run(['--driver', 'azure', '--transport', 'mqttws']).options.scenario.groups[0]).toMatchObject({ driver: 'azure', transport: 'mqttws', qos: 1 })
+  })
+
   it('refuses unknown flags and non-numbers with E_SIM_USAGE', () => {
     expect(() => parseCli(['--devicez', '3'], noFile)).toThrow(/E_SIM_USAGE|Unknown option/)
     expect(() => parseCli(['--rate', 'fast'], noFile)).toThrow(/--rate needs a number/)
