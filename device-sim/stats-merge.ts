@@ -28,6 +28,7 @@ export function mergeSnapshots(snapshots: readonly StatsSnapshot[]): StatsSnapsh
       sent: sum(slots, (t) => t.sent),
       acked: sum(slots, (t) => t.acked),
       stored: sum(slots, (t) => t.stored),
+      disconnects: sum(slots, (t) => t.disconnects),
       connected: sum(slots, (t) => t.connected),
       puback: addEncoded(slots.map((t) => t.puback)),
       e2e: addEncoded(slots.map((t) => t.e2e)),

@@ -41,6 +41,8 @@ export interface TimelineSnapshot {
   sent: number
   acked: number
   stored: number
+  /** Connections lost in that second. */
+  disconnects: number
   /** Devices connected at the end of that second. */
   connected: number
   puback: string
@@ -77,6 +79,7 @@ interface Slot {
   sent: number
   acked: number
   stored: number
+  disconnects: number
   connected: number
   histograms: Record<TimelineLatency, hdr.Histogram | null>
 }
@@ -103,6 +106,7 @@ export class Stats {
     this.counters[name] += n
     if (name === 'sent') this.slot().sent += n
     else if (name === 'acked') this.slot().acked += n
+    else if (name === 'disconnects') this.slot().disconnects += n
   }
 
   countStored(n = 1): void {
@@ -151,6 +155,7 @@ export class Stats {
                 sent: slot.sent,
                 acked: slot.acked,
                 stored: slot.stored,
+                disconnects: slot.disconnects,
                 connected: slot.connected,
                 puback: slot.histograms.puback ? encodeHistogram(slot.histograms.puback) : '',
                 e2e: slot.histograms.e2e ? encodeHistogram(slot.histograms.e2e) : '',
@@ -167,7 +172,7 @@ export class Stats {
     const second = Math.max(0, Math.floor((Date.now() - this.startedAt) / 1000))
     let slot = this.slots[second]
     if (slot === undefined) {
-      slot = { sent: 0, acked: 0, stored: 0, connected: this.connected, histograms: { puback: null, e2e: null } }
+      slot = { sent: 0, acked: 0, stored: 0, disconnects: 0, connected: this.connected, histograms: { puback: null, e2e: null } }
       this.slots[second] = slot
     }
     return slot

@@ -15,6 +15,7 @@ export interface TimelinePoint {
   sent: number
   acked: number
   stored: number
+  disconnects: number
   connected: number
   pubackP50: number
   pubackP99: number
@@ -30,6 +31,7 @@ export interface SimReport {
   devices: number
   workers: number
   groups: Array<{ name: string; count: number; driver: string; rate: number; qos: number }>
+  events: Scenario['events']
   counts: {
     sent: number
     sentQos0: number
@@ -71,6 +73,7 @@ export function buildReport(scenario: Scenario, snapshot: StatsSnapshot, tally: 
     devices: scenario.groups.reduce((n, g) => n + g.count, 0),
     workers: scenario.workers,
     groups: scenario.groups.map((g) => ({ name: g.name, count: g.count, driver: g.driver, rate: g.rate, qos: g.qos })),
+    events: scenario.events,
     counts: {
       sent: c.sent,
       sentQos0: c.sentQos0,
@@ -99,7 +102,7 @@ export function buildReport(scenario: Scenario, snapshot: StatsSnapshot, tally: 
     timeline: snapshot.timeline.map((t) => {
       const puback = summarizeEncoded(t.puback)
       const e2e = summarizeEncoded(t.e2e)
-      return { second: t.second, sent: t.sent, acked: t.acked, stored: t.stored, connected: t.connected, pubackP50: puback.p50, pubackP99: puback.p99, e2eP50: e2e.p50, e2eP99: e2e.p99 }
+      return { second: t.second, sent: t.sent, acked: t.acked, stored: t.stored, disconnects: t.disconnects, connected: t.connected, pubackP50: puback.p50, pubackP99: puback.p99, e2eP50: e2e.p50, e2eP99: e2e.p99 }
     }),
   }
 }

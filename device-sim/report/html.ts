@@ -1,5 +1,5 @@
 import type { SimReport } from './build.js'
-import { lineChart } from './svg-chart.js'
+import { lineChart, type Marker } from './svg-chart.js'
 
 /**
  * --html FILE: one self-contained page. The verdict first (delivered, lost, latency), then
@@ -32,20 +32,37 @@ function cards(r: SimReport): string {
   ].join('\n')
 }
 
+function markers(r: SimReport): Marker[] {
+  return r.events.map((e) =>
+    e.type === 'reconnect-storm'
+      ? { label: `storm: ${e.percent}% dropped`, from: e.at }
+      : { label: `churn ${e.perSecond}/s`, from: e.from, ...(e.to === undefined ? { to: r.durationS } : { to: e.to }) },
+  )
+}
+
 function charts(r: SimReport): string {
   const t = r.timeline
+  const m = markers(r)
   const throughput = lineChart('Throughput over time', 'messages per second', [
     { name: 'sent', color: '#2563eb', points: t.map((p) => [p.second, p.sent]) },
     { name: 'acked (QoS 1)', color: '#16a34a', points: t.map((p) => [p.second, p.acked]), dashed: true },
     { name: 'stored', color: '#f59e0b', points: r.counts.stored === null ? [] : t.map((p) => [p.second, p.stored]) },
-  ])
+  ], m)
   const latency = lineChart('Latency over time', 'milliseconds, per second of the run', [
     { name: 'PUBACK p50', color: '#16a34a', points: t.filter((p) => p.pubackP99 > 0).map((p) => [p.second, p.pubackP50]) },
     { name: 'PUBACK p99', color: '#15803d', points: t.filter((p) => p.pubackP99 > 0).map((p) => [p.second, p.pubackP99]), dashed: true },
     { name: 'end to end p50', color: '#f59e0b', points: t.filter((p) => p.e2eP99 > 0).map((p) => [p.second, p.e2eP50]) },
     { name: 'end to end p99', color: '#b45309', points: t.filter((p) => p.e2eP99 > 0).map((p) => [p.second, p.e2eP99]), dashed: true },
-  ])
-  const connected = lineChart('Connected devices', 'devices', [{ name: 'connected', color: '#7c3aed', points: t.map((p) => [p.second, p.connected]) }])
+  ], m)
+  const connected = lineChart(
+    'Connections',
+    'devices; connections lost per second',
+    [
+      { name: 'connected', color: '#7c3aed', points: t.map((p) => [p.second, p.connected]) },
+      { name: 'lost per second', color: '#dc2626', points: t.map((p) => [p.second, p.disconnects]) },
+    ],
+    m,
+  )
   return [throughput, latency, connected].join('\n')
 }
 

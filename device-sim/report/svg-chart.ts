@@ -31,7 +31,14 @@ function label(v: number): string {
   return v.toLocaleString('en-US', { maximumFractionDigits: 2 })
 }
 
-export function lineChart(title: string, unit: string, series: readonly Series[]): string {
+/** A scenario event drawn on the time axis: a line at `from`, or a band from `from` to `to`. */
+export interface Marker {
+  label: string
+  from: number
+  to?: number
+}
+
+export function lineChart(title: string, unit: string, series: readonly Series[], markers: readonly Marker[] = []): string {
   const all = series.flatMap((s) => s.points)
   const maxX = Math.max(1, ...all.map(([x]) => x))
   const yStep = niceStep(Math.max(...all.map(([, y]) => y), 0) || 1, 5)
@@ -47,6 +54,11 @@ export function lineChart(title: string, unit: string, series: readonly Series[]
   for (let x = 0; x <= maxX + 1e-9; x += xStep) {
     grid.push(`<text x="${sx(x)}" y="${H - PAD.bottom + 18}" text-anchor="middle">${label(x)} s</text>`)
   }
+  const marks = markers.map((m) => {
+    const x = sx(Math.min(m.from, maxX))
+    const band = m.to === undefined ? '' : `<rect x="${x}" y="${PAD.top}" width="${Math.max(1, sx(Math.min(m.to, maxX)) - x)}" height="${H - PAD.top - PAD.bottom}" fill="#fde68a" opacity="0.35"/>`
+    return `${band}<line x1="${x}" x2="${x}" y1="${PAD.top}" y2="${H - PAD.bottom}" stroke="#dc2626" stroke-dasharray="3 3"/><text x="${x + 4}" y="${PAD.top + 30}" fill="#b91c1c">${esc(m.label)}</text>`
+  })
   const lines = series
     .filter((s) => s.points.length > 0)
     .map((s) => {
@@ -60,6 +72,7 @@ export function lineChart(title: string, unit: string, series: readonly Series[]
 <svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}" font-size="12" font-family="system-ui, sans-serif" fill="#374151">
 ${grid.join('\n')}
 <line x1="${PAD.left}" x2="${PAD.left}" y1="${PAD.top}" y2="${H - PAD.bottom}" stroke="#9ca3af"/>
+${marks.join('\n')}
 ${lines.join('\n')}
 ${legend.join('\n')}
 </svg></figure>`
