@@ -61,4 +61,24 @@ describe.skipIf(!enabled)('gateway started while Kafka is unreachable', () => {
     const ids = (await readAll(gw.gateway, 'telemetry')).map((r) => r.headers['message-id'])
     for (const id of sent) expect(ids, id).toContain(id)
   }, 120_000)
+
+  it("reports the stream ready again after an outage even when no device sends anything afterwards", async () => {
+    await kafka.kill()
+    const client = await connectDevice(gw.mqttUrl, devices[0]!.deviceId, sasFor(devices[0]!))
+    let acked = false
+    void client.publishAsync(`devices/${devices[0]!.deviceId}/messages/events/%24.mid=abandoned`, 'x', { qos: 1 }).then(() => (acked = true), () => undefined)
+    await waitFor(async () => !(await streamCheck(gw)).ok, 30_000, 'stream not ready while Kafka is dead')
+    await new Promise((r) => setTimeout(r, 1500))
+    expect(acked).toBe(false)
+    // The device gives up: nothing is sent from here on, so no append can succeed and clear a
+    // failure; the stream must notice by itself that Kafka is back.
+    await client.endAsync(true)
+    await kafka.start()
+    await waitFor(async () => (await streamCheck(gw)).ok, 30_000, 'stream ready again without traffic')
+  }, 120_000)
 })
+
+async function streamCheck(gw: TestGateway): Promise<{ ok: boolean; detail?: string }> {
+  const body = (await (await fetch(`${gw.httpUrl}/readyz`)).json()) as { checks: { stream: { ok: boolean; detail?: string } } }
+  return body.checks.stream
+}

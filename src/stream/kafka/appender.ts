@@ -46,6 +46,8 @@ export class KafkaAppender {
   private roundRobin = 0
   /** Set by a failed produce request, cleared by the next success (for health()). */
   lastError: string | null = null
+  /** When lastError was set (ms since the epoch). */
+  lastErrorAt = 0
 
   constructor(
     private readonly kafka: Kafka,
@@ -134,6 +136,7 @@ export class KafkaAppender {
     } catch (err) {
       const error = toKafkaStreamError(err, 'cannot append to Kafka', batch[0]?.topic)
       this.lastError = describeError(err)
+      this.lastErrorAt = Date.now()
       await this.dropProducer()
       for (const call of batch) call.reject(error)
     } finally {

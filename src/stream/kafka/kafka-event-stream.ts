@@ -188,11 +188,18 @@ export class KafkaEventStream implements EventStream {
   private scheduleCheck(): void {
     if (this.state !== 'open') return
     this.monitor = setTimeout(() => {
+      const started = Date.now()
       void this.topics
         .connected()
         .then((admin) => admin.describeCluster())
         .then(
-          () => (this.clusterError = null),
+          () => {
+            this.clusterError = null
+            // A produce failure older than this successful check is over: without it, a gateway
+            // that gets no traffic (e.g. taken out of a load balancer for being not ready) would
+            // stay not ready after Kafka came back.
+            if (this.appender.lastErrorAt < started) this.appender.lastError = null
+          },
           (err: unknown) => (this.clusterError = describeError(err)),
         )
         .finally(() => this.scheduleCheck())
