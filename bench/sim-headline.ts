@@ -26,7 +26,10 @@ const { values } = parseArgs({
     'ingest-seconds': { type: 'string', default: '15' },
     'latency-rate': { type: 'string', default: '5000' },
     'latency-seconds': { type: 'string', default: '15' },
+    'ingest-workers': { type: 'string', default: '1' },
     connections: { type: 'string', default: '19500' },
+    /** New connections per second while filling the gateway; it accepts a few hundred per second. */
+    'connect-ramp': { type: 'string', default: '400' },
     'connect-workers': { type: 'string', default: '4' },
     'storm-devices': { type: 'string', default: '10000' },
     json: { type: 'string' },
@@ -63,7 +66,8 @@ async function ingest(): Promise<void> {
   const devices = n('ingest-devices', 50)
   const rate = n('ingest-rate', 100)
   const seconds = n('ingest-seconds', 6)
-  const load = { duration: seconds, groups: [{ count: devices, rate, qos: 1, payloadSize: 200 }] }
+  const workers = n('ingest-workers', 1)
+  const load = { duration: seconds, workers, groups: [{ count: devices, rate, qos: 1, payloadSize: 200 }] }
   const gw = await withDataDir(async (dir) => {
     const credentials = await seedRegistry(dir, 'ing-', devices)
     const server = await startGateway(dir)
@@ -87,7 +91,7 @@ async function ingest(): Promise<void> {
   const g = sustained(gw, seconds)
   const b = sustained(bare, seconds)
   results.ingest = { offered: devices * rate, gateway: g, bare: b, ratio: g / b, gatewayStored: gw.counts.stored, gatewayLost: gw.counts.lost, gatewayPuback: gw.latencyMs.puback, barePuback: bare.latencyMs.puback }
-  out(`(a) sustained QoS 1 ingest, ${devices} devices x ${rate} msgs/s offered (${fmt(devices * rate)}/s), 200-byte payloads, ${seconds} s`)
+  out(`(a) sustained QoS 1 ingest, ${devices} devices x ${rate} msgs/s offered (${fmt(devices * rate)}/s), 200-byte payloads, ${seconds} s, ${workers} simulator process(es)`)
   out(`    gateway (embedded stream): ${fmt(g)} msgs/s acked, stored ${fmt(gw.counts.stored ?? 0)}, lost ${fmt(gw.counts.lost)}, PUBACK p99 ${fmt(gw.latencyMs.puback.p99, 2)} ms`)
   out(`    bare Aedes 1.2:            ${fmt(b)} msgs/s acked, PUBACK p99 ${fmt(bare.latencyMs.puback.p99, 2)} ms`)
   out(`    ratio gateway/bare: ${fmt(g / b, 2)}`)
@@ -122,7 +126,7 @@ async function connections(): Promise<void> {
     try {
       await new Promise((r) => setTimeout(r, 1000))
       const baseline = rssBytes(server.child.pid!)
-      const ramp = 2000
+      const ramp = n('connect-ramp', 1000)
       let held = 0
       let heldRss = 0
       const duration = Math.ceil(count / ramp) + 8

@@ -39,6 +39,9 @@ export function errorCode(err: unknown): string {
     if (typeof code === 'string' && code !== '') return code
     const name = (err as { name?: unknown }).name
     if (typeof name === 'string' && name !== 'Error') return name
+    // mqtt.js reports timeouts as plain Errors ('connack timeout', 'Keepalive timeout').
+    const message = (err as { message?: unknown }).message
+    if (typeof message === 'string' && /^[A-Za-z ]{1,40}$/.test(message)) return `MQTT_${message.trim().toUpperCase().replace(/ +/g, '_')}`
   }
   return 'E_OTHER'
 }
