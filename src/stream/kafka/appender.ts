@@ -15,16 +15,19 @@ interface PendingAppend {
   topic: string
   partitions: number[]
   records: OutgoingRecord[]
-  bytes: number
+  /** Approximate encoded bytes per `topic/partition`. */
+  bytes: Map<string, number>
   resolve: (results: AppendResult[]) => void
   reject: (err: GatewayError) => void
 }
 
 /**
- * Kafka limits one partition's record batch to message.max.bytes (1 MB by default); a produce
- * request stays under that in total so that no partition's share can exceed it.
+ * Kafka limits one partition's record batch to message.max.bytes (1 MB by default): a request
+ * carries at most this much per partition (a single larger call still goes out alone).
  */
-const MAX_REQUEST_BYTES = 900 * 1024
+const MAX_PARTITION_BYTES = 900 * 1024
+/** And at most this much in all, to keep one request's memory and latency bounded. */
+const MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 /**
  * Group commit for Kafka: appends queued while a produce request is in flight go out together in
@@ -58,7 +61,11 @@ export class KafkaAppender {
   append(topic: string, partitionCount: number, records: OutgoingRecord[]): Promise<AppendResult[]> {
     if (records.length === 0) return Promise.resolve([])
     const partitions = records.map((r) => (r.key === null ? this.roundRobin++ % partitionCount : partitionForKey(r.key, partitionCount)))
-    const bytes = records.reduce((sum, r) => sum + recordBytes(r), 0)
+    const bytes = new Map<string, number>()
+    records.forEach((r, i) => {
+      const key = `${topic}/${partitions[i]!}`
+      bytes.set(key, (bytes.get(key) ?? 0) + recordBytes(r))
+    })
     return new Promise((resolve, reject) => {
       this.queue.push({ topic, partitions, records, bytes, resolve, reject })
       this.schedule()
@@ -94,15 +101,23 @@ export class KafkaAppender {
     }
   }
 
-  /** Whole calls, up to maxBatchRecords records / MAX_REQUEST_BYTES (at least one call). */
+  /** Whole calls, within maxBatchRecords and the byte limits above (at least one call). */
   private takeBatch(): PendingAppend[] {
     let records = 0
-    let bytes = 0
+    let total = 0
+    const perPartition = new Map<string, number>()
     let n = 0
     for (const call of this.queue) {
-      if (n > 0 && (records + call.records.length > this.options.maxBatchRecords || bytes + call.bytes > MAX_REQUEST_BYTES)) break
+      let callTotal = 0
+      let overPartition = false
+      for (const [key, b] of call.bytes) {
+        callTotal += b
+        if ((perPartition.get(key) ?? 0) + b > MAX_PARTITION_BYTES) overPartition = true
+      }
+      if (n > 0 && (overPartition || records + call.records.length > this.options.maxBatchRecords || total + callTotal > MAX_REQUEST_BYTES)) break
+      for (const [key, b] of call.bytes) perPartition.set(key, (perPartition.get(key) ?? 0) + b)
       records += call.records.length
-      bytes += call.bytes
+      total += callTotal
       n++
     }
     return this.queue.splice(0, n)
