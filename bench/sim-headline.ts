@@ -26,7 +26,7 @@ const { values } = parseArgs({
     'ingest-seconds': { type: 'string', default: '15' },
     'latency-rate': { type: 'string', default: '5000' },
     'latency-seconds': { type: 'string', default: '15' },
-    'ingest-workers': { type: 'string', default: '1' },
+    'ingest-workers': { type: 'string', default: '2' },
     connections: { type: 'string', default: '19500' },
     /** New connections per second while filling the gateway; it accepts a few hundred per second. */
     'connect-ramp': { type: 'string', default: '400' },
