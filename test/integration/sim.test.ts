@@ -38,6 +38,7 @@ describe('device-sim against a real gateway', () => {
     const scenario = baseScenario(gw, {
       duration: 3,
       prefix: 'simq1-',
+      cleanup: true,
       groups: [{ count: 20, rate: 10, qos: 1, behaviour: { c2d: true, methods: { delayMs: 2, status: 201 }, twinReportIntervalS: 1 } }],
       commands: { c2dPerSecond: 10, methodsPerSecond: 5, methodName: 'ping' },
     })
@@ -71,6 +72,10 @@ describe('device-sim against a real gateway', () => {
     // A method answered after its configured delay cannot come back faster than the delay.
     expect(report.latencyMs.method.min).toBeGreaterThanOrEqual(2)
     expect(report.timeline.reduce((n, t) => n + t.sent, 0)).toBe(c.sent)
+    // --cleanup removed the fleet it created.
+    const gone = await fetch(`${gw.httpUrl}/api/devices/simq1-000001`, { headers: { authorization: `Bearer ${gw.config.adminToken}` } })
+    expect(gone.status).toBe(404)
+    expect(await gw.gateway.registry.get('simq1-000020')).toBeFalsy()
   })
 
   it('QoS 0 device disabled mid-run: what it produced while refused is reported lost, per the stream', async () => {
