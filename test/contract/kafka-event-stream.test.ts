@@ -97,6 +97,32 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
       }
     })
 
+    it('checks the replication factor of existing topics, and says why a topic cannot be created', async () => {
+      const topic = uniqueTopic()
+      const first = new KafkaEventStream(options())
+      await first.start([{ name: topic, partitions: 1 }])
+      await first.stop()
+
+      const existing = new KafkaEventStream(options({ replicationFactor: 2 }))
+      try {
+        await existing.start([{ name: topic, partitions: 1 }])
+        expect(existing.health()).toEqual({ ready: true, detail: `Kafka topic ${topic} has replication factor 1, configured 2 (left unchanged)` })
+      } finally {
+        await existing.stop()
+      }
+
+      // One broker cannot hold two replicas of a new topic: not ready, and health() says why.
+      const missing = new KafkaEventStream(options({ replicationFactor: 2 }))
+      try {
+        const name = uniqueTopic()
+        await missing.start([{ name, partitions: 1 }])
+        await waitFor(() => (missing.health().detail ?? '').includes(`${name}: Replication-factor is invalid`), 'the cause in health()')
+        expect(missing.health().ready).toBe(false)
+      } finally {
+        await missing.stop()
+      }
+    })
+
     it('starts without a reachable broker, is not ready, and fails appends fast with E_STREAM_UNAVAILABLE', async () => {
       const stream = new KafkaEventStream(options({ brokers: ['127.0.0.1:1'], appendTimeoutMs: 2000, connectionTimeoutMs: 500 }))
       try {

@@ -23,13 +23,21 @@ export function isTopicExists(err: unknown): boolean {
  */
 export function toKafkaStreamError(err: unknown, what: string, topic?: string): GatewayError {
   if (err instanceof GatewayError) return err
-  const message = err instanceof Error ? err.message : String(err)
+  const message = describeError(err)
   if (isUnknownTopic(err)) {
     return new GatewayError('E_STREAM_TOPIC_UNKNOWN', `topic ${topic ?? '(unknown)'} does not exist`, topic ? { topic } : {}, { cause: err })
   }
   return new GatewayError('E_STREAM_UNAVAILABLE', `${what}: ${message}`, topic ? { topic } : {}, { cause: err })
 }
 
+/** The message, with the per-topic causes kafkajs collects in an aggregate error (createTopics). */
 export function describeError(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
+  const message = err instanceof Error ? err.message : String(err)
+  const inner = (err as { errors?: unknown } | null)?.errors
+  if (!Array.isArray(inner) || inner.length === 0) return message
+  const causes = inner.map((e: unknown) => {
+    const topic = (e as { topic?: unknown }).topic
+    return `${typeof topic === 'string' ? `${topic}: ` : ''}${e instanceof Error ? e.message : String(e)}`
+  })
+  return `${message} (${causes.join('; ')})`
 }
