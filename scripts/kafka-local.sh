@@ -14,6 +14,8 @@
 #   KAFKA_HEAP         JVM heap                                    (default 512m)
 #   KAFKA_START_TIMEOUT seconds to wait for the broker to accept requests (default 120)
 #   KAFKA_SASL_PORT    also listen with SASL_PLAINTEXT here (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
+#   KAFKA_SSL_PORT     also listen with TLS here; KAFKA_SSL_KEYSTORE is a PEM file holding the
+#                      broker's private key (unencrypted PKCS#8) and certificate chain
 #   KAFKA_SASL_USERS   user:password,... known to that listener (SCRAM credentials are written when
 #                      the storage is formatted, i.e. on the first start of a data dir)
 set -euo pipefail
@@ -27,6 +29,8 @@ HEAP="${KAFKA_HEAP:-512m}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 SASL_PORT="${KAFKA_SASL_PORT:-}"
 SASL_USERS="${KAFKA_SASL_USERS:-}"
+SSL_PORT="${KAFKA_SSL_PORT:-}"
+SSL_KEYSTORE="${KAFKA_SSL_KEYSTORE:-}"
 LIB_DIR="$CACHE_DIR/libs"
 PID_FILE="$DATA_DIR/kafka.pid"
 LOG4J_VERSION=2.24.3
@@ -73,6 +77,11 @@ write_config() {
     listeners="$listeners,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
     protocols="$protocols,SASL_PLAINTEXT:SASL_PLAINTEXT"
   fi
+  if [[ -n "$SSL_PORT" ]]; then
+    [[ -f "$SSL_KEYSTORE" ]] || die "KAFKA_SSL_PORT needs KAFKA_SSL_KEYSTORE (a PEM file with key and certificate)"
+    listeners="$listeners,SSL://127.0.0.1:$SSL_PORT"
+    protocols="$protocols,SSL:SSL"
+  fi
   # Settings fit for one node: every internal topic (consumer offsets, transaction state) with
   # replication factor 1 and min ISR 1, and no initial rebalance delay so consumer groups form at once.
   cat >"$DATA_DIR/server.properties" <<PROPS
@@ -98,6 +107,13 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
 PROPS
+  if [[ -n "$SSL_PORT" ]]; then
+    cat >>"$DATA_DIR/server.properties" <<PROPS
+ssl.keystore.type=PEM
+ssl.keystore.location=$SSL_KEYSTORE
+ssl.client.auth=none
+PROPS
+  fi
   if [[ -n "$SASL_PORT" ]]; then
     local plain_users="" pair
     IFS=',' read -ra pairs <<<"$SASL_USERS"

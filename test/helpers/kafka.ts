@@ -63,6 +63,9 @@ export interface LocalKafka {
   brokers: string[]
   /** The SASL_PLAINTEXT listener, when started with SASL users. */
   saslBrokers: string[]
+  /** The TLS listener and the CA file that signed its certificate, when started with `tls`. */
+  tlsBrokers: string[]
+  caFile: string
   port: number
   /** Clean stop through the script (SIGTERM, waits for the exit). */
   stop(): Promise<void>
@@ -95,6 +98,20 @@ export async function startLocalKafka(options: LocalKafkaOptions = {}): Promise<
 export interface LocalKafkaOptions {
   /** user → password for an extra SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256/512). */
   saslUsers?: Record<string, string>
+  /** Add a TLS listener with a certificate for 127.0.0.1 from a CA made for this broker. */
+  tls?: boolean
+}
+
+/** A throwaway CA and a broker certificate for 127.0.0.1/localhost, as the PEM files Kafka reads. */
+function makeCertificates(dir: string): { keystore: string; ca: string } {
+  const sh = (script: string): void => void execFileSync('sh', ['-c', script], { cwd: dir, stdio: 'ignore' })
+  sh('openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=streamgate-test-ca"')
+  sh('openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"')
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+  sh('openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf')
+  // Kafka's PEM keystore wants an unencrypted PKCS#8 key followed by the certificate chain.
+  sh('openssl pkcs8 -topk8 -nocrypt -in server.key -out server.pk8 && cat server.pk8 server.pem ca.pem > keystore.pem')
+  return { keystore: join(dir, 'keystore.pem'), ca: join(dir, 'ca.pem') }
 }
 
 /** A broker of our own on free ports, not started yet (for "Kafka down at gateway start"). */
@@ -107,7 +124,10 @@ export async function createLocalKafka(options: LocalKafkaOptions = {}): Promise
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-kafka-'))
   const saslPort = options.saslUsers ? await freePort() : null
   const sasl = saslPort === null ? {} : { KAFKA_SASL_PORT: String(saslPort), KAFKA_SASL_USERS: Object.entries(options.saslUsers!).map(([u, p]) => `${u}:${p}`).join(',') }
-  const env = { ...process.env, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(controllerPort), KAFKA_DATA_DIR: dataDir, KAFKA_HEAP: '512m', ...sasl }
+  const tlsPort = options.tls ? await freePort() : null
+  const certs = options.tls ? makeCertificates(mkdtempSync(join(dataDir, 'certs-'))) : null
+  const tls = tlsPort === null ? {} : { KAFKA_SSL_PORT: String(tlsPort), KAFKA_SSL_KEYSTORE: certs!.keystore }
+  const env = { ...process.env, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(controllerPort), KAFKA_DATA_DIR: dataDir, KAFKA_HEAP: '512m', ...sasl, ...tls }
   const script = async (command: string): Promise<void> => {
     try {
       await run(SCRIPT, [command], { env, timeout: START_TIMEOUT_MS })
@@ -126,6 +146,8 @@ export async function createLocalKafka(options: LocalKafkaOptions = {}): Promise
   return {
     brokers: [`127.0.0.1:${port}`],
     saslBrokers: saslPort === null ? [] : [`127.0.0.1:${saslPort}`],
+    tlsBrokers: tlsPort === null ? [] : [`127.0.0.1:${tlsPort}`],
+    caFile: certs?.ca ?? '',
     port,
     start: () => script('start'),
     stop: () => script('stop'),
