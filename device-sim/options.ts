@@ -16,7 +16,8 @@ export const USAGE = `streamgate-sim: a device fleet against a streamgate gatewa
 fleet       --devices N  --rate MSGS_PER_DEVICE_PER_S  --qos 0|1  --duration S  --ramp CONN_PER_S
 payload     --payload TEMPLATE|@FILE  --payload-size BYTES
 drivers     --driver mqtt|azure  --transport mqtt|mqttws (azure)  --ca PEM_FILE
-gateway     --gateway mqtt://HOST:PORT  --hub-host NAME  --api URL  --token T  --data-dir DIR
+gateway     --gateway mqtt://HOST:PORT  --hub-host NAME  --api URL  --token T
+stream      --data-dir DIR (embedded stream)  --stream-config GATEWAY_CONFIG_FILE (its stream.*, e.g. Kafka)
 identities  --prefix sim-  --credentials FILE  --cleanup
 scale       --workers K  --source-ips 127.0.0.2-127.0.0.9
 commands    --c2d-rate N/s  --method-rate N/s  --method-delay MS  --method-status CODE  --twin-interval S
@@ -47,6 +48,7 @@ const FLAGS = {
   'source-ips': { type: 'string' },
   credentials: { type: 'string' },
   'data-dir': { type: 'string' },
+  'stream-config': { type: 'string' },
   scenario: { type: 'string' },
   drain: { type: 'string' },
   'c2d-rate': { type: 'string' },
@@ -100,6 +102,7 @@ export function parseCli(argv: readonly string[], readFile: (file: string) => st
     cleanup: values.cleanup,
     credentials: values.credentials,
     dataDir: values['data-dir'],
+    streamConfig: values['stream-config'],
     workers: number(values.workers, 'workers'),
     sourceIps: values['source-ips'] === undefined ? undefined : parseSourceIps(values['source-ips']),
     ca: values.ca,

@@ -78,6 +78,8 @@ export const scenarioSchema = z.strictObject({
   credentials: z.string().optional(),
   /** Gateway data dir: read the embedded stream for end-to-end latency and loss. */
   dataDir: z.string().optional(),
+  /** The gateway's config file: read the stream its `stream.*` section names (e.g. Kafka). */
+  streamConfig: z.string().optional(),
   workers: z.number().int().min(1).default(1),
   sourceIps: z.array(z.string()).default([]),
   /** PEM file to trust (azure driver, TLS). */

@@ -54,7 +54,10 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
   // The stream reader's Stats is started before the tracker so its clock is the run's.
   const startedAt = Date.now()
   const stats = new Stats(startedAt)
-  const tracker = scenario.dataDir ? new StreamTracker(scenario.dataDir, runId, stats) : null
+  const tracker =
+    scenario.dataDir || scenario.streamConfig
+      ? new StreamTracker({ ...(scenario.dataDir ? { dataDir: scenario.dataDir } : {}), ...(scenario.streamConfig ? { configFile: scenario.streamConfig } : {}) }, runId, stats)
+      : null
   await tracker?.start()
   const assignments = assign(scenario, credentials)
   const commands = startCommands(scenario, assignments, stats, startedAt)

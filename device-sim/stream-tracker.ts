@@ -6,8 +6,10 @@ import { preciseNow } from './device.js'
 import type { Stats } from './stats.js'
 
 /**
- * Reads the gateway's telemetry topic from its embedded stream (the SQLite file in its data dir,
- * opened read-side with createEventStream(config, 'tool')) and matches this run's records by
+ * Reads the gateway's telemetry topic through the gateway's own stream adapter,
+ * createEventStream(config, 'tool'): its embedded stream (the SQLite file in --data-dir) or, with
+ * --stream-config pointing at the gateway's config file, whatever backend that file names
+ * (Kafka included; untested here). It matches this run's records by
  * device id + `sim-seq`. That yields end-to-end latency (send -> record readable), and the
  * stored, duplicated and lost counts. The latency includes the reader's poll interval when the
  * gateway runs in another process (stream.embedded.pollIntervalMs, 100 ms by default); we poll
@@ -33,7 +35,7 @@ export class StreamTracker {
   private storedCount = 0
 
   constructor(
-    private readonly dataDir: string,
+    private readonly source: { dataDir?: string; configFile?: string },
     private readonly runId: string,
     private readonly stats: Stats,
   ) {}
@@ -41,14 +43,17 @@ export class StreamTracker {
   /** Start reading at the current end of the topic, before the first message is sent. */
   async start(): Promise<void> {
     try {
-      const config = loadConfig({ env: {}, overrides: { dataDir: this.dataDir, 'stream.embedded.pollIntervalMs': String(POLL_MS) } })
+      const { dataDir, configFile } = this.source
+      const overrides: Record<string, string> = { 'stream.embedded.pollIntervalMs': String(POLL_MS) }
+      if (dataDir) overrides.dataDir = dataDir
+      const config = loadConfig({ env: {}, overrides, ...(configFile ? { configFile } : {}) })
       const topic = topicNames(config).telemetry
       this.stream = createEventStream(config, 'tool')
       await this.stream.start([])
       this.consumer = await this.stream.consume({ topic, from: 'latest', maxBatch: 5000, handler: async (records) => this.onRecords(records) })
     } catch (err) {
       await this.stop()
-      throw new SimError('E_SIM_STREAM', `cannot read the telemetry stream in ${this.dataDir}: ${(err as Error).message}`)
+      throw new SimError('E_SIM_STREAM', `cannot read the telemetry stream (${JSON.stringify(this.source)}): ${(err as Error).message}`)
     }
   }
 

@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { topicNames } from '../../src/config/load.js'
 import { parseScenario } from '../../device-sim/scenario.js'
@@ -118,7 +120,13 @@ describe('device-sim against a real gateway', () => {
   it('QoS 1 device kicked mid-run: it reconnects and redelivers, nothing acknowledged is lost', async () => {
     gw = await startTestGateway()
     const g = gw
-    const scenario = baseScenario(g, { duration: 3, prefix: 'simkick-', backoff: { minMs: 50, maxMs: 200 }, groups: [{ count: 5, rate: 50, qos: 1 }] })
+    // This run finds the stream through a gateway config file (--stream-config) instead of --data-dir.
+    const configFile = join(g.dataDir, 'sim-gateway.yaml')
+    writeFileSync(configFile, `dataDir: ${JSON.stringify(g.dataDir)}\n`)
+    const scenario = parseScenario(
+      { gateway: g.mqttUrl, api: g.httpUrl, token: g.config.adminToken, streamConfig: configFile, drainS: 3, duration: 3, prefix: 'simkick-', backoff: { minMs: 50, maxMs: 200 }, groups: [{ count: 5, rate: 50, qos: 1 }] },
+      'test',
+    )
     const report = await runSimulation(scenario, { onFleetReady: (ids) => void setTimeout(() => g.gateway.broker.kick(ids[0]!), 1000) })
     const c = report.counts
     expect(c.disconnects).toBe(1)
@@ -126,6 +134,7 @@ describe('device-sim against a real gateway', () => {
     expect(c.acked).toBe(c.sent)
     expect(c.lost).toBe(0)
     expect(c.stored).toBe(c.sent)
+    expect(report.lossBasis).toBe('stream')
   })
 
   it('--workers and --source-ips: devices spread over child processes and local addresses, results merged', async () => {
