@@ -24,7 +24,7 @@ function cards(r: SimReport): string {
   const e2e = r.latencyMs.e2e
   return [
     card('connections made', fmt(c.connects), `${fmt(r.devices)} devices · ${fmt(c.disconnects)} dropped · ${fmt(c.connectFailures)} failed attempts`),
-    card('messages sent', fmt(c.sent), `${fmt(r.throughput.sentPerS, 1)} msgs/s`),
+    card('messages sent', fmt(c.sent), `${fmt(r.throughput.sentPerS, 1)} msgs/s of ${fmt(r.throughput.targetPerS, 1)} asked`),
     card(c.stored === null ? 'acknowledged' : 'stored in the stream', `${fmt(deliveredPct, 2)} %`, `${fmt(delivered)} of ${fmt(c.sent)}`, deliveredPct >= 100 ? 'good' : 'bad'),
     card('lost', fmt(c.lost), `counted by ${r.lossBasis}; ${fmt(c.duplicated)} duplicated`, c.lost === 0 ? 'good' : 'bad'),
     card('PUBACK p99', puback.count ? `${fmt(puback.p99, 2)} ms` : '–', puback.count ? `p50 ${fmt(puback.p50, 2)} ms · p99.9 ${fmt(puback.p999, 2)} ms` : 'no QoS 1 messages'),

@@ -21,7 +21,7 @@ export function summaryTable(r: SimReport): string {
     `  connects ${fmt(c.connects)}   connect failures ${fmt(c.connectFailures)}   disconnects ${fmt(c.disconnects)}`,
     `  c2d sent ${fmt(c.c2dSent)} received ${fmt(c.c2dReceived)}   methods invoked ${fmt(c.methodsInvoked)} answered ${fmt(c.methodsAnswered)} returned ${fmt(c.methodsReturned)}   twin reported ${fmt(c.twinReported)}`,
     '',
-    `throughput  sent ${fmt(r.throughput.sentPerS, 1)}/s   acked ${fmt(r.throughput.ackedPerS, 1)}/s   stored ${fmt(r.throughput.storedPerS, 1)}/s`,
+    `throughput  sent ${fmt(r.throughput.sentPerS, 1)}/s (target ${fmt(r.throughput.targetPerS, 1)}/s)   acked ${fmt(r.throughput.ackedPerS, 1)}/s   stored ${fmt(r.throughput.storedPerS, 1)}/s`,
     '',
     'latency (ms)        count       p50       p90       p99     p99.9       max',
   ]
