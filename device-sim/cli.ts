@@ -26,8 +26,16 @@ async function main(): Promise<number> {
   const live = process.stdout.isTTY && !quiet
   const t0 = Date.now()
   let previousSent = 0
+  // First Ctrl-C ends the run early with a report; a second one exits at once.
+  const stop = new AbortController()
+  process.once('SIGINT', () => {
+    log('\nstopping early (Ctrl-C again to exit now)')
+    stop.abort()
+    process.once('SIGINT', () => process.exit(130))
+  })
   const report = await runSimulation(scenario, {
     log,
+    stop: stop.signal,
     onProgress: (p) => {
       if (!live) return
       process.stdout.write(`\r${progressLine((Date.now() - t0) / 1000, p, previousSent)}\x1b[K`)

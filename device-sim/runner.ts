@@ -37,6 +37,20 @@ function maxMethodDelay(scenario: Scenario): number {
   return Math.max(0, ...scenario.groups.map((g) => g.behaviour.methods?.delayMs ?? 0))
 }
 
+/**
+ * Ctrl-C: end the run early, as if the duration were over, so the report and the clean-up still
+ * happen. One flag per process; workers get it by an IPC message.
+ */
+const stopRequest = { requested: false }
+export function requestStop(): void {
+  stopRequest.requested = true
+}
+/** A new run in the same process (tests, benchmarks) starts without an old request. */
+export function clearStopRequest(): void {
+  stopRequest.requested = false
+}
+const running = (endAt: number): boolean => Date.now() < endAt && !stopRequest.requested
+
 /** Connection attempts in flight at once when there is no ramp: a bound, not a rate. */
 const MAX_PARALLEL_CONNECTS = 500
 
@@ -47,7 +61,7 @@ export async function runShare(plan: SharePlan, stats: Stats): Promise<void> {
   const tick = setInterval(() => stats.sample(), 1000)
   try {
     await rampUp(devices, plan.ramp, endAt)
-    await sleepUntil(endAt)
+    while (running(endAt)) await sleep(Math.min(100, Math.max(1, endAt - Date.now())))
     for (const d of devices) d.stopSending()
     // The cloud side stops sending at the end of the run too; stay connected a moment so the
     // commands already on their way are answered instead of timing out.
@@ -106,7 +120,7 @@ async function rampUp(devices: SimDevice[], ramp: number, endAt: number): Promis
   if (ramp <= 0) {
     let next = 0
     const lane = async (): Promise<void> => {
-      while (next < devices.length && Date.now() < endAt) await devices[next++]!.start()
+      while (next < devices.length && running(endAt)) await devices[next++]!.start()
     }
     await Promise.all(Array.from({ length: Math.min(MAX_PARALLEL_CONNECTS, devices.length) }, lane))
     return
@@ -115,7 +129,7 @@ async function rampUp(devices: SimDevice[], ramp: number, endAt: number): Promis
   const t0 = Date.now()
   const starts: Promise<void>[] = []
   let started = 0
-  while (started < devices.length && Date.now() < endAt) {
+  while (started < devices.length && running(endAt)) {
     const due = Math.min(devices.length, Math.floor(((Date.now() - t0) / 1000) * ramp) + 1)
     while (started < due) starts.push(devices[started++]!.start())
     await sleep(50)
@@ -159,8 +173,4 @@ function shuffle<T>(items: T[]): T[] {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
-}
-
-function sleepUntil(epochMs: number): Promise<void> {
-  return sleep(Math.max(0, epochMs - Date.now()))
 }

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { CommandDriver } from './commands.js'
 import { SimError } from './errors.js'
 import { assign, runFleet } from './fleet.js'
-import type { Assignment } from './runner.js'
+import { clearStopRequest, requestStop, type Assignment } from './runner.js'
 import { cleanupFleet, fleetIds, provisionFleet, readCredentialsFile, type ApiTarget, type DeviceCredential } from './provision.js'
 import { buildReport, type SimReport } from './report/build.js'
 import type { Scenario } from './scenario.js'
@@ -23,6 +23,8 @@ export interface SimulationHooks {
   /** Called once provisioning is done, with the fleet's device ids (tests inject faults). */
   onFleetReady?: (deviceIds: readonly string[]) => void
   log?: (line: string) => void
+  /** Aborting ends the run early (Ctrl-C); the report and the clean-up still happen. */
+  stop?: AbortSignal
 }
 
 function apiTarget(scenario: Scenario): ApiTarget {
@@ -45,11 +47,16 @@ async function identities(scenario: Scenario, log: (line: string) => void): Prom
 
 export async function runSimulation(scenario: Scenario, hooks: SimulationHooks = {}): Promise<SimReport> {
   const log = hooks.log ?? (() => {})
+  clearStopRequest()
   const credentials = await identities(scenario, log)
   const runId = randomBytes(6).toString('hex')
   const ca = scenario.ca ? readFileSync(scenario.ca, 'utf8') : undefined
   const workers = Math.min(scenario.workers, credentials.length)
   const pool = workers > 1 ? await WorkerPool.spawn(workers) : null
+  hooks.stop?.addEventListener('abort', () => {
+    requestStop()
+    pool?.stopEarly()
+  })
   hooks.onFleetReady?.(credentials.map((c) => c.deviceId))
   // The stream reader's Stats is started before the tracker so its clock is the run's.
   const startedAt = Date.now()

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SimError } from './errors.js'
-import { runShare, type SharePlan } from './runner.js'
+import { requestStop, runShare, type SharePlan } from './runner.js'
 import { Stats, type StatsSnapshot } from './stats.js'
 
 /**
@@ -20,7 +20,7 @@ export interface Progress {
   pubackP99Ms: number
 }
 
-type ToWorker = { type: 'run'; plan: SharePlan }
+type ToWorker = { type: 'run'; plan: SharePlan } | { type: 'stop' }
 type FromWorker = { type: 'ready' } | { type: 'progress'; progress: Progress } | { type: 'done'; snapshot: StatsSnapshot } | { type: 'failed'; message: string }
 
 export function progressOf(stats: Stats): Progress {
@@ -76,6 +76,11 @@ export class WorkerPool {
     return Promise.all(plans.map((plan, i) => this.runOne(this.children[i]!, i, plan, (p) => ((latest[i] = p), onProgress(addProgress(latest))))))
   }
 
+  /** End the run early in every worker (Ctrl-C); each still sends its result. */
+  stopEarly(): void {
+    for (const child of this.children) if (child.connected) child.send({ type: 'stop' } satisfies ToWorker)
+  }
+
   /** Stop workers that are still there (a failed run); safe after a normal end. */
   close(): void {
     for (const child of this.children) if (child.exitCode === null && child.connected) child.disconnect()
@@ -106,9 +111,7 @@ export class WorkerPool {
 
 /** The child side: wait for a plan, run it, report progress and the final snapshot. */
 export function serveAsWorker(): void {
-  process.send?.({ type: 'ready' } satisfies FromWorker)
-  process.once('message', (raw) => {
-    const { plan } = raw as ToWorker
+  const start = (plan: SharePlan): void => {
     const stats = new Stats(plan.startedAt)
     const send = (msg: FromWorker): void => void process.send?.(msg)
     const timer = setInterval(() => send({ type: 'progress', progress: progressOf(stats) }), 1000)
@@ -122,5 +125,14 @@ export function serveAsWorker(): void {
         send({ type: 'failed', message: (err as Error).message })
       },
     )
+  }
+  process.on('message', (raw) => {
+    const msg = raw as ToWorker
+    if (msg.type === 'stop') requestStop()
+    else start(msg.plan)
   })
+  // Ctrl-C in a terminal reaches the whole process group; the parent relays it as 'stop' so
+  // this worker still reports what it measured.
+  process.on('SIGINT', () => {})
+  process.send?.({ type: 'ready' } satisfies FromWorker)
 }

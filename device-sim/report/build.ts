@@ -65,7 +65,9 @@ export interface SimReport {
 export function buildReport(scenario: Scenario, snapshot: StatsSnapshot, tally: StreamTally | null, meta: { runId: string; startedAt: number; elapsedS: number }): SimReport {
   const c = snapshot.counters
   const unacked = c.sentQos1 - c.acked
-  const rate = (n: number): number => Math.round((n / Math.max(scenario.duration, 0.001)) * 10) / 10
+  // Per second of telemetry: the duration, or less when the run was stopped early.
+  const seconds = Math.max(0.001, Math.min(scenario.duration, meta.elapsedS))
+  const rate = (n: number): number => Math.round((n / seconds) * 10) / 10
   return {
     runId: meta.runId,
     startedAt: new Date(meta.startedAt).toISOString(),
