@@ -112,7 +112,8 @@ export class Gateway {
     // the events are written once it is back, and a failure is logged by the writer.
     void this.closeStaleConnections().catch((err: unknown) => this.logger.error({ err }, 'could not close stale connections'))
 
-    this.appender = new BatchingAppender(this.stream, topics.telemetry, config.stream.embedded.maxBatchRecords)
+    const maxBatch = config.stream.backend === 'kafka' ? config.stream.kafka.maxBatchRecords : config.stream.embedded.maxBatchRecords
+    this.appender = new BatchingAppender(this.stream, topics.telemetry, maxBatch)
     const gate = new InFlightGate(config.limits.maxInFlightRecords, config.limits.maxInFlightBytes, this.metrics)
     this.ingest = new TelemetryIngest({ appender: this.appender, gate, metrics: this.metrics, logger: this.logger, maxPayloadBytes: config.limits.maxPayloadBytes })
     this.commandStore = new SqliteCommandStore(join(this.dataDir, 'commands.db'))

@@ -42,7 +42,9 @@ function banner(config: GatewayConfig, a: GatewayAddresses, gateway: Gateway): s
     `  MQTT (TCP)          mqtt://${a.mqtt.host}:${a.mqtt.port}`,
     `  MQTT over WebSocket ws://${a.http.host}:${a.http.port}/mqtt  and  /$iothub/websocket`,
     `  HTTP API            ${http}/api   (health ${http}/healthz, metrics ${http}/metrics)`,
-    `  data directory      ${gateway.dataDir}  (embedded stream, device registry)`,
+    config.stream.backend === 'kafka'
+      ? `  event stream        Kafka at ${config.stream.kafka.brokers.join(',')}; data directory ${gateway.dataDir} (device registry, command queue)`
+      : `  data directory      ${gateway.dataDir}  (embedded stream, device registry, command queue)`,
     `  device host name    ${config.hostname}`,
   ]
   if (gateway.adminToken.source === 'generated') {

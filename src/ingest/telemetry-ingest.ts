@@ -44,8 +44,9 @@ export class TelemetryIngest implements PublishHandler {
   private readonly log: Logger
   private readonly now: () => number
   private stopping = false
-  /** Set while appends fail with E_STREAM_UNAVAILABLE; cleared by the next success. */
-  private streamFailure: string | null = null
+  /** Publishes currently held back because the stream refused them, and the last reason. */
+  private heldPublishes = 0
+  private lastFailure = ''
 
   readonly stages: ReadonlyArray<readonly [string, Stage]> = [
     ['reject-qos2', (job) => this.rejectQos2(job)],
@@ -77,7 +78,7 @@ export class TelemetryIngest implements PublishHandler {
 
   /** For /readyz: not ready while the stream refuses records. */
   health(): { ok: boolean; detail?: string } {
-    return this.streamFailure ? { ok: false, detail: this.streamFailure } : { ok: true }
+    return this.heldPublishes > 0 ? { ok: false, detail: `${this.heldPublishes} publish(es) held: ${this.lastFailure}` } : { ok: true }
   }
 
   /** Stop retrying; pending publishes fail with E_SHUTTING_DOWN (and are not acknowledged). */
@@ -125,28 +126,11 @@ export class TelemetryIngest implements PublishHandler {
   private async appendDurably(job: PublishJob): Promise<void> {
     const record = job.record!
     const bytes = record.value.length
-    const { gate, appender, metrics } = this.options
+    const { gate, metrics } = this.options
     const token = gate.track()
     if (!gate.tryAcquire(bytes)) await gate.acquire(bytes)
     try {
-      let delay = this.options.retryMinMs ?? 50
-      for (;;) {
-        try {
-          await appender.append(record)
-          this.streamFailure = null
-          break
-        } catch (err) {
-          const gerr = toGatewayError(err, 'E_STREAM_UNAVAILABLE')
-          metrics.appendErrors.inc({ code: gerr.code })
-          if (gerr.code !== 'E_STREAM_UNAVAILABLE' || this.stopping || job.ctx.isClosed()) {
-            throw this.stopping ? new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down; publish not acknowledged') : gerr
-          }
-          this.streamFailure = `stream unavailable: ${gerr.message}`
-          this.log.warn({ code: gerr.code, deviceId: job.ctx.deviceId, retryInMs: delay }, 'stream unavailable; holding publish unacknowledged')
-          await sleep(delay)
-          delay = Math.min(delay * 2, this.options.retryMaxMs ?? 2000)
-        }
-      }
+      await this.appendWithRetry(job, record)
     } finally {
       gate.release(bytes)
       gate.done(token)
@@ -154,5 +138,39 @@ export class TelemetryIngest implements PublishHandler {
     ;(job.packet.qos === 0 ? this.recordsQos0 : this.recordsQos1).inc()
     metrics.telemetryBytes.inc(bytes)
     metrics.ackLatency.observe((this.now() - job.receivedAt) / 1000)
+  }
+
+  /**
+   * Retry while the stream answers E_STREAM_UNAVAILABLE. The ingest reports not ready exactly
+   * while some publish is held this way: once none is (delivered, or its device gone), readiness
+   * comes back even if no new traffic arrives.
+   */
+  private async appendWithRetry(job: PublishJob, record: OutgoingRecord): Promise<void> {
+    let delay = this.options.retryMinMs ?? 50
+    let held = false
+    try {
+      for (;;) {
+        try {
+          await this.options.appender.append(record)
+          return
+        } catch (err) {
+          const gerr = toGatewayError(err, 'E_STREAM_UNAVAILABLE')
+          this.options.metrics.appendErrors.inc({ code: gerr.code })
+          if (gerr.code !== 'E_STREAM_UNAVAILABLE' || this.stopping || job.ctx.isClosed()) {
+            throw this.stopping ? new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down; publish not acknowledged') : gerr
+          }
+          if (!held) {
+            held = true
+            this.heldPublishes++
+          }
+          this.lastFailure = `stream unavailable: ${gerr.message}`
+          this.log.warn({ code: gerr.code, deviceId: job.ctx.deviceId, retryInMs: delay }, 'stream unavailable; holding publish unacknowledged')
+          await sleep(delay)
+          delay = Math.min(delay * 2, this.options.retryMaxMs ?? 2000)
+        }
+      }
+    } finally {
+      if (held) this.heldPublishes--
+    }
   }
 }

@@ -62,4 +62,19 @@ describe('embedded stream refusing writes', () => {
     expect(metrics).toMatch(/streamgate_stream_append_errors_total\{code="E_STREAM_UNAVAILABLE"\} [1-9]/)
     await client.endAsync()
   })
+
+  it('is ready again once no publish is held, even if the held one was given up (its device left) and no traffic follows', async () => {
+    const client = await connectDevice(gw.mqttUrl, dev.deviceId, sasFor(dev))
+    const lock = await holdWriteLock(join(gw.dataDir, 'stream.db'), 2500)
+    client.publish(`devices/${dev.deviceId}/messages/events/%24.mid=abandoned`, 'x', { qos: 1 })
+    await new Promise((r) => setTimeout(r, 500))
+    expect((await ready(gw)).status).toBe(503)
+    // The device goes away without its PUBACK: the gateway stops holding the publish (the
+    // device would resend it) and readiness no longer depends on a later success.
+    client.end(true)
+    const deadline = Date.now() + 5000
+    while ((await ready(gw)).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    expect((await ready(gw)).status).toBe(200)
+    await lock.released
+  })
 })
