@@ -29,10 +29,7 @@ export interface GatewayOptions {
   logger?: Logger
   /** Write <dataDir>/gateway.json so the CLI finds the running gateway (default true). */
   writeRuntimeFile?: boolean
-  /**
-   * How often expired cloud-to-device messages are ended, in ms (default 1000).
-   * TODO(config owner): becomes `commands.expiryCheckIntervalMs`.
-   */
+  /** Overrides `commands.expiryCheckIntervalMs` (tests). */
   expiryCheckIntervalMs?: number
 }
 
@@ -127,7 +124,8 @@ export class Gateway {
       logger: this.logger,
       topics,
       limits: { ...config.commands, maxPayloadBytes: config.limits.maxPayloadBytes },
-      ...(this.options.expiryCheckIntervalMs === undefined ? {} : { expiryCheckIntervalMs: this.options.expiryCheckIntervalMs }),
+      metrics: this.metrics,
+      expiryCheckIntervalMs: this.options.expiryCheckIntervalMs ?? config.commands.expiryCheckIntervalMs,
     })
     this.broker = await GatewayBroker.create({
       authenticator: this.createAuthenticator(),

@@ -1,5 +1,6 @@
 import type { ConnectionContext, ConnectionObserver, DeliveryObserver, DeviceChannel, DisconnectReason, PublishHandler, SessionStore } from '../broker/ports.js'
 import type { DeviceEventWriter } from '../ingest/device-events.js'
+import type { GatewayMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
 import type { DeviceRegistry } from '../registry/types.js'
 import type { EventStream } from '../stream/types.js'
@@ -20,6 +21,8 @@ export interface CommandChannelOptions {
   stream: EventStream
   events: DeviceEventWriter
   logger: Logger
+  /** Feedback is counted by status when given. */
+  metrics?: GatewayMetrics
   topics: { commands: string; commandFeedback: string }
   limits: C2dLimits & { maxDeliveryCount: number; consumerGroup: string; maxMethodPayloadBytes: number; maxTwinSectionBytes: number; maxPayloadBytes: number }
   /** How often expired messages are ended and other gateways' new messages picked up (ms, default 1000). */
@@ -48,7 +51,7 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
   constructor(private readonly options: CommandChannelOptions) {
     const { queue, registry, stream, events, logger, topics, limits } = options
     const channel = this.lazyChannel()
-    this.feedback = new FeedbackWriter(queue, stream, topics.commandFeedback, logger)
+    this.feedback = new FeedbackWriter(queue, stream, topics.commandFeedback, logger, options.metrics)
     this.delivery = new C2dDelivery({ queue, channel, feedback: this.feedback, logger, maxDeliveryCount: limits.maxDeliveryCount })
     this.c2d = new C2dService(queue, registry, this.delivery, this.feedback, limits, logger)
     this.methods = new MethodInvoker(channel, registry, limits.maxMethodPayloadBytes)

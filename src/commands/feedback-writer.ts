@@ -1,3 +1,4 @@
+import type { GatewayMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
 import type { EventStream } from '../stream/types.js'
 import type { CommandQueue } from './types.js'
@@ -19,6 +20,7 @@ export class FeedbackWriter {
     private readonly stream: EventStream,
     private readonly topic: string,
     logger: Logger,
+    private readonly metrics?: GatewayMetrics,
     private readonly batchSize = 200,
   ) {
     this.log = logger.child({ component: 'command-feedback' })
@@ -55,6 +57,7 @@ export class FeedbackWriter {
         await this.queue.releaseFeedback(ids).catch(() => undefined)
         return this.failed(err, undefined)
       }
+      for (const { feedback } of pending) this.metrics?.c2dFeedback.inc({ status: feedback.status })
       const removed = await this.queue.removeFeedback(ids).then(() => true, (err: unknown) => this.failed(err, false))
       if (!removed) return
     }

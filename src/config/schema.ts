@@ -164,6 +164,8 @@ const commandsSchema = z.strictObject({
   maxMethodPayloadBytes: positiveInt.default(128 * 1024),
   /** Largest desired or reported twin section, in bytes (IoT Hub: 32 KiB). */
   maxTwinSectionBytes: positiveInt.default(32 * 1024),
+  /** How often expired messages are ended and other gateways' new messages picked up, in ms. */
+  expiryCheckIntervalMs: z.number().int().min(50).max(60_000).default(1000),
 })
 
 const logSchema = z.strictObject({

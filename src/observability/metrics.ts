@@ -38,6 +38,7 @@ export class GatewayMetrics {
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   })
+  readonly c2dFeedback = new Counter({ name: 'streamgate_c2d_feedback_total', help: 'Cloud-to-device messages ended, by status (completed, expired, rejected, purged), as written to command-feedback', labelNames: ['status'], registers: [this.registry] })
   readonly deviceEvents = new Counter({ name: 'streamgate_device_events_total', help: 'Lifecycle events written to device-events', labelNames: ['type'], registers: [this.registry] })
 
   constructor(options: { defaultMetrics?: boolean } = {}) {

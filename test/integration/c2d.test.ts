@@ -58,6 +58,8 @@ describe('cloud-to-device messages', () => {
       return all.length === 3 ? all : null
     })
     expect(fb.map((f) => [f.messageId, f.status, f.deliveryCount])).toEqual(ids.map((id) => [id, 'completed', 1]))
+    const metrics = await (await fetch(`${gw.httpUrl}/metrics`)).text()
+    expect(Number(/streamgate_c2d_feedback_total\{status="completed"\} (\d+)/.exec(metrics)?.[1] ?? 0)).toBeGreaterThanOrEqual(3)
     const after = await api(gw.httpUrl, 'GET', `/api/devices/${d.deviceId}/messages`)
     expect((after.body as { messages: unknown[] }).messages).toEqual([])
   })
