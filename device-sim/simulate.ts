@@ -7,9 +7,9 @@ import { clearStopRequest, requestStop, type Assignment } from './runner.js'
 import { cleanupFleet, fleetIds, provisionFleet, readCredentialsFile, type ApiTarget, type DeviceCredential } from './provision.js'
 import { buildReport, type SimReport } from './report/build.js'
 import type { Scenario } from './scenario.js'
-import { Stats } from './stats.js'
+import { Stats, type StatsSnapshot } from './stats.js'
 import { mergeSnapshots } from './stats-merge.js'
-import { StreamTracker } from './stream-tracker.js'
+import { StreamTracker, type StreamTally } from './stream-tracker.js'
 import { WorkerPool, type Progress } from './workers.js'
 
 /**
@@ -49,47 +49,31 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
   const log = hooks.log ?? (() => {})
   clearStopRequest()
   const credentials = await identities(scenario, log)
-  const runId = randomBytes(6).toString('hex')
-  const ca = scenario.ca ? readFileSync(scenario.ca, 'utf8') : undefined
-  const workers = Math.min(scenario.workers, credentials.length)
-  const pool = workers > 1 ? await WorkerPool.spawn(workers) : null
-  hooks.stop?.addEventListener('abort', () => {
-    requestStop()
-    pool?.stopEarly()
-  })
-  hooks.onFleetReady?.(credentials.map((c) => c.deviceId))
-  // The stream reader's Stats is started before the tracker so its clock is the run's.
-  const startedAt = Date.now()
-  const stats = new Stats(startedAt)
-  const tracker =
-    scenario.dataDir || scenario.streamConfig
-      ? new StreamTracker({ ...(scenario.dataDir ? { dataDir: scenario.dataDir } : {}), ...(scenario.streamConfig ? { configFile: scenario.streamConfig } : {}) }, runId, stats)
-      : null
-  await tracker?.start()
-  const assignments = assign(scenario, credentials)
-  const commands = startCommands(scenario, assignments, stats, startedAt)
+  let pool: WorkerPool | null = null
+  let tracker: StreamTracker | null = null
+  let commands: { stop(): Promise<void> } | null = null
   try {
-    const workerSnapshots = await runFleet(scenario, assignments, {
-      runId,
-      startedAt,
-      parentStats: stats,
-      pool,
-      onProgress: hooks.onProgress ?? (() => {}),
-      ...(ca ? { ca } : {}),
-    })
+    // Workers load before the clock starts, so their start-up is not counted as run time.
+    const workers = Math.min(scenario.workers, credentials.length)
+    pool = workers > 1 ? await WorkerPool.spawn(workers) : null
+    const stopPool = pool
+    hooks.stop?.addEventListener('abort', () => (requestStop(), stopPool?.stopEarly()))
+    hooks.onFleetReady?.(credentials.map((c) => c.deviceId))
+    const runId = randomBytes(6).toString('hex')
+    const startedAt = Date.now()
+    const stats = new Stats(startedAt)
+    tracker = streamTracker(scenario, runId, stats)
+    // The reader starts at the end of the topic before the first message is sent.
+    await tracker?.start()
+    const assignments = assign(scenario, credentials)
+    commands = startCommands(scenario, assignments, stats, startedAt)
+    const ca = scenario.ca ? readFileSync(scenario.ca, 'utf8') : undefined
+    const workerSnapshots = await runFleet(scenario, assignments, { runId, startedAt, parentStats: stats, pool, onProgress: hooks.onProgress ?? (() => {}), ...(ca ? { ca } : {}) })
     await commands?.stop()
-    const produced = mergeSnapshots([...workerSnapshots, stats.snapshot()])
-    let tally = null
-    if (tracker) {
-      // Everything acknowledged must be readable; QoS 0 may never come, so the wait is bounded.
-      const c = produced.counters
-      await tracker.waitFor(c.sent - c.droppedOffline, Math.max(2000, scenario.drainS * 1000))
-      tally = tracker.tally(produced.sentByDevice)
-    }
+    const tally = tracker ? await settleStream(tracker, mergeSnapshots([...workerSnapshots, stats.snapshot()]), scenario) : null
     // Snapshot last: the stream reader and the cloud side record into this process's stats.
     const snapshot = mergeSnapshots([...workerSnapshots, stats.snapshot()])
-    const report = buildReport(scenario, snapshot, tally, { runId, startedAt, elapsedS: (Date.now() - startedAt) / 1000 })
-    return report
+    return buildReport(scenario, snapshot, tally, { runId, startedAt, elapsedS: (Date.now() - startedAt) / 1000 })
   } finally {
     pool?.close()
     await commands?.stop()
@@ -99,6 +83,19 @@ export async function runSimulation(scenario: Scenario, hooks: SimulationHooks =
       log(`cleanup: deleted ${removed} devices`)
     }
   }
+}
+
+function streamTracker(scenario: Scenario, runId: string, stats: Stats): StreamTracker | null {
+  const { dataDir, streamConfig } = scenario
+  if (!dataDir && !streamConfig) return null
+  return new StreamTracker({ ...(dataDir ? { dataDir } : {}), ...(streamConfig ? { configFile: streamConfig } : {}) }, runId, stats)
+}
+
+/** Wait for the stream to show what was produced (bounded: QoS 0 losses never arrive), then count. */
+async function settleStream(tracker: StreamTracker, produced: StatsSnapshot, scenario: Scenario): Promise<StreamTally> {
+  const c = produced.counters
+  await tracker.waitFor(c.sent - c.droppedOffline, Math.max(2000, scenario.drainS * 1000))
+  return tracker.tally(produced.sentByDevice)
 }
 
 /**
