@@ -82,8 +82,10 @@ function defined(record: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined))
 }
 
+type Values = ReturnType<typeof parseArgs<{ options: typeof FLAGS; args: string[] }>>['values']
+
 export function parseCli(argv: readonly string[], readFile: (file: string) => string): ParsedArgs {
-  let values: ReturnType<typeof parseArgs<{ options: typeof FLAGS; args: string[] }>>['values']
+  let values: Values
   try {
     values = parseArgs({ args: [...argv], options: FLAGS, strict: true }).values
   } catch (err) {
@@ -91,7 +93,16 @@ export function parseCli(argv: readonly string[], readFile: (file: string) => st
   }
   if (values.help) return { mode: 'help' }
   if (values.worker) return { mode: 'worker' }
-  const top = defined({
+  const top = runFlags(values)
+  const scenario = values.scenario
+    ? parseScenario({ ...(loadScenarioFile(values.scenario) as Record<string, unknown>), ...top }, values.scenario)
+    : parseScenario({ ...top, groups: [groupFlags(values, readFile)] }, 'command line')
+  return { mode: 'run', options: { scenario, ...defined({ json: values.json, html: values.html }), quiet: values.quiet ?? false } }
+}
+
+/** Flags about the run and the gateway: they also override a scenario file. */
+function runFlags(values: Values): Record<string, unknown> {
+  return defined({
     gateway: values.gateway,
     hubHost: values['hub-host'],
     api: values.api,
@@ -109,28 +120,25 @@ export function parseCli(argv: readonly string[], readFile: (file: string) => st
     drainS: number(values.drain, 'drain'),
     commands: commandFlags(values['c2d-rate'], values['method-rate']),
   })
-  const payload = values.payload?.startsWith('@') ? readFile(values.payload.slice(1)) : values.payload
-  const group = defined({
+}
+
+/** Flags describing the one device group of a command-line run. */
+function groupFlags(values: Values, readFile: (file: string) => string): Record<string, unknown> {
+  const methodsAsked = values['method-rate'] !== undefined || values['method-delay'] !== undefined || values['method-status'] !== undefined
+  return defined({
     count: number(values.devices, 'devices') ?? 10,
     rate: number(values.rate, 'rate'),
     qos: number(values.qos, 'qos'),
-    payload,
+    payload: values.payload?.startsWith('@') ? readFile(values.payload.slice(1)) : values.payload,
     payloadSize: number(values['payload-size'], 'payload-size'),
     driver: values.driver,
     transport: values.transport,
     behaviour: defined({
       c2d: values['c2d-rate'] === undefined ? undefined : true,
-      methods:
-        values['method-rate'] === undefined && values['method-delay'] === undefined && values['method-status'] === undefined
-          ? undefined
-          : defined({ delayMs: number(values['method-delay'], 'method-delay'), status: number(values['method-status'], 'method-status') }),
+      methods: methodsAsked ? defined({ delayMs: number(values['method-delay'], 'method-delay'), status: number(values['method-status'], 'method-status') }) : undefined,
       twinReportIntervalS: number(values['twin-interval'], 'twin-interval'),
     }),
   })
-  const scenario = values.scenario
-    ? parseScenario({ ...(loadScenarioFile(values.scenario) as Record<string, unknown>), ...top }, values.scenario)
-    : parseScenario({ ...top, groups: [group] }, 'command line')
-  return { mode: 'run', options: { scenario, ...defined({ json: values.json, html: values.html }), quiet: values.quiet ?? false } }
 }
 
 function commandFlags(c2d: string | undefined, methods: string | undefined): Record<string, unknown> | undefined {
