@@ -163,4 +163,30 @@ describe('device-sim against a real gateway', () => {
     expect(Object.keys(report.timeline).length).toBeGreaterThan(0)
     expect([...addresses].sort()).toEqual(['127.0.0.2', '127.0.0.3'])
   })
+
+  it('scenario events: a reconnect storm drops its share of the fleet at once, churn keeps dropping; QoS 1 loses nothing', async () => {
+    gw = await startTestGateway()
+    const scenario = baseScenario(gw, {
+      duration: 4,
+      prefix: 'simev-',
+      backoff: { minMs: 50, maxMs: 300 },
+      groups: [{ count: 10, rate: 10, qos: 1 }],
+      events: [
+        { type: 'reconnect-storm', at: 1.5, percent: 50 },
+        { type: 'churn', from: 2.5, to: 3.5, perSecond: 4 },
+      ],
+    })
+    const report = await runSimulation(scenario)
+    const c = report.counts
+    // 5 from the storm, about 4 from churn (a churn pick may find its device reconnecting).
+    expect(c.disconnects).toBeGreaterThanOrEqual(7)
+    expect(c.disconnects).toBeLessThanOrEqual(9)
+    expect(c.connects).toBe(10 + c.disconnects)
+    const stormSecond = report.timeline.find((t) => t.second === 1)
+    expect(stormSecond?.disconnects).toBe(5)
+    expect(c.acked).toBe(c.sent)
+    expect(c.lost).toBe(0)
+    expect(c.stored).toBe(c.sent)
+    expect(report.events).toHaveLength(2)
+  })
 })
