@@ -3,6 +3,7 @@ import { createEventStream } from '../src/app/backends.js'
 import type { Consumer, EventStream, StoredRecord } from '../src/stream/types.js'
 import { SimError } from './errors.js'
 import { preciseNow } from './device.js'
+import { SeqTracker } from './seq-tracker.js'
 import type { Stats } from './stats.js'
 
 /**
@@ -30,7 +31,7 @@ export interface StreamTally {
 export class StreamTracker {
   private stream: EventStream | null = null
   private consumer: Consumer | null = null
-  private readonly seen = new Map<string, Set<number>>()
+  private readonly seen = new Map<string, SeqTracker>()
   private duplicated = 0
   private storedCount = 0
 
@@ -70,10 +71,7 @@ export class StreamTracker {
   tally(sentByDevice: Readonly<Record<string, number>>): StreamTally {
     let lost = 0
     for (const [deviceId, sent] of Object.entries(sentByDevice)) {
-      const seqs = this.seen.get(deviceId)
-      let found = 0
-      if (seqs) for (const seq of seqs) if (seq <= sent) found++
-      lost += sent - found
+      lost += sent - (this.seen.get(deviceId)?.foundUpTo(sent) ?? 0)
     }
     return { stored: this.storedCount, duplicated: this.duplicated, lost }
   }
@@ -92,13 +90,13 @@ export class StreamTracker {
       if (h['sim-run'] !== this.runId) continue
       const deviceId = h['device-id'] ?? record.key ?? ''
       const seq = Number(h['sim-seq'])
+      if (!Number.isSafeInteger(seq) || seq < 1) continue
       let seqs = this.seen.get(deviceId)
-      if (!seqs) this.seen.set(deviceId, (seqs = new Set()))
-      if (seqs.has(seq)) {
+      if (!seqs) this.seen.set(deviceId, (seqs = new SeqTracker()))
+      if (seqs.see(seq) === 'duplicate') {
         this.duplicated++
         continue
       }
-      seqs.add(seq)
       this.storedCount++
       this.stats.countStored()
       const sentAt = Number(h['sim-ts'])
