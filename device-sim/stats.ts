@@ -66,6 +66,16 @@ export function newHistogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 })
 }
 
+/**
+ * The per-second histograms of the timeline: two significant digits, packed buckets and a 60 s
+ * ceiling (higher values are clamped), about 2 KB each instead of ~90 KB, so an hour-long run keeps
+ * its timeline in a few MB.
+ */
+const TIMELINE_MAX_US = 60_000_000
+export function newTimelineHistogram(): hdr.Histogram {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: TIMELINE_MAX_US, numberOfSignificantValueDigits: 2, bitBucketSize: 'packed' })
+}
+
 export function encodeHistogram(histogram: hdr.Histogram): string {
   return hdr.encodeIntoCompressedBase64(histogram)
 }
@@ -123,7 +133,7 @@ export class Stats {
     this.histograms[name].recordValue(value)
     if (name === 'puback' || name === 'e2e') {
       const slot = this.slot()
-      ;(slot.histograms[name] ??= newHistogram()).recordValue(value)
+      ;(slot.histograms[name] ??= newTimelineHistogram()).recordValue(Math.min(value, TIMELINE_MAX_US))
     }
   }
 
