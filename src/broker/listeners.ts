@@ -21,7 +21,9 @@ export async function listenTcp(broker: GatewayBroker, host: string, port: numbe
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen({ host, port }, () => {
+    // A connect storm (a fleet reconnecting after an outage) overflows Node's default backlog of
+    // 511 and costs devices SYN retransmits of 1, 3, 7 s; the kernel caps this at somaxconn.
+    server.listen({ host, port, backlog: 8192 }, () => {
       server.off('error', reject)
       resolve()
     })
