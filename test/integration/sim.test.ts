@@ -114,7 +114,7 @@ describe('device-sim against a real gateway', () => {
     expect(Object.keys(report.errors).some((code) => code.startsWith('CONNACK_'))).toBe(true)
     // The loss is the victim's alone: every other device's messages are all in the stream.
     for (const [deviceId, n] of stored) {
-      if (deviceId !== victim) expect(n, deviceId).toBeGreaterThanOrEqual(60)
+      if (deviceId !== victim) expect(n, deviceId).toBeGreaterThanOrEqual(20)
     }
     expect(stored.get(victim) ?? 0).toBeLessThan(Math.min(...[...stored.entries()].filter(([d]) => d !== victim).map(([, n]) => n)))
   })
