@@ -11,7 +11,8 @@ import { createDeviceRegistry, createEventStream } from './backends.js'
 import { Authenticator } from '../auth/authenticator.js'
 import { FailureLimiter } from '../auth/rate-limit.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
-import { attachWebSocket, listenTcp, type Listener } from '../broker/listeners.js'
+import { attachWebSocket, listenTcp, listenTls, listenWss, type Listener } from '../broker/listeners.js'
+import { loadTlsMaterial } from './tls-material.js'
 import { IotHubSubscriptionPolicy } from '../protocol/subscription-policy.js'
 import { BatchingAppender } from '../ingest/batcher.js'
 import { InFlightGate } from '../ingest/in-flight-gate.js'
@@ -36,6 +37,10 @@ export interface GatewayOptions {
 export interface GatewayAddresses {
   mqtt: { host: string; port: number }
   http: { host: string; port: number }
+  /** MQTT over TLS, when mqtt.tls.enabled. */
+  mqtts?: { host: string; port: number }
+  /** MQTT over secure WebSocket, when http.wss.enabled. */
+  wss?: { host: string; port: number }
 }
 
 /**
@@ -60,6 +65,8 @@ export class Gateway {
   commandStore!: SqliteCommandStore
   commands!: CommandChannel
   private tcp: Listener | null = null
+  private tls: Listener | null = null
+  private wss: Listener | null = null
   private ws: { close(): Promise<void> } | null = null
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   private startPromise: Promise<GatewayAddresses> | null = null
@@ -85,7 +92,13 @@ export class Gateway {
     const http = this.api.server.address()
     const httpPort = typeof http === 'object' && http ? http.port : this.config.http.port
     const mqttPort = this.tcp?.address().port ?? this.config.mqtt.port
-    return { mqtt: { host: this.config.mqtt.host, port: mqttPort }, http: { host: this.config.http.host, port: httpPort } }
+    const { mqtt, http: h } = this.config
+    return {
+      mqtt: { host: mqtt.host, port: mqttPort },
+      http: { host: h.host, port: httpPort },
+      ...(this.tls ? { mqtts: { host: mqtt.tls.host || mqtt.host, port: this.tls.address().port } } : {}),
+      ...(this.wss ? { wss: { host: h.wss.host || h.host, port: this.wss.address().port } } : {}),
+    }
   }
 
   get topics(): ReturnType<typeof topicNames> {
@@ -96,6 +109,8 @@ export class Gateway {
     this.state = 'starting'
     const { config } = this
     mkdirSync(this.dataDir, { recursive: true })
+    // Read before anything opens: a missing certificate fails the start-up at once.
+    const tls = loadTlsMaterial(config, this.dataDir)
     this.adminToken = resolveAdminToken(config)
 
     this.registry = createDeviceRegistry(config)
@@ -167,6 +182,9 @@ export class Gateway {
     this.ws = attachWebSocket(this.broker, this.api.server, config.limits.maxPayloadBytes + 70 * 1024)
     await this.api.listen({ host: config.http.host, port: config.http.port })
     this.tcp = await listenTcp(this.broker, config.mqtt.host, config.mqtt.port)
+    if (tls && config.mqtt.tls.enabled) this.tls = await listenTls(this.broker, config.mqtt.tls.host || config.mqtt.host, config.mqtt.tls.port, tls)
+    const wssMaxMessageBytes = config.limits.maxPayloadBytes + 70 * 1024
+    if (tls && config.http.wss.enabled) this.wss = await listenWss(this.broker, config.http.wss.host || config.http.host, config.http.wss.port, tls, wssMaxMessageBytes)
 
     const addresses = this.addresses
     if (this.options.writeRuntimeFile !== false) {
@@ -186,10 +204,13 @@ export class Gateway {
     this.state = 'stopping'
     // 1. stop taking new connections and close the device connections
     const tcpClosed = this.tcp?.close()
+    const tlsClosed = this.tls?.close()
+    await this.wss?.close()
     await this.ws?.close()
     this.ingest?.stop()
     await this.broker?.close()
     await tcpClosed
+    await tlsClosed
     // Before the API: pending method calls are answered (E_SHUTTING_DOWN) so that it can close.
     await this.commands?.stop()
     await this.api?.close()

@@ -1,5 +1,7 @@
 import { createServer, type Server, type AddressInfo } from 'node:net'
 import type { Server as HttpServer, IncomingMessage } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { createServer as createTlsServer, type TLSSocket, type SecureContextOptions } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { GatewayBroker } from './gateway-broker.js'
@@ -13,12 +15,69 @@ export interface Listener {
   close(): Promise<void>
 }
 
+/** Server certificate, key and TLS floor shared by the MQTT/TLS and the secure WebSocket listener. */
+export interface TlsMaterial {
+  cert: Buffer
+  key: Buffer
+  /** CAs advertised to devices as acceptable issuers of client certificates (may be empty). */
+  ca?: Buffer[]
+  minVersion: 'TLSv1.2' | 'TLSv1.3'
+}
+
+function tlsServerOptions(tls: TlsMaterial): SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    ...(tls.ca && tls.ca.length > 0 ? { ca: tls.ca } : {}),
+    minVersion: tls.minVersion,
+    // Ask every device for a certificate (X.509 devices authenticate with it, protocol note §1)
+    // but let SAS devices without one through: the authenticator decides, per device, at CONNECT.
+    requestCert: true,
+    rejectUnauthorized: false,
+  }
+}
+
 export async function listenTcp(broker: GatewayBroker, host: string, port: number): Promise<Listener> {
   const server: Server = createServer((socket) => {
     // Device traffic is many small packets; Nagle would add up to 40 ms to every PUBACK.
     socket.setNoDelay(true)
     broker.handle(socket, 'tcp', socket.remoteAddress ?? 'unknown')
   })
+  return listen(server, host, port)
+}
+
+/** MQTT over TLS (mqtts, port 8883 by default): what the Azure SDK's `Mqtt` transport dials. */
+export async function listenTls(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial): Promise<Listener> {
+  const server = createTlsServer(tlsServerOptions(tls), (socket: TLSSocket) => {
+    socket.setNoDelay(true)
+    broker.handle(socket, 'tls', socket.remoteAddress ?? 'unknown')
+  })
+  // A failed handshake (plain TCP, wrong CA on the device) must not reach the process.
+  server.on('tlsClientError', () => undefined)
+  return listen(server, host, port)
+}
+
+/**
+ * MQTT over secure WebSocket on its own HTTPS port: the SDK's `MqttWs` transport always dials
+ * wss://host:443/$iothub/websocket (protocol note §2). Plain HTTP requests get 404.
+ */
+export async function listenWss(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial, maxMessageBytes: number): Promise<Listener> {
+  const server = createHttpsServer(tlsServerOptions(tls), (_req, res) => {
+    res.writeHead(404, { 'content-length': '0' }).end()
+  })
+  server.on('tlsClientError', () => undefined)
+  const ws = attachWebSocket(broker, server, maxMessageBytes, 'wss')
+  const listener = await listen(server, host, port)
+  return {
+    address: listener.address,
+    close: async () => {
+      await ws.close()
+      await listener.close()
+    },
+  }
+}
+
+async function listen(server: Server, host: string, port: number): Promise<Listener> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     // A connect storm (a fleet reconnecting after an outage) overflows Node's default backlog of
@@ -38,7 +97,7 @@ export async function listenTcp(broker: GatewayBroker, host: string, port: numbe
  * Serve MQTT over WebSocket on an existing HTTP server (the API's), at WEBSOCKET_PATHS, with the
  * `mqtt` sub-protocol the Azure SDK's MqttWs transport asks for. Other upgrade requests are refused.
  */
-export function attachWebSocket(broker: GatewayBroker, httpServer: HttpServer, maxMessageBytes: number): { close(): Promise<void> } {
+export function attachWebSocket(broker: GatewayBroker, httpServer: HttpServer, maxMessageBytes: number, transport: 'ws' | 'wss' = 'ws'): { close(): Promise<void> } {
   const wss = new WebSocketServer({
     noServer: true,
     // mqtt.js asks for 'mqtt' (MQTT 3.1.1) or 'mqttv3.1'; answer with the first one we know.
@@ -55,7 +114,7 @@ export function attachWebSocket(broker: GatewayBroker, httpServer: HttpServer, m
     wss.handleUpgrade(req, socket, head, (ws) => {
       const stream = createWebSocketStream(ws)
       stream.on('error', () => stream.destroy())
-      broker.handle(stream, 'ws', req.socket.remoteAddress ?? 'unknown', req)
+      broker.handle(stream, transport, req.socket.remoteAddress ?? 'unknown', req)
     })
   }
   httpServer.on('upgrade', onUpgrade)

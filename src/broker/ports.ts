@@ -3,7 +3,7 @@
  * callbacks into awaited calls on these ports. It knows nothing about streams or SQLite.
  */
 
-export type Transport = 'tcp' | 'ws'
+export type Transport = 'tcp' | 'tls' | 'ws' | 'wss'
 
 /** One authenticated device connection, as the rest of the gateway sees it. */
 export interface ConnectionContext {

@@ -41,6 +41,8 @@ function banner(config: GatewayConfig, a: GatewayAddresses, gateway: Gateway): s
     'streamgate is running',
     `  MQTT (TCP)          mqtt://${a.mqtt.host}:${a.mqtt.port}`,
     `  MQTT over WebSocket ws://${a.http.host}:${a.http.port}/mqtt  and  /$iothub/websocket`,
+    ...(a.mqtts ? [`  MQTT over TLS       mqtts://${a.mqtts.host}:${a.mqtts.port}  (Azure SDK Mqtt transport)`] : []),
+    ...(a.wss ? [`  MQTT over secure WS wss://${a.wss.host}:${a.wss.port}/$iothub/websocket  and  /mqtt  (Azure SDK MqttWs)`] : []),
     `  HTTP API            ${http}/api   (health ${http}/healthz, metrics ${http}/metrics)`,
     config.stream.backend === 'kafka'
       ? `  event stream        Kafka at ${config.stream.kafka.brokers.join(',')}; data directory ${gateway.dataDir} (device registry, command queue)`

@@ -14,12 +14,42 @@ const mqttSchema = z.strictObject({
   port: port.default(1883),
   /** Seconds a new connection may take to send CONNECT. */
   connectTimeoutSeconds: positiveInt.default(30),
+  /**
+   * MQTT over TLS (what the Azure SDK's `Mqtt` transport dials: mqtts://host:8883). Empty
+   * certFile/keyFile = `<dataDir>/certs/server.crt` and `server.key` (`streamgate certs init`).
+   */
+  tls: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      /** Empty = the same address as mqtt.host. */
+      host: z.string().default(''),
+      port: port.default(8883),
+      /** PEM server certificate (chain) and key; empty = the `certs init` files in the data dir. */
+      certFile: z.string().default(''),
+      keyFile: z.string().default(''),
+      /** Extra PEM CAs sent to devices as acceptable client-certificate issuers (X.509 devices). */
+      caFile: z.string().default(''),
+      minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    })
+    .prefault({}),
 })
 
 const httpSchema = z.strictObject({
   host: z.string().min(1).default('127.0.0.1'),
   /** HTTP API + MQTT over WebSocket (/mqtt and /$iothub/websocket). */
   port: port.default(8080),
+  /**
+   * MQTT over secure WebSocket on its own HTTPS port (the SDK's `MqttWs` transport always dials
+   * wss://host:443/$iothub/websocket). Uses the certificate of mqtt.tls.
+   */
+  wss: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      /** Empty = the same address as http.host. */
+      host: z.string().default(''),
+      port: port.default(443),
+    })
+    .prefault({}),
 })
 
 const authSchema = z.strictObject({

@@ -1,0 +1,45 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { GatewayConfig } from '../config/schema.js'
+import { GatewayError } from '../errors/catalogue.js'
+import type { TlsMaterial } from '../broker/listeners.js'
+
+/** Where `streamgate certs init` writes the development CA and server certificate. */
+export function certsDir(dataDir: string): string {
+  return join(dataDir, 'certs')
+}
+
+export const DEV_CERT_FILES = { caCert: 'ca.crt', caKey: 'ca.key', serverCert: 'server.crt', serverKey: 'server.key' } as const
+
+/**
+ * The TLS material of the MQTT/TLS and secure WebSocket listeners, or null when neither is
+ * enabled. Empty certFile/keyFile fall back to the `certs init` files in the data dir: a new user
+ * runs one command and sets `mqtt.tls.enabled`; explicit files (real certificates) always win.
+ * Missing files fail the start-up with every problem listed.
+ */
+export function loadTlsMaterial(config: GatewayConfig, dataDir: string): TlsMaterial | null {
+  if (!config.mqtt.tls.enabled && !config.http.wss.enabled) return null
+  const t = config.mqtt.tls
+  const dir = certsDir(dataDir)
+  const certFile = t.certFile || join(dir, DEV_CERT_FILES.serverCert)
+  const keyFile = t.keyFile || join(dir, DEV_CERT_FILES.serverKey)
+  const problems: string[] = []
+  const read = (file: string, what: string): Buffer => {
+    try {
+      return readFileSync(file)
+    } catch (err) {
+      const hint = file.startsWith(dir) ? ' (run `streamgate certs init` or set mqtt.tls.certFile/keyFile)' : ''
+      problems.push(`mqtt.tls: cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}${hint}`)
+      return Buffer.alloc(0)
+    }
+  }
+  const cert = read(certFile, 'certificate')
+  const key = read(keyFile, 'key')
+  const ca: Buffer[] = []
+  if (t.caFile) ca.push(read(t.caFile, 'CA file'))
+  // The dev CA is advertised too, so that devices with a `certs device` certificate offer it.
+  const devCa = join(dir, DEV_CERT_FILES.caCert)
+  if (existsSync(devCa)) ca.push(readFileSync(devCa))
+  if (problems.length > 0) throw new GatewayError('E_CONFIG_INVALID', `invalid configuration:\n  - ${problems.join('\n  - ')}`, { problems })
+  return { cert, key, ca, minVersion: t.minVersion }
+}
