@@ -1,0 +1,104 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Client, Message, type Twin } from 'azure-iot-device'
+import type { Mqtt, MqttWs } from 'azure-iot-device-mqtt'
+import { initDevCerts } from '../../src/app/dev-certs.js'
+import { readAll, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { api, feedbackRecords } from '../helpers/commands.js'
+
+/**
+ * The unmodified Azure IoT device SDK against the gateway's own TLS listeners: `Mqtt` (mqtts on
+ * 8883) and `MqttWs` (wss on 443, the port the SDK hard-codes, protocol note §2). The device keeps
+ * a real-looking hub name in HostName and reaches the gateway through GatewayHostName, trusting
+ * the `certs init` development CA. One test file per transport (fixed ports 8883 and 443, so each
+ * file enables only its own listener); each file runs in its own process.
+ */
+export const HUB = 'contoso-prod.azure-devices.net'
+
+export function sasSuite(name: string, transport: typeof Mqtt | typeof MqttWs, expected: 'tls' | 'wss'): void {
+  describe(`Azure IoT device SDK over ${name} with SAS`, () => {
+    let dataDir: string
+    let gw: TestGateway
+    let client: Client
+    let ca: string
+    const c2d: Message[] = []
+    const desired: Array<Record<string, unknown>> = []
+
+    beforeAll(async () => {
+      dataDir = mkdtempSync(join(tmpdir(), 'streamgate-e2e-'))
+      // `certs init` into the data dir; with certFile/keyFile unset the gateway uses these files.
+      const certs = await initDevCerts(dataDir, ['localhost', '127.0.0.1'])
+      ca = readFileSync(certs.caCert, 'utf8')
+      gw = await startTestGateway({ hostname: HUB, ...(expected === 'tls' ? { 'mqtt.tls.enabled': 'true', 'mqtt.tls.port': '8883' } : { 'http.wss.enabled': 'true', 'http.wss.port': '443' }) }, dataDir)
+      const d = await gw.gateway.registry.create({ deviceId: 'sdk-e2e' })
+      client = Client.fromConnectionString(`HostName=${HUB};DeviceId=${d.deviceId};SharedAccessKey=${d.primaryKey};GatewayHostName=localhost`, transport)
+      client.setOptions({ ca })
+      client.on('message', (msg: Message) => {
+        c2d.push(msg)
+        client.complete(msg, () => undefined)
+      })
+      client.onDeviceMethod('echo', (request, response) => {
+        response.send(200, { echoed: request.payload as unknown }, () => undefined)
+      })
+      await client.open()
+    })
+    afterAll(async () => {
+      await client?.close().catch(() => undefined)
+      await gw?.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+    })
+
+    it(`connects over ${expected}`, () => {
+      expect(gw.gateway.broker.connectionOf('sdk-e2e')?.transport).toBe(expected)
+    })
+
+    it('sendEvent: message id, correlation id, content type/encoding and app properties become headers', async () => {
+      const msg = new Message(JSON.stringify({ t: 21.5 }))
+      msg.messageId = `m-${expected}`
+      msg.correlationId = 'corr-1'
+      msg.contentType = 'application/json'
+      msg.contentEncoding = 'utf-8'
+      msg.properties.add('alert', 'high')
+      msg.properties.add('site', 'plant 1/line#2')
+      await client.sendEvent(msg)
+      const records = await waitFor(async () => {
+        const all = (await readAll(gw.gateway, 'telemetry')).filter((r) => r.headers['message-id'] === `m-${expected}`)
+        return all.length > 0 ? all : undefined
+      }, 10_000, 'telemetry record')
+      const r = records[0]!
+      expect(r.key).toBe('sdk-e2e')
+      expect(r.value.toString()).toBe('{"t":21.5}')
+      expect(r.headers).toMatchObject({ 'correlation-id': 'corr-1', 'content-type': 'application/json', 'content-encoding': 'utf-8', alert: 'high', site: 'plant 1/line#2', 'device-id': 'sdk-e2e' })
+    })
+
+    it('C2D arrives with its properties and is completed', async () => {
+      const sent = await api(gw.httpUrl, 'POST', '/api/devices/sdk-e2e/messages', { payload: 'hello', messageId: 'c2d-1', properties: { colour: 'blue' }, contentType: 'text/plain' })
+      expect(sent.status).toBe(202)
+      const msg = await waitFor(() => c2d.find((m) => m.getData().toString() === 'hello'), 10_000, 'C2D message')
+      expect(msg.messageId).toBe('c2d-1')
+      expect(msg.properties.getValue('colour')).toBe('blue')
+      expect(msg.contentType).toBe('text/plain')
+      await waitFor(async () => (await feedbackRecords(gw.gateway)).some((f) => f.status === 'completed'), 10_000, 'completed feedback')
+    })
+
+    it('twin: get, reported update, desired notification', async () => {
+      const twin: Twin = await client.getTwin()
+      twin.on('properties.desired', (patch: Record<string, unknown>) => desired.push(patch))
+      await new Promise<void>((resolve, reject) => twin.properties.reported.update({ firmware: '1.2.3' }, (err?: Error) => (err ? reject(err) : resolve())))
+      const shown = await api(gw.httpUrl, 'GET', '/api/devices/sdk-e2e/twin')
+      expect(JSON.stringify(shown.body)).toContain('1.2.3')
+      await waitFor(() => gw.gateway.broker.isSubscribed('sdk-e2e', '$iothub/twin/PATCH/properties/desired/?$version=1'), 10_000, 'desired subscription')
+      const patch = await api(gw.httpUrl, 'PATCH', '/api/devices/sdk-e2e/twin', { desired: { interval: 30 } })
+      expect(patch.status).toBe(200)
+      await waitFor(() => desired.some((p) => p.interval === 30), 10_000, 'desired notification')
+    })
+
+    it('direct method round trip', async () => {
+      await waitFor(() => gw.gateway.broker.isSubscribed('sdk-e2e', '$iothub/methods/POST/echo/?$rid=1'), 10_000, 'methods subscription')
+      const res = await api(gw.httpUrl, 'POST', '/api/devices/sdk-e2e/methods/echo', { payload: { n: 1 }, responseTimeoutSeconds: 10, connectTimeoutSeconds: 10 })
+      expect(res.body).toEqual({ status: 200, payload: { echoed: { n: 1 } } })
+    })
+  })
+}
