@@ -11,7 +11,8 @@ const status = z.enum(['enabled', 'disabled'])
 
 export const createDeviceBody = z.strictObject({
   deviceId: z.string(),
-  authMethod: z.enum(['sas', 'password']).optional(),
+  authMethod: z.enum(['sas', 'password', 'x509-thumbprint', 'x509-ca']).optional(),
+  thumbprint: z.string().optional(),
   password: z.string().optional(),
   status: status.optional(),
   primaryKey: z.string().optional(),

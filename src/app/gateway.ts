@@ -10,6 +10,7 @@ import type { EventStream, TopicSpec } from '../stream/types.js'
 import { createDeviceRegistry, createEventStream } from './backends.js'
 import { Authenticator } from '../auth/authenticator.js'
 import { FailureLimiter } from '../auth/rate-limit.js'
+import { TrustedCaStore } from '../auth/ca-store.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
 import { attachWebSocket, listenTcp, listenTls, listenWss, type Listener } from '../broker/listeners.js'
 import { loadTlsMaterial } from './tls-material.js'
@@ -233,7 +234,9 @@ export class Gateway {
   private createAuthenticator(): Authenticator {
     const a = this.config.auth
     const windowMs = a.failureWindowSeconds * 1000
+    const cas = new TrustedCaStore(this.dataDir)
     return new Authenticator({
+      trustedCas: () => cas.list(),
       registry: this.registry,
       hostname: this.config.hostname,
       clockSkewSeconds: a.clockSkewSeconds,

@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto'
 import { isIPv6 } from 'node:net'
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, toGatewayError, type ErrorCode } from '../errors/catalogue.js'
@@ -6,6 +7,7 @@ import type { Device, DeviceRegistry } from '../registry/types.js'
 import { verifyPassword } from './password.js'
 import { FailureLimiter } from './rate-limit.js'
 import { parseSasToken, SAS_PREFIX, verifySasToken, type SasToken } from './sas.js'
+import { verifyDeviceCertificate } from './x509.js'
 
 /**
  * The CONNECT flow (STYLE.md 2: flows are data): CONNECT_STEPS below, run in order, each a
@@ -29,6 +31,8 @@ export interface ConnectInput {
   username?: string | undefined
   password?: Buffer | undefined
   remoteAddress: string
+  /** The client certificate of a TLS connection (mqtts or wss), when the device sent one. */
+  peerCertificate?: X509Certificate | undefined
 }
 
 export interface AuthenticatorDeps {
@@ -40,9 +44,11 @@ export interface AuthenticatorDeps {
   limiters: { address: FailureLimiter; device: FailureLimiter }
   /** Clock in milliseconds. */
   now?: () => number
+  /** CAs registered with `streamgate ca add`, for `x509-ca` devices (default: none). */
+  trustedCas?: () => readonly X509Certificate[]
 }
 
-export type AuthMethodUsed = 'sas-primary' | 'sas-secondary' | 'password'
+export type AuthMethodUsed = 'sas-primary' | 'sas-secondary' | 'password' | 'x509-thumbprint' | 'x509-ca'
 
 export interface AuthResult {
   device: Device
@@ -52,7 +58,7 @@ export interface AuthResult {
   tokenExpiresAt?: number
 }
 
-type Credentials = { kind: 'sas'; token: SasToken } | { kind: 'password'; password: string }
+type Credentials = { kind: 'sas'; token: SasToken } | { kind: 'password'; password: string } | { kind: 'x509'; cert: X509Certificate }
 
 export interface ConnectState {
   readonly input: ConnectInput
@@ -142,7 +148,12 @@ function checkHostname(state: ConnectState, deps: Required<AuthenticatorDeps>): 
 
 /** Decided before the device lookup: its outcomes (CONNACK 4) must not depend on the registry. */
 function readCredentials(state: ConnectState): void {
-  const { password } = state.input
+  const { password, peerCertificate } = state.input
+  if ((password === undefined || password.length === 0) && peerCertificate !== undefined) {
+    // X.509 mode: the SDK sends no password; the identity is the TLS client certificate (§1).
+    state.credentials = { kind: 'x509', cert: peerCertificate }
+    return
+  }
   if (password === undefined || password.length === 0) {
     throw new GatewayError('E_AUTH_CREDENTIALS_MISSING', 'The CONNECT carried no password or SAS token')
   }
@@ -166,6 +177,17 @@ async function loadDevice(state: ConnectState, deps: Required<AuthenticatorDeps>
 async function verifyCredentials(state: ConnectState, deps: Required<AuthenticatorDeps>): Promise<void> {
   const device = need(state.device, 'device')
   const credentials = need(state.credentials, 'credentials')
+  if (device.authMethod === 'x509-thumbprint' || device.authMethod === 'x509-ca') {
+    // An X.509 device proves itself with its certificate only, whatever else the CONNECT carries.
+    if (credentials.kind !== 'x509') throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'This device authenticates with an X.509 certificate over TLS and sent none')
+    verifyDeviceCertificate(credentials.cert, device, deps.trustedCas(), deps.now())
+    state.result = { device, deviceId: device.deviceId, method: device.authMethod }
+    return
+  }
+  if (credentials.kind === 'x509') {
+    // A SAS or password device that also sent a certificate (and no password): nothing to check.
+    throw new GatewayError('E_AUTH_CREDENTIALS_MISSING', 'The CONNECT carried no password or SAS token')
+  }
   if (credentials.kind === 'sas') {
     // A device registered for password authentication takes only its password; a SAS device
     // takes tokens and, if one was set, its password too.
@@ -207,7 +229,7 @@ export class Authenticator {
   private readonly deps: Required<AuthenticatorDeps>
 
   constructor(deps: AuthenticatorDeps, private readonly steps: readonly ConnectStep[] = CONNECT_STEPS) {
-    this.deps = { ...deps, now: deps.now ?? Date.now }
+    this.deps = { ...deps, now: deps.now ?? Date.now, trustedCas: deps.trustedCas ?? (() => []) }
   }
 
   async authenticate(input: ConnectInput): Promise<AuthResult> {

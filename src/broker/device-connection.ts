@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import type { Client } from 'aedes'
 import type { ConnectionContext, DisconnectReason, Transport } from './ports.js'
@@ -24,5 +25,12 @@ export class DeviceConnection implements ConnectionContext {
 }
 
 /** Every Aedes client gets its transport and address recorded by the listener before CONNECT. */
-export const connectionMeta = new WeakMap<object, { transport: Transport; remoteAddress: string }>()
+export const connectionMeta = new WeakMap<object, ConnectionMeta>()
+
+export interface ConnectionMeta {
+  transport: Transport
+  remoteAddress: string
+  /** The TLS socket's client certificate, read at CONNECT time (the handshake is done by then). */
+  peerCertificate?: () => X509Certificate | undefined
+}
 export const contexts = new WeakMap<Client, DeviceConnection>()

@@ -1,3 +1,4 @@
+import type { TLSSocket } from 'node:tls'
 import { Aedes, type AedesOptions, type Client, type PublishPacket, type Subscription } from 'aedes'
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
@@ -77,13 +78,14 @@ export class GatewayBroker implements DeviceChannel {
   }
 
   /** Hand a new transport connection to Aedes. */
-  handle(stream: Parameters<Aedes['handle']>[0], transport: Transport, remoteAddress: string, req?: Parameters<Aedes['handle']>[1]): void {
+  /** `tlsSocket`: the TLS connection under an mqtts or wss stream, for its client certificate. */
+  handle(stream: Parameters<Aedes['handle']>[0], transport: Transport, remoteAddress: string, req?: Parameters<Aedes['handle']>[1], tlsSocket?: TLSSocket): void {
     if (this.closing) {
       stream.destroy()
       return
     }
     const client = this.aedes.handle(stream, req)
-    connectionMeta.set(client, { transport, remoteAddress })
+    connectionMeta.set(client, { transport, remoteAddress, ...(tlsSocket ? { peerCertificate: () => tlsSocket.getPeerX509Certificate() } : {}) })
     guardPacketSize(client, this.options.maxPayloadBytes, () => this.onOversize(client))
   }
 
@@ -152,7 +154,7 @@ export class GatewayBroker implements DeviceChannel {
     done: (error: (Error & { returnCode: number }) | null, success: boolean | null) => void,
   ): void {
     const meta = connectionMeta.get(client) ?? { transport: 'tcp' as Transport, remoteAddress: 'unknown' }
-    const attempt = { clientId: client.id, username, password, remoteAddress: meta.remoteAddress }
+    const attempt = { clientId: client.id, username, password, remoteAddress: meta.remoteAddress, peerCertificate: meta.peerCertificate?.() }
     const run = async (): Promise<DeviceConnection> => {
       if (this.closing) throw new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down')
       if (this.aedes.connectedClients >= this.options.maxConnections) {

@@ -50,7 +50,7 @@ export async function listenTcp(broker: GatewayBroker, host: string, port: numbe
 export async function listenTls(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial): Promise<Listener> {
   const server = createTlsServer(tlsServerOptions(tls), (socket: TLSSocket) => {
     socket.setNoDelay(true)
-    broker.handle(socket, 'tls', socket.remoteAddress ?? 'unknown')
+    broker.handle(socket, 'tls', socket.remoteAddress ?? 'unknown', undefined, socket)
   })
   // A failed handshake (plain TCP, wrong CA on the device) must not reach the process.
   server.on('tlsClientError', () => undefined)
@@ -114,7 +114,7 @@ export function attachWebSocket(broker: GatewayBroker, httpServer: HttpServer, m
     wss.handleUpgrade(req, socket, head, (ws) => {
       const stream = createWebSocketStream(ws)
       stream.on('error', () => stream.destroy())
-      broker.handle(stream, transport, req.socket.remoteAddress ?? 'unknown', req)
+      broker.handle(stream, transport, req.socket.remoteAddress ?? 'unknown', req, transport === 'wss' ? (req.socket as TLSSocket) : undefined)
     })
   }
   httpServer.on('upgrade', onUpgrade)

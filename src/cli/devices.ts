@@ -13,6 +13,9 @@ const USAGE = `usage: streamgate devices <command> [options]
 commands:
   add ID [--auth sas|password] [--password P]  register a device and print its connection string
                                                (--password alone implies --auth password)
+  add ID --auth x509-thumbprint --thumbprint SHA256   an X.509 device with a (self-signed) certificate
+  add ID --auth x509-ca                        an X.509 device whose certificate (CN = ID) is issued
+                                               by a CA registered with \`streamgate ca add FILE\`
   list                                         list every device
   show ID                                      show one device, keys included
   remove ID                                    delete a device
@@ -37,11 +40,12 @@ const OPTIONS = {
   password: { type: 'string' },
   key: { type: 'string' },
   ttl: { type: 'string' },
+  thumbprint: { type: 'string' },
   json: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
 type Values = ReturnType<typeof parse>['values']
-type CommandOption = 'auth' | 'password' | 'key' | 'ttl'
+type CommandOption = 'auth' | 'password' | 'key' | 'ttl' | 'thumbprint'
 interface Output {
   human: string
   json: unknown
@@ -57,7 +61,7 @@ interface Subcommand {
 }
 
 const SUBCOMMANDS: Record<string, Subcommand> = {
-  add: { takesId: true, options: ['auth', 'password'], prepare: prepareAdd },
+  add: { takesId: true, options: ['auth', 'password', 'thumbprint'], prepare: prepareAdd },
   list: { takesId: false, options: [], prepare: async () => listAll },
   show: { takesId: true, options: [], prepare: async (id) => async (admin) => viewOutput(await admin.show(id)) },
   remove: {
@@ -110,7 +114,7 @@ function checkShape(name: string, sub: Subcommand, args: string[], values: Value
   const wanted = sub.takesId ? 1 : 0
   if (args.length < wanted) throw new UsageError(`devices ${name} needs a device id`)
   if (args.length > wanted) throw new UsageError(`devices ${name}: unexpected argument "${args[wanted]}"`)
-  for (const option of ['auth', 'password', 'key', 'ttl'] as const) {
+  for (const option of ['auth', 'password', 'key', 'ttl', 'thumbprint'] as const) {
     if (values[option] !== undefined && !sub.options.includes(option)) {
       throw new UsageError(`--${option} does not apply to devices ${name}`)
     }
@@ -129,11 +133,13 @@ function loadConfig(values: Values): GatewayConfig {
 }
 
 async function prepareAdd(id: string, values: Values, config: GatewayConfig): Promise<Action> {
-  const authMethod = oneOf<AuthMethod>('--auth', values.auth, ['sas', 'password']) ?? (values.password !== undefined ? 'password' : 'sas')
+  const authMethod = oneOf<AuthMethod>('--auth', values.auth, ['sas', 'password', 'x509-thumbprint', 'x509-ca']) ?? (values.password !== undefined ? 'password' : 'sas')
   if (authMethod === 'password' && values.password === undefined) throw new UsageError('--auth password needs --password')
+  if ((authMethod === 'x509-thumbprint') !== (values.thumbprint !== undefined)) throw new UsageError('--thumbprint goes with (and only with) --auth x509-thumbprint')
+  const thumbprint = values.thumbprint
   const password = values.password === undefined ? undefined : await readPassword(values.password)
   return async (admin) => {
-    const issued = await admin.add({ deviceId: id, authMethod, ...(password === undefined ? {} : { password }) })
+    const issued = await admin.add({ deviceId: id, authMethod, ...(password === undefined ? {} : { password }), ...(thumbprint === undefined ? {} : { thumbprint }) })
     return { human: formatIssued('Created', issued, config.hostname), json: { ...issued.device, connectionString: issued.connectionString } }
   }
 }

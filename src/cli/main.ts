@@ -18,6 +18,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   send: { summary: 'queue a cloud-to-device message for a device', load: async () => (await import('./commands.js')).sendCommand },
   invoke: { summary: 'call a direct method on a connected device', load: async () => (await import('./commands.js')).invokeCommand },
   certs: { summary: 'create a development CA, a server certificate and device certificates', load: async () => (await import('./certs.js')).certsCommand },
+  ca: { summary: 'trust a CA for devices with X.509 certificates (--auth x509-ca)', load: async () => (await import('./ca.js')).caCommand },
   twin: { summary: "show a device twin or patch its desired properties", load: async () => (await import('./commands.js')).twinCommand },
 }
 

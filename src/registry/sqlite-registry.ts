@@ -10,7 +10,7 @@ import {
   validateKey,
   validatePassword,
   resolveListOptions,
-  validateAuthMethod,
+  validateAuthMethod, validateThumbprintFor,
   validateStatus,
   type ListOptions,
 } from './validation.js'
@@ -42,6 +42,7 @@ interface DeviceRow {
   connection_state: ConnectionState
   connection_state_updated_at: string | null
   connection_seq: number
+  x509_thumbprint: string | null
 }
 
 /** SQLITE_BUSY after busy_timeout, locks, open/I-O failures, a full disk, a damaged file. */
@@ -119,6 +120,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     if (authMethod === 'password' && input.password === undefined) {
       throw new GatewayError('E_BAD_REQUEST', 'a device with authMethod "password" needs a password')
     }
+    const thumbprint = validateThumbprintFor(authMethod, input.thumbprint)
     const primaryKey = input.primaryKey === undefined ? generateKey() : validateKey(input.primaryKey, 'primaryKey')
     const secondaryKey =
       input.secondaryKey === undefined ? generateKey() : validateKey(input.secondaryKey, 'secondaryKey')
@@ -128,10 +130,10 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
       try {
         return db
           .prepare<unknown[], DeviceRow>(
-            `INSERT INTO devices (device_id, status, auth_method, primary_key, secondary_key, password_hash, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+            `INSERT INTO devices (device_id, status, auth_method, primary_key, secondary_key, password_hash, created_at, updated_at, x509_thumbprint)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
           )
-          .get(input.deviceId, status, authMethod, primaryKey, secondaryKey, passwordHash, now, now)
+          .get(input.deviceId, status, authMethod, primaryKey, secondaryKey, passwordHash, now, now, thumbprint)
       } catch (err) {
         if (sqliteCode(err) === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
           throw new GatewayError('E_DEVICE_EXISTS', `device "${input.deviceId}" already exists`, { deviceId: input.deviceId })
@@ -327,6 +329,7 @@ function toDevice(row: DeviceRow): Device {
     connectionState: row.connection_state,
     connectionStateUpdatedAt: row.connection_state_updated_at,
     connectionSeq: row.connection_seq,
+    x509Thumbprint: row.x509_thumbprint,
   }
 }
 

@@ -32,6 +32,38 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE devices ADD COLUMN twin_desired_version INTEGER NOT NULL DEFAULT 1;
    ALTER TABLE devices ADD COLUMN twin_reported TEXT NOT NULL DEFAULT '{}';
    ALTER TABLE devices ADD COLUMN twin_reported_version INTEGER NOT NULL DEFAULT 1;`,
+  // v3: X.509 device authentication (`x509-thumbprint`, `x509-ca`). SQLite cannot change a CHECK
+  // in place, so the table is rebuilt (the documented 12-step procedure, inside the migration's
+  // transaction; no other table refers to devices).
+  `CREATE TABLE devices_v3 (
+     device_id TEXT PRIMARY KEY NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('enabled', 'disabled')),
+     auth_method TEXT NOT NULL CHECK (auth_method IN ('sas', 'password', 'x509-thumbprint', 'x509-ca')),
+     primary_key TEXT NOT NULL,
+     secondary_key TEXT NOT NULL,
+     password_hash TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     last_activity_at TEXT,
+     connection_state TEXT NOT NULL DEFAULT 'disconnected'
+       CHECK (connection_state IN ('connected', 'disconnected')),
+     connection_state_updated_at TEXT,
+     connection_seq INTEGER NOT NULL DEFAULT 0,
+     twin_desired TEXT NOT NULL DEFAULT '{}',
+     twin_desired_version INTEGER NOT NULL DEFAULT 1,
+     twin_reported TEXT NOT NULL DEFAULT '{}',
+     twin_reported_version INTEGER NOT NULL DEFAULT 1,
+     x509_thumbprint TEXT
+   ) STRICT;
+   INSERT INTO devices_v3 (device_id, status, auth_method, primary_key, secondary_key, password_hash, created_at, updated_at,
+       last_activity_at, connection_state, connection_state_updated_at, connection_seq,
+       twin_desired, twin_desired_version, twin_reported, twin_reported_version)
+     SELECT device_id, status, auth_method, primary_key, secondary_key, password_hash, created_at, updated_at,
+       last_activity_at, connection_state, connection_state_updated_at, connection_seq,
+       twin_desired, twin_desired_version, twin_reported, twin_reported_version FROM devices;
+   DROP TABLE devices;
+   ALTER TABLE devices_v3 RENAME TO devices;
+   CREATE INDEX devices_connected ON devices (connection_state) WHERE connection_state = 'connected';`,
 ]
 
 export const REGISTRY_SCHEMA_VERSION = MIGRATIONS.length

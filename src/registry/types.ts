@@ -16,7 +16,7 @@ export interface TwinPatchOptions {
 }
 
 export type DeviceStatus = 'enabled' | 'disabled'
-export type AuthMethod = 'sas' | 'password'
+export type AuthMethod = 'sas' | 'password' | 'x509-thumbprint' | 'x509-ca'
 export type ConnectionState = 'connected' | 'disconnected'
 
 export interface Device {
@@ -35,6 +35,8 @@ export interface Device {
   connectionStateUpdatedAt: string | null
   /** Increases by one for every connected/disconnected event of this device. */
   connectionSeq: number
+  /** SHA-256 thumbprint (upper-case hex) of an `x509-thumbprint` device's certificate, else null. */
+  x509Thumbprint: string | null
 }
 
 /** What the API and CLI show: never the password hash. Keys are shown to the admin only. */
@@ -49,6 +51,8 @@ export interface CreateDeviceInput {
   secondaryKey?: string
   /** Plain password; stored only as a scrypt hash. Required when authMethod is 'password'. */
   password?: string
+  /** SHA-256 thumbprint of the device certificate; required for (and only for) 'x509-thumbprint'. */
+  thumbprint?: string
 }
 
 export type KeyName = 'primary' | 'secondary' | 'both'

@@ -63,8 +63,23 @@ export function validateStatus(status: unknown): DeviceStatus {
 }
 
 export function validateAuthMethod(method: unknown): AuthMethod {
-  if (method === 'sas' || method === 'password') return method
-  throw new GatewayError('E_BAD_REQUEST', `authMethod must be "sas" or "password", got ${JSON.stringify(method)}`)
+  if (method === 'sas' || method === 'password' || method === 'x509-thumbprint' || method === 'x509-ca') return method
+  throw new GatewayError('E_BAD_REQUEST', `authMethod must be "sas", "password", "x509-thumbprint" or "x509-ca", got ${JSON.stringify(method)}`)
+}
+
+/**
+ * The SHA-256 thumbprint of an `x509-thumbprint` device: 64 hex digits, colons allowed (as
+ * `openssl x509 -fingerprint -sha256` prints it), stored upper-case without colons. Other
+ * methods take none.
+ */
+export function validateThumbprintFor(method: AuthMethod, thumbprint: unknown): string | null {
+  if (method !== 'x509-thumbprint') {
+    if (thumbprint !== undefined) throw new GatewayError('E_BAD_REQUEST', 'a thumbprint is only taken by authMethod "x509-thumbprint"')
+    return null
+  }
+  const normalised = typeof thumbprint === 'string' ? thumbprint.replace(/:/g, '').toUpperCase() : ''
+  if (!/^[0-9A-F]{64}$/.test(normalised)) throw new GatewayError('E_BAD_REQUEST', 'authMethod "x509-thumbprint" needs a SHA-256 thumbprint (64 hex digits)')
+  return normalised
 }
 
 export function resolveListOptions(options: ListOptions | undefined): { limit: number; after: string | undefined } {

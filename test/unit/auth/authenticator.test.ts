@@ -35,6 +35,7 @@ class FakeRegistry implements Pick<DeviceRegistry, 'get'> {
       primaryKey: randomBytes(32).toString('base64'),
       secondaryKey: randomBytes(32).toString('base64'),
       passwordHash: null,
+      x509Thumbprint: null,
       createdAt: at,
       updatedAt: at,
       lastActivityAt: null,
