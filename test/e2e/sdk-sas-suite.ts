@@ -6,13 +6,14 @@ import { Client, Message, type Twin } from 'azure-iot-device'
 import type { Mqtt, MqttWs } from 'azure-iot-device-mqtt'
 import { initDevCerts } from '../../src/app/dev-certs.js'
 import { readAll, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
-import { api, feedbackRecords } from '../helpers/commands.js'
+import { api, feedbackRecords, sleep } from '../helpers/commands.js'
 
 /**
  * The unmodified Azure IoT device SDK against the gateway's own TLS listeners: `Mqtt` (mqtts on
  * 8883) and `MqttWs` (wss on 443, the port the SDK hard-codes, protocol note §2). The device keeps
  * a real-looking hub name in HostName and reaches the gateway through GatewayHostName, trusting
- * the `certs init` development CA. One test file per transport (fixed ports 8883 and 443, so each
+ * the `certs init` development CA. The SDK renews its token every 4 s throughout (protocol note
+ * §1), and the gateway restarts near the end. One test file per transport (fixed ports 8883 and 443, so each
  * file enables only its own listener); each file runs in its own process.
  */
 export const HUB = 'contoso-prod.azure-devices.net'
@@ -25,16 +26,18 @@ export function sasSuite(name: string, transport: typeof Mqtt | typeof MqttWs, e
     let ca: string
     const c2d: Message[] = []
     const desired: Array<Record<string, unknown>> = []
+    const overrides = { hostname: HUB, ...(expected === 'tls' ? { 'mqtt.tls.enabled': 'true', 'mqtt.tls.port': '8883' } : { 'http.wss.enabled': 'true', 'http.wss.port': '443' }) }
 
     beforeAll(async () => {
       dataDir = mkdtempSync(join(tmpdir(), 'streamgate-e2e-'))
       // `certs init` into the data dir; with certFile/keyFile unset the gateway uses these files.
       const certs = await initDevCerts(dataDir, ['localhost', '127.0.0.1'])
       ca = readFileSync(certs.caCert, 'utf8')
-      gw = await startTestGateway({ hostname: HUB, ...(expected === 'tls' ? { 'mqtt.tls.enabled': 'true', 'mqtt.tls.port': '8883' } : { 'http.wss.enabled': 'true', 'http.wss.port': '443' }) }, dataDir)
+      gw = await startTestGateway(overrides, dataDir)
       const d = await gw.gateway.registry.create({ deviceId: 'sdk-e2e' })
       client = Client.fromConnectionString(`HostName=${HUB};DeviceId=${d.deviceId};SharedAccessKey=${d.primaryKey};GatewayHostName=localhost`, transport)
-      client.setOptions({ ca })
+      // A new token (a DISCONNECT and a new CONNECT that subscribes to nothing) every 4 s, all along.
+      client.setOptions({ ca, tokenRenewal: { tokenValidTimeInSeconds: 8, tokenRenewalMarginInSeconds: 4 } })
       client.on('message', (msg: Message) => {
         c2d.push(msg)
         client.complete(msg, () => undefined)
@@ -100,5 +103,32 @@ export function sasSuite(name: string, transport: typeof Mqtt | typeof MqttWs, e
       const res = await api(gw.httpUrl, 'POST', '/api/devices/sdk-e2e/methods/echo', { payload: { n: 1 }, responseTimeoutSeconds: 10, connectTimeoutSeconds: 10 })
       expect(res.body).toEqual({ status: 200, payload: { echoed: { n: 1 } } })
     })
+
+    const roundTrip = async (tag: string): Promise<void> => {
+      expect((await api(gw.httpUrl, 'POST', '/api/devices/sdk-e2e/messages', { payload: `c2d-${tag}` })).status).toBe(202)
+      await waitFor(() => c2d.some((m) => m.getData().toString() === `c2d-${tag}`), 15_000, `C2D ${tag}`)
+      const method = await api(gw.httpUrl, 'POST', '/api/devices/sdk-e2e/methods/echo', { payload: { tag }, responseTimeoutSeconds: 10, connectTimeoutSeconds: 10 })
+      expect(method.body).toEqual({ status: 200, payload: { echoed: { tag } } })
+      expect((await api(gw.httpUrl, 'PATCH', '/api/devices/sdk-e2e/twin', { desired: { tag } })).status).toBe(200)
+      await waitFor(() => desired.some((p) => p.tag === tag), 15_000, `desired ${tag}`)
+    }
+    const connectionSeq = async (): Promise<number> => (await gw.gateway.registry.get('sdk-e2e'))?.connectionSeq ?? 0
+
+    it('C2D, methods and desired notifications keep working across forced token renewals', async () => {
+      const before = await connectionSeq()
+      await sleep(9000)
+      // At least two renewals: each is a disconnected and a connected event.
+      expect(await connectionSeq()).toBeGreaterThanOrEqual(before + 4)
+      await roundTrip('after-renewal')
+    }, 60_000)
+
+    it('the SDK reconnects on its own after a gateway restart, and everything still works', async () => {
+      await gw.stop()
+      gw = await startTestGateway(overrides, dataDir)
+      await waitFor(() => gw.gateway.broker.connectionOf('sdk-e2e'), 30_000, 'SDK reconnect')
+      await roundTrip('after-restart')
+      const completed = (await feedbackRecords(gw.gateway)).filter((f) => f.status === 'completed')
+      expect(completed).toHaveLength(3)
+    }, 90_000)
   })
 }
