@@ -1,8 +1,11 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Client, Message, type Twin } from 'azure-iot-device'
 import { Mqtt } from 'azure-iot-device-mqtt'
+import { initDevCerts } from '../../src/app/dev-certs.js'
 import { startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
-import { startTlsProxy, type TlsProxy } from '../helpers/tls-proxy.js'
 import { api, feedbackRecords, sleep } from '../helpers/commands.js'
 
 /**
@@ -12,7 +15,7 @@ import { api, feedbackRecords, sleep } from '../helpers/commands.js'
  */
 describe('Azure IoT device SDK: C2D, methods, twins across token renewal', () => {
   let gw: TestGateway
-  let proxy: TlsProxy
+  let dir: string
   let client: Client
   /** SUBSCRIBE filters seen by the broker, in order. */
   const subscribed: string[] = []
@@ -20,15 +23,15 @@ describe('Azure IoT device SDK: C2D, methods, twins across token renewal', () =>
   const desired: Array<Record<string, unknown>> = []
 
   beforeAll(async () => {
-    let mqttPort = 0
-    proxy = await startTlsProxy(() => mqttPort)
-    gw = await startTestGateway()
-    mqttPort = Number(new URL(gw.mqttUrl).port)
+    dir = mkdtempSync(join(tmpdir(), 'streamgate-sdk-commands-'))
+    const certs = await initDevCerts(dir, ['localhost'])
+    gw = await startTestGateway({ 'mqtt.tls.enabled': 'true', 'mqtt.tls.port': '0' }, dir)
+    const tlsPort = gw.gateway.addresses.mqtts!.port
     gw.gateway.broker.aedes.on('subscribe', (subs) => subscribed.push(...subs.map((sub) => sub.topic)))
     const d = await gw.gateway.registry.create({ deviceId: 'sdk-dev' })
-    client = Client.fromConnectionString(`HostName=localhost;DeviceId=${d.deviceId};SharedAccessKey=${d.primaryKey};GatewayHostName=localhost:${proxy.port}`, Mqtt)
+    client = Client.fromConnectionString(`HostName=localhost;DeviceId=${d.deviceId};SharedAccessKey=${d.primaryKey};GatewayHostName=localhost:${tlsPort}`, Mqtt)
     // A new token (and so a DISCONNECT and a new CONNECT without re-subscribing) every 4 s.
-    client.setOptions({ ca: proxy.ca, tokenRenewal: { tokenValidTimeInSeconds: 8, tokenRenewalMarginInSeconds: 4 } })
+    client.setOptions({ ca: readFileSync(certs.caCert, 'utf8'), tokenRenewal: { tokenValidTimeInSeconds: 8, tokenRenewalMarginInSeconds: 4 } })
     client.on('message', (msg: Message) => {
       received.push(msg.getData().toString())
       client.complete(msg, () => undefined)
@@ -46,7 +49,7 @@ describe('Azure IoT device SDK: C2D, methods, twins across token renewal', () =>
   afterAll(async () => {
     await client?.close().catch(() => undefined)
     await gw?.stop()
-    await proxy?.close()
+    rmSync(dir, { recursive: true, force: true })
   })
 
   it('works before and after a token-renewal reconnect', async () => {

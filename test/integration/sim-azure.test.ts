@@ -1,74 +1,39 @@
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { connect, type Server, type Socket } from 'node:net'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createServer as createTlsServer } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseScenario } from '../../device-sim/scenario.js'
 import { runSimulation } from '../../device-sim/simulate.js'
+import { initDevCerts } from '../../src/app/dev-certs.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 
 /**
  * The azure driver runs the unmodified Azure IoT device SDK, whose MQTT transport always uses
- * TLS. The gateway has no TLS listener yet, so this test puts a TLS-terminating TCP proxy (a
- * throwaway self-signed certificate for `localhost`) in front of its plain MQTT port. What is
- * tested is the driver and the SDK against the gateway's MQTT surface; the gateway's own TLS is
- * not (there is none).
+ * TLS: here against the gateway's own MQTT/TLS listener (mqtt.tls, a free port) with the
+ * `certs init` development CA as the trusted root.
  */
 
 let gw: TestGateway | null = null
-let proxy: Server | null = null
 let dir = ''
 afterEach(async () => {
-  await new Promise((r) => (proxy ? proxy.close(r) : r(null)))
-  proxy = null
   await gw?.stop()
   gw = null
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
-function selfSignedLocalhost(into: string): { key: string; cert: string; certFile: string } {
-  const keyFile = join(into, 'key.pem')
-  const certFile = join(into, 'cert.pem')
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' })
-  return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8'), certFile }
-}
-
-async function tlsProxy(key: string, cert: string, targetPort: number): Promise<number> {
-  const sockets = new Set<Socket>()
-  const server = createTlsServer({ key, cert }, (tls) => {
-    const plain = connect({ host: '127.0.0.1', port: targetPort })
-    sockets.add(plain)
-    tls.pipe(plain).pipe(tls)
-    const end = (): void => {
-      tls.destroy()
-      plain.destroy()
-      sockets.delete(plain)
-    }
-    tls.on('error', end).on('close', end)
-    plain.on('error', end).on('close', end)
-  })
-  proxy = server
-  server.on('close', () => sockets.forEach((s) => s.destroy()))
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const address = server.address()
-  return typeof address === 'object' && address ? address.port : 0
-}
-
-describe('device-sim azure driver (Azure IoT device SDK, Mqtt transport, through a TLS proxy)', () => {
+describe('device-sim azure driver (Azure IoT device SDK, Mqtt transport over the TLS listener)', () => {
   it('telemetry, C2D, methods and twins: sent = acked = stored, nothing lost', async () => {
     dir = mkdtempSync(join(tmpdir(), 'sim-azure-'))
-    const { key, cert, certFile } = selfSignedLocalhost(dir)
-    gw = await startTestGateway()
-    const port = await tlsProxy(key, cert, Number(new URL(gw.mqttUrl).port))
+    const certs = await initDevCerts(dir, ['localhost'])
+    gw = await startTestGateway({ 'mqtt.tls.enabled': 'true', 'mqtt.tls.port': '0' }, dir)
+    const port = gw.gateway.addresses.mqtts!.port
     const scenario = parseScenario(
       {
         gateway: `mqtts://localhost:${port}`,
         api: gw.httpUrl,
         token: gw.config.adminToken,
         dataDir: gw.dataDir,
-        ca: certFile,
+        ca: certs.caCert,
         duration: 4,
         drainS: 3,
         prefix: 'simaz-',
