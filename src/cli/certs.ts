@@ -51,7 +51,11 @@ export async function certsCommand(argv: string[]): Promise<number> {
       const days = values.days === undefined ? undefined : Number(values.days)
       if (days !== undefined && (!Number.isInteger(days) || days < 1)) throw new UsageError('--days expects a positive integer')
       const r = await issueDeviceCert(dataDir, id, values.out ?? join(dataDir, 'certs', 'devices'), days === undefined ? {} : { days })
-      process.stdout.write(`certificate ${r.cert}\nkey         ${r.key}\nthumbprint  ${r.thumbprint}\n`)
+      process.stdout.write(
+        `certificate ${r.cert}\nkey         ${r.key}\nthumbprint  ${r.thumbprint}\n` +
+          `Register the device with \`streamgate devices add ${id} --auth x509-ca\` (after \`streamgate ca add ${join(dataDir, 'certs', 'ca.crt')}\`)\n` +
+          `or with \`--auth x509-thumbprint --thumbprint ${r.thumbprint}\`.\n`,
+      )
       return 0
     }
     throw new UsageError('expected `certs init` or `certs device ID`')
