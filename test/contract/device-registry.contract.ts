@@ -213,6 +213,19 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         await expectCode(registry.setPassword('pw', null), 'E_BAD_REQUEST')
         expect((await registry.get('pw'))?.passwordHash).toBe(device.passwordHash)
       })
+
+      it('creates X.509 devices: x509-thumbprint needs a SHA-256 thumbprint (stored upper-case, no colons), x509-ca takes none', async () => {
+        const hex = 'ab'.repeat(32)
+        await expectCode(registry.create({ deviceId: 'x1', authMethod: 'x509-thumbprint' }), 'E_BAD_REQUEST')
+        await expectCode(registry.create({ deviceId: 'x1', authMethod: 'x509-thumbprint', thumbprint: 'abcd' }), 'E_BAD_REQUEST')
+        await expectCode(registry.create({ deviceId: 'x1', authMethod: 'x509-ca', thumbprint: hex }), 'E_BAD_REQUEST')
+        await expectCode(registry.create({ deviceId: 'x1', thumbprint: hex }), 'E_BAD_REQUEST')
+        const colons = hex.match(/../g)!.join(':')
+        expect(await registry.create({ deviceId: 'x1', authMethod: 'x509-thumbprint', thumbprint: colons })).toMatchObject({ authMethod: 'x509-thumbprint', x509Thumbprint: hex.toUpperCase() })
+        expect(await registry.get('x2')).toBeNull()
+        expect(await registry.create({ deviceId: 'x2', authMethod: 'x509-ca' })).toMatchObject({ authMethod: 'x509-ca', x509Thumbprint: null })
+        expect((await registry.get('x1'))?.x509Thumbprint).toBe(hex.toUpperCase())
+      })
     })
 
     describe('connection state and activity', () => {

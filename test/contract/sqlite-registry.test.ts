@@ -104,6 +104,9 @@ describe('SqliteDeviceRegistry on a file', () => {
     const registry = await open()
     expect((await registry.get('old'))?.primaryKey).toBe('cHJpbWFyeS1rZXktMDEyMzQ1Njc4OWFi')
     expect(await registry.getTwin('old')).toEqual({ deviceId: 'old', desired: { version: 1, properties: {} }, reported: { version: 1, properties: {} } })
+    expect((await registry.get('old'))?.x509Thumbprint).toBeNull()
+    // v3 widened the auth_method CHECK (table rebuilt): X.509 devices fit in the upgraded file.
+    expect((await registry.create({ deviceId: 'cam', authMethod: 'x509-ca' })).authMethod).toBe('x509-ca')
   })
 
   it('refuses a file written by a newer schema with E_REGISTRY_UNAVAILABLE', async () => {
