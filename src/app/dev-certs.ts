@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { DEV_CERT_FILES, certsDir } from './tls-material.js'
+import { thumbprint } from '../auth/x509.js'
 
 const run = promisify(execFile)
 
@@ -73,9 +74,8 @@ export async function selfSignedDeviceCert(deviceId: string, outDir: string, day
   return { cert, key, thumbprint: thumbprintOf(readFileSync(cert)) }
 }
 
-/** SHA-256 thumbprint as IoT Hub shows it: 64 upper-case hex digits, no colons. */
-export function thumbprintOf(pem: Buffer | string): string {
-  return new X509Certificate(pem).fingerprint256.replace(/:/g, '').toUpperCase()
+function thumbprintOf(pem: Buffer): string {
+  return thumbprint(new X509Certificate(pem))
 }
 
 async function issue(p: DevCertPaths, o: { subject: string; extensions: string[]; cert: string; key: string; days: number }): Promise<void> {

@@ -178,9 +178,10 @@ async function verifyCredentials(state: ConnectState, deps: Required<Authenticat
   const device = need(state.device, 'device')
   const credentials = need(state.credentials, 'credentials')
   if (device.authMethod === 'x509-thumbprint' || device.authMethod === 'x509-ca') {
-    // An X.509 device proves itself with its certificate only, whatever else the CONNECT carries.
-    if (credentials.kind !== 'x509') throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'This device authenticates with an X.509 certificate over TLS and sent none')
-    verifyDeviceCertificate(credentials.cert, device, deps.trustedCas(), deps.now())
+    // An X.509 device proves itself with its certificate only; a password beside it is ignored.
+    const cert = state.input.peerCertificate
+    if (cert === undefined) throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'This device authenticates with an X.509 certificate over TLS and sent none')
+    verifyDeviceCertificate(cert, device, deps.trustedCas(), deps.now())
     state.result = { device, deviceId: device.deviceId, method: device.authMethod }
     return
   }

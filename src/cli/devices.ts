@@ -160,7 +160,7 @@ async function prepareToken(id: string, values: Values, config: GatewayConfig): 
   if (!Number.isInteger(ttl) || ttl <= 0) throw new UsageError('--ttl expects a positive number of seconds')
   return async (admin) => {
     const device = await admin.show(id)
-    if (device.authMethod !== 'sas') throw new UsageError(`device ${id} authenticates with a password, not SAS tokens`)
+    if (device.authMethod !== 'sas') throw new UsageError(`device ${id} authenticates with ${device.authMethod === 'password' ? 'a password' : `an X.509 certificate (${device.authMethod})`}, not SAS tokens`)
     const expiresAt = Math.floor(Date.now() / 1000) + ttl
     const key = which === 'primary' ? device.primaryKey : device.secondaryKey
     const token = generateSasToken({ host: config.hostname, deviceId: id, key, expiresAt })
