@@ -7,7 +7,10 @@ const USAGE = `usage: streamgate start [--config FILE] [--data-dir DIR] [--hostn
                         [--http-port N] [--admin-token T] [--log-level L] [--set key=value ...]
 
 Starts the gateway: MQTT on TCP, MQTT over WebSocket and the HTTP API on the HTTP port,
-the embedded stream and registry in the data directory. Stops cleanly on SIGINT/SIGTERM.`
+the embedded stream and registry in the data directory. Stops cleanly on SIGINT/SIGTERM.
+With --set mqtt.tls.enabled=true also MQTT over TLS (8883), with --set http.wss.enabled=true
+MQTT over secure WebSocket (443), which the Azure IoT device SDK needs; \`streamgate certs init\`
+makes a development certificate for them (docs/azure-migration.md).`
 
 export async function startCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: COMMON_OPTIONS, allowPositionals: false, strict: true })
@@ -49,6 +52,9 @@ function banner(config: GatewayConfig, a: GatewayAddresses, gateway: Gateway): s
       : `  data directory      ${gateway.dataDir}  (embedded stream, device registry, command queue)`,
     `  device host name    ${config.hostname}`,
   ]
+  if (!a.mqtts && !a.wss) {
+    lines.push('  TLS                 off (Azure SDK devices need it: streamgate certs init, then --set mqtt.tls.enabled=true)')
+  }
   if (gateway.adminToken.source === 'generated') {
     lines.push(
       '',
