@@ -23,6 +23,7 @@ export function formatDevice(d: DeviceView): string {
     ['status', d.status],
     ['auth method', d.authMethod],
     ['password', d.hasPassword ? 'set' : 'none'],
+    ...(d.x509Thumbprint ? [['thumbprint', d.x509Thumbprint] as [string, string]] : []),
     ['primary key', d.primaryKey],
     ['secondary key', d.secondaryKey],
     ['connection', `${d.connectionState}${d.connectionStateUpdatedAt ? ` since ${d.connectionStateUpdatedAt}` : ''}`],
@@ -39,6 +40,9 @@ export function formatDevice(d: DeviceView): string {
 export function formatIssued(verb: string, issued: IssuedDevice, hostname: string): string {
   const d = issued.device
   const head = `${verb} device ${d.deviceId} (${d.authMethod}, ${d.status}).`
+  if (issued.connectionString && d.authMethod.startsWith('x509')) {
+    return `${head} Connection string (certificate and key go to the SDK's setOptions({ cert, key })):\n${issued.connectionString}\n`
+  }
   if (issued.connectionString) return `${head} Connection string:\n${issued.connectionString}\n`
   return (
     `${head}\nIt has no connection string: it connects with MQTT client id "${d.deviceId}", ` +
