@@ -111,7 +111,7 @@ export class Gateway {
     const { config } = this
     mkdirSync(this.dataDir, { recursive: true })
     // Read before anything opens: a missing certificate fails the start-up at once.
-    const tls = loadTlsMaterial(config, this.dataDir)
+    const tls = loadTlsMaterial(config, this.dataDir, new TrustedCaStore(this.dataDir).list())
     this.adminToken = resolveAdminToken(config)
 
     this.registry = createDeviceRegistry(config)

@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { GatewayConfig } from '../config/schema.js'
@@ -17,7 +18,7 @@ export const DEV_CERT_FILES = { caCert: 'ca.crt', caKey: 'ca.key', serverCert: '
  * runs one command and sets `mqtt.tls.enabled`; explicit files (real certificates) always win.
  * Missing files fail the start-up with every problem listed.
  */
-export function loadTlsMaterial(config: GatewayConfig, dataDir: string): TlsMaterial | null {
+export function loadTlsMaterial(config: GatewayConfig, dataDir: string, registeredCas: readonly X509Certificate[] = []): TlsMaterial | null {
   if (!config.mqtt.tls.enabled && !config.http.wss.enabled) return null
   const t = config.mqtt.tls
   const dir = certsDir(dataDir)
@@ -40,6 +41,8 @@ export function loadTlsMaterial(config: GatewayConfig, dataDir: string): TlsMate
   // The dev CA is advertised too, so that devices with a `certs device` certificate offer it.
   const devCa = join(dir, DEV_CERT_FILES.caCert)
   if (existsSync(devCa)) ca.push(readFileSync(devCa))
+  // CAs of `ca add` as they are at start-up (x509-ca devices; accepted at CONNECT either way).
+  for (const cert of registeredCas) ca.push(Buffer.from(cert.toString()))
   if (problems.length > 0) throw new GatewayError('E_CONFIG_INVALID', `invalid configuration:\n  - ${problems.join('\n  - ')}`, { problems })
   return { cert, key, ca, minVersion: t.minVersion }
 }
