@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -8,6 +8,7 @@ import * as hdr from 'hdr-histogram-js'
 import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
 import { generateSasToken } from '../src/auth/sas.js'
 import { RawPublisher } from './lib/raw-client.js'
+import { waitForLine } from './lib/child-output.js'
 
 /**
  * bench/ingest: N devices publish QoS 1 telemetry for a fixed time, each keeping a window of
@@ -46,22 +47,6 @@ interface Result {
   p50: number
   p99: number
   p999: number
-}
-
-function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpMatchArray> {
-  return new Promise((resolve, reject) => {
-    let out = ''
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString()
-      const m = pattern.exec(out)
-      if (m) {
-        child.stdout!.off('data', onData)
-        resolve(m)
-      }
-    }
-    child.stdout!.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`server exited (${code}) before it was ready:\n${out}`)))
-  })
 }
 
 async function runLoad(name: string, port: number, creds: (i: number) => { clientId: string; username?: string; password?: string }): Promise<Result> {

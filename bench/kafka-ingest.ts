@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -12,6 +12,7 @@ import { generateSasToken } from '../src/auth/sas.js'
 import { buildTelemetryRecord } from '../src/ingest/envelope.js'
 import { partitionForKey } from '../src/stream/partitioner.js'
 import { RawPublisher } from './lib/raw-client.js'
+import { waitForLine } from './lib/child-output.js'
 
 /**
  * bench/kafka-ingest: the ingest benchmark on the Kafka backend. N devices publish QoS 1 telemetry
@@ -84,22 +85,6 @@ async function kafkaBrokers(): Promise<{ brokers: string[]; release: () => Promi
       rmSync(dataDir, { recursive: true, force: true })
     },
   }
-}
-
-function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpMatchArray> {
-  return new Promise((resolve, reject) => {
-    let out = ''
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString()
-      const m = pattern.exec(out)
-      if (m) {
-        child.stdout!.off('data', onData)
-        resolve(m)
-      }
-    }
-    child.stdout!.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`server exited (${code}) before it was ready:\n${out}`)))
-  })
 }
 
 function histogram(): hdr.Histogram {

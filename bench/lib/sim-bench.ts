@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
+import { waitForLine } from './child-output.js'
 
 /**
  * Processes and fixtures for bench/sim-headline: a gateway or a bare Aedes broker as a child
@@ -18,22 +19,6 @@ export interface Server {
   mqttUrl: string
   httpUrl: string | null
   stop(): Promise<void>
-}
-
-function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpMatchArray> {
-  return new Promise((resolve, reject) => {
-    let out = ''
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString()
-      const m = pattern.exec(out)
-      if (m) {
-        child.stdout!.off('data', onData)
-        resolve(m)
-      }
-    }
-    child.stdout!.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`server exited (${code}) before it was ready:\n${out}`)))
-  })
 }
 
 function stopper(child: ChildProcess): () => Promise<void> {
