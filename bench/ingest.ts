@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import * as hdr from 'hdr-histogram-js'
 import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
 import { generateSasToken } from '../src/auth/sas.js'
-import { RawPublisher } from './lib/raw-client.js'
+import { runClosedLoop, type ClosedLoopOptions } from './lib/closed-loop.js'
 import { waitForLine } from './lib/child-output.js'
 
 /**
@@ -49,51 +48,9 @@ interface Result {
   p999: number
 }
 
-async function runLoad(name: string, port: number, creds: (i: number) => { clientId: string; username?: string; password?: string }): Promise<Result> {
-  const clients: RawPublisher[] = []
-  for (let i = 0; i < DEVICES; i++) {
-    const c = new RawPublisher({ host: '127.0.0.1', port, ...creds(i) })
-    await c.connect()
-    clients.push(c)
-  }
-  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
-  let measuring = false
-  let counted = 0
-  let stop = false
-  clients.forEach((c, i) => {
-    const topic = `devices/${creds(i).clientId}/messages/events/`
-    const pump = (): void => {
-      while (!stop && c.inFlight < WINDOW) c.publish(topic, PAYLOAD)
-    }
-    c.onAck = (ns) => {
-      if (measuring) {
-        counted++
-        histogram.recordValue(Number(ns / 1000n))
-      }
-      pump()
-    }
-    pump()
-  })
-  await new Promise((r) => setTimeout(r, WARMUP * 1000))
-  measuring = true
-  const t0 = process.hrtime.bigint()
-  await new Promise((r) => setTimeout(r, SECONDS * 1000))
-  measuring = false
-  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9
-  stop = true
-  await new Promise((r) => setTimeout(r, 500))
-  for (const c of clients) c.close()
-  const result: Result = {
-    name,
-    messages: counted,
-    seconds: elapsed,
-    rate: counted / elapsed,
-    p50: histogram.getValueAtPercentile(50) / 1000,
-    p99: histogram.getValueAtPercentile(99) / 1000,
-    p999: histogram.getValueAtPercentile(99.9) / 1000,
-  }
-  histogram.destroy()
-  return result
+async function runLoad(name: string, port: number, client: ClosedLoopOptions['client']): Promise<Result> {
+  const figures = await runClosedLoop({ port, devices: DEVICES, window: WINDOW, payload: PAYLOAD, warmupSeconds: WARMUP, seconds: SECONDS, drainMs: 500, client })
+  return { name, ...figures }
 }
 
 async function benchGateway(): Promise<Result> {

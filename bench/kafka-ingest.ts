@@ -11,7 +11,7 @@ import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
 import { generateSasToken } from '../src/auth/sas.js'
 import { buildTelemetryRecord } from '../src/ingest/envelope.js'
 import { partitionForKey } from '../src/stream/partitioner.js'
-import { RawPublisher } from './lib/raw-client.js'
+import { runClosedLoop } from './lib/closed-loop.js'
 import { waitForLine } from './lib/child-output.js'
 
 /**
@@ -93,42 +93,9 @@ function histogram(): hdr.Histogram {
 
 /** Same load as bench/ingest.ts: a window of unacknowledged QoS 1 publishes per device. */
 async function runLoad(name: string, port: number, creds: (i: number) => { clientId: string; username: string; password: string }): Promise<Result> {
-  const clients: RawPublisher[] = []
-  for (let i = 0; i < DEVICES; i++) {
-    const c = new RawPublisher({ host: '127.0.0.1', port, ...creds(i), clean: false })
-    await c.connect()
-    clients.push(c)
-  }
-  const h = histogram()
-  let measuring = false
-  let counted = 0
-  let stop = false
-  clients.forEach((c, i) => {
-    const topic = `devices/${deviceId(i)}/messages/events/`
-    const pump = (): void => {
-      while (!stop && c.inFlight < WINDOW) c.publish(topic, PAYLOAD)
-    }
-    c.onAck = (ns) => {
-      if (measuring) {
-        counted++
-        h.recordValue(Number(ns / 1000n))
-      }
-      pump()
-    }
-    pump()
-  })
-  await sleep(WARMUP * 1000)
-  measuring = true
-  const t0 = process.hrtime.bigint()
-  await sleep(SECONDS * 1000)
-  measuring = false
-  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9
-  stop = true
-  await sleep(1000)
-  for (const c of clients) c.close()
-  const result = { name, messages: counted, seconds: elapsed, rate: counted / elapsed, p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000, latencyOf: 'PUBACK' }
-  h.destroy()
-  return result
+  const client = (i: number): ReturnType<typeof creds> & { clean: boolean } => ({ ...creds(i), clean: false })
+  const f = await runClosedLoop({ port, devices: DEVICES, window: WINDOW, payload: PAYLOAD, warmupSeconds: WARMUP, seconds: SECONDS, drainMs: 1000, client })
+  return { name, messages: f.messages, seconds: f.seconds, rate: f.rate, p50: f.p50, p99: f.p99, latencyOf: 'PUBACK' }
 }
 
 async function benchGateway(brokers: string[]): Promise<Result> {
