@@ -148,8 +148,12 @@ start() {
   fetch
   write_config
   if [[ ! -f "$DATA_DIR/logs/meta.properties" ]]; then
-    local cluster_id
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    # A Kafka cluster id is 16 random bytes in URL-safe base64. One that begins with "-" would be
+    # read as an option by the storage tool (as Kafka's own Uuid.randomUuid avoids), so draw again.
+    local cluster_id="-"
+    while [[ "$cluster_id" == -* ]]; do
+      cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    done
     local scram=() pair mechanism
     if [[ -n "$SASL_PORT" && -n "$SASL_USERS" ]]; then
       IFS=',' read -ra pairs <<<"$SASL_USERS"
@@ -157,7 +161,7 @@ start() {
         for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do scram+=(--add-scram "$mechanism=[name=${pair%%:*},password=${pair#*:}]"); done
       done
     fi
-    java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$DATA_DIR/server.properties" "${scram[@]}" >"$DATA_DIR/format.out" 2>&1 \
+    java_run kafka.tools.StorageTool format "--cluster-id=$cluster_id" -c "$DATA_DIR/server.properties" "${scram[@]}" >"$DATA_DIR/format.out" 2>&1 \
       || { cat "$DATA_DIR/format.out" >&2; die "formatting KRaft storage failed"; }
   fi
   touch "$DATA_DIR/kafka.out"
