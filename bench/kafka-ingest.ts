@@ -1,10 +1,9 @@
-import { execFile, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs, promisify } from 'node:util'
+import { parseArgs } from 'node:util'
 import * as hdr from 'hdr-histogram-js'
 import { Kafka, logLevel, type Message } from 'kafkajs'
 import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
@@ -13,6 +12,7 @@ import { buildTelemetryRecord } from '../src/ingest/envelope.js'
 import { partitionForKey } from '../src/stream/partitioner.js'
 import { runClosedLoop } from './lib/closed-loop.js'
 import { waitForLine } from './lib/child-output.js'
+import { benchKafka } from './lib/local-kafka.js'
 
 /**
  * bench/kafka-ingest: the ingest benchmark on the Kafka backend. N devices publish QoS 1 telemetry
@@ -25,7 +25,6 @@ import { waitForLine } from './lib/child-output.js'
  *   npm run bench:kafka -- --devices 200 --seconds 15 --window 8 --payload 200 [--brokers host:port]
  */
 const here = dirname(fileURLToPath(import.meta.url))
-const root = join(here, '..', '..')
 const { values } = parseArgs({
   options: {
     devices: { type: 'string', default: '200' },
@@ -56,35 +55,6 @@ interface Result {
   p50: number
   p99: number
   latencyOf: string
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-/** A broker for this run: the given one, or a local one started (and removed) here. */
-async function kafkaBrokers(): Promise<{ brokers: string[]; release: () => Promise<void> }> {
-  if (values.brokers) return { brokers: values.brokers.split(','), release: async () => undefined }
-  const run = promisify(execFile)
-  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-kafka-'))
-  const port = await freePort()
-  const env = { ...process.env, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(await freePort()), KAFKA_DATA_DIR: dataDir }
-  const script = join(root, 'scripts', 'kafka-local.sh')
-  await run(script, ['start'], { env })
-  return {
-    brokers: [`127.0.0.1:${port}`],
-    release: async () => {
-      await run(script, ['stop'], { env })
-      rmSync(dataDir, { recursive: true, force: true })
-    },
-  }
 }
 
 function histogram(): hdr.Histogram {
@@ -193,7 +163,7 @@ function sleep(ms: number): Promise<void> {
 
 const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
 process.stdout.write(`bench/kafka-ingest: ${DEVICES} devices, QoS 1, window ${WINDOW} per device, ${PAYLOAD.length}-byte payloads, ${PARTITIONS} partitions, ${SECONDS} s measured after ${WARMUP} s warm-up\n`)
-const kafka = await kafkaBrokers()
+const kafka = await benchKafka(values.brokers)
 try {
   const gw = await benchGateway(kafka.brokers)
   const alone = await benchProducer(kafka.brokers)

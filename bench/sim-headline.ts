@@ -5,17 +5,19 @@ import { parseArgs } from 'node:util'
 import { parseScenario, type Scenario } from '../device-sim/scenario.js'
 import { runSimulation } from '../device-sim/simulate.js'
 import type { SimReport } from '../device-sim/report/build.js'
-import { gatewayConnections, rssBytes, seedRegistry, startBareAedes, startGateway, type Server } from './lib/sim-bench.js'
+import { benchKafka, localKafkaMissing } from './lib/local-kafka.js'
+import { gatewayConnections, rssBytes, seedRegistry, startBareAedes, startGateway, waitReady, type Server } from './lib/sim-bench.js'
 
 /**
  * bench/sim-headline: the headline figures, measured with the fleet simulator against a gateway
  * child process (embedded stream) and, for ingest, a bare Aedes broker under the same load.
- *   (a) sustained QoS 1 ingest, msgs/s, gateway vs bare Aedes
+ *   (a) sustained QoS 1 ingest, msgs/s: gateway -> embedded stream, gateway -> Kafka (a local
+ *       broker started and removed here, or --kafka-brokers / KAFKA_BROKERS), bare Aedes
  *   (b) PUBACK and end-to-end latency p50/p99/p99.9 at a fixed offered rate
  *   (c) concurrent connections held by one gateway process, and its memory per connection
  *   (d) connect storm rate with SAS authentication
  *
- *   npm run build && node dist/bench/sim-headline.js [--quick] [--only a,b,c,d]
+ *   npm run build && node dist/bench/sim-headline.js [--quick] [--only a,b,c,d] [--no-kafka] [--json FILE]
  */
 const { values } = parseArgs({
   options: {
@@ -32,6 +34,10 @@ const { values } = parseArgs({
     'connect-ramp': { type: 'string', default: '400' },
     'connect-workers': { type: 'string', default: '4' },
     'storm-devices': { type: 'string', default: '10000' },
+    /** Leave the Kafka run out of (a), e.g. where there is no Java. */
+    'no-kafka': { type: 'boolean' },
+    /** Use these brokers (host:port,...) instead of starting a local one. */
+    'kafka-brokers': { type: 'string', default: process.env.KAFKA_BROKERS ?? '' },
     json: { type: 'string' },
   },
 })
@@ -62,22 +68,39 @@ async function withDataDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 
 const results: Record<string, unknown> = {}
 
-async function ingest(): Promise<void> {
-  const devices = n('ingest-devices', 50)
-  const rate = n('ingest-rate', 100)
-  const seconds = n('ingest-seconds', 6)
-  const workers = n('ingest-workers', 1)
-  const load = { duration: seconds, workers, groups: [{ count: devices, rate, qos: 1, payloadSize: 200 }] }
-  const gw = await withDataDir(async (dir) => {
+/** Why (a) runs without Kafka, or null when it runs with it; checked before anything is measured. */
+const kafkaSkipped: string | null = values['no-kafka'] ? '--no-kafka given' : null
+if (!kafkaSkipped && only.has('a') && !values['kafka-brokers'] && localKafkaMissing()) {
+  process.stderr.write(`bench/sim-headline: (a) needs Kafka: ${localKafkaMissing()}. Pass --no-kafka to run without it.\n`)
+  process.exit(2)
+}
+
+interface IngestRun {
+  name: string
+  report: SimReport
+  /** Mean acked msgs/s over the steady seconds. */
+  rate: number
+}
+
+/** One gateway run of (a): its own data dir and registry, the simulator reading the stream back. */
+async function ingestGateway(name: string, load: Record<string, unknown>, devices: number, stream: (dir: string) => { args: string[]; sim: Record<string, unknown> }): Promise<IngestRun> {
+  const report = await withDataDir(async (dir) => {
     const credentials = await seedRegistry(dir, 'ing-', devices)
-    const server = await startGateway(dir)
+    const target = stream(dir)
+    const server = await startGateway(dir, {}, target.args)
     try {
-      return await runSimulation(scenario(server, { ...load, credentials, dataDir: dir }))
+      // Kafka: ready once the topics exist; the load starts only then.
+      await waitReady(server)
+      return await runSimulation(scenario(server, { ...load, credentials, ...target.sim }))
     } finally {
       await server.stop()
     }
   })
-  const bare = await withDataDir(async (dir) => {
+  return { name, report, rate: sustained(report, Number(load.duration)) }
+}
+
+async function ingestBare(load: Record<string, unknown>, devices: number): Promise<IngestRun> {
+  const report = await withDataDir(async (dir) => {
     // Bare Aedes authenticates nobody: any key will do; the simulator still signs tokens.
     const credentials = join(dir, 'creds.json')
     writeFileSync(credentials, JSON.stringify(Array.from({ length: devices }, (_, i) => ({ deviceId: `ing-${String(i + 1).padStart(6, '0')}`, key: 'AAAA' }))))
@@ -88,13 +111,46 @@ async function ingest(): Promise<void> {
       await server.stop()
     }
   })
-  const g = sustained(gw, seconds)
-  const b = sustained(bare, seconds)
-  results.ingest = { offered: devices * rate, gateway: g, bare: b, ratio: g / b, gatewayStored: gw.counts.stored, gatewayLost: gw.counts.lost, gatewayPuback: gw.latencyMs.puback, barePuback: bare.latencyMs.puback }
+  return { name: 'bare Aedes 1.2', report, rate: sustained(report, Number(load.duration)) }
+}
+
+/** The gateway on Kafka: a config file that both the gateway and the simulator's stream reader load. */
+async function ingestKafka(load: Record<string, unknown>, devices: number): Promise<IngestRun> {
+  const kafka = await benchKafka(values['kafka-brokers'])
+  out(`    Kafka: ${kafka.source}`)
+  try {
+    return await ingestGateway('gateway -> Kafka', load, devices, (dir) => {
+      const file = join(dir, 'gateway-kafka.yaml')
+      // JSON is YAML; a fresh topic prefix per run keeps earlier runs' records out of the count.
+      const config = { dataDir: dir, stream: { backend: 'kafka', topicPrefix: `bench-${Date.now().toString(36)}.`, kafka: { brokers: kafka.brokers } } }
+      writeFileSync(file, JSON.stringify(config, null, 2))
+      return { args: ['--config', file], sim: { streamConfig: file } }
+    })
+  } finally {
+    await kafka.release()
+  }
+}
+
+function ingestLine(r: IngestRun, bare: IngestRun): string {
+  const c = r.report.counts
+  const stream = c.stored === null ? '' : `, acked ${fmt(c.acked)}, stored ${fmt(c.stored)}${c.stored === c.acked ? ' (= acked)' : ''}, duplicated ${fmt(c.duplicated ?? 0)}, lost ${fmt(c.lost)}`
+  return `    ${r.name.padEnd(27)} ${fmt(r.rate).padStart(7)} msgs/s${r === bare ? '' : ` (${fmt(r.rate / bare.rate, 2)} x bare)`}${stream}, PUBACK p50 ${fmt(r.report.latencyMs.puback.p50, 2)} ms p99 ${fmt(r.report.latencyMs.puback.p99, 2)} ms`
+}
+
+async function ingest(): Promise<void> {
+  const devices = n('ingest-devices', 50)
+  const rate = n('ingest-rate', 100)
+  const seconds = n('ingest-seconds', 6)
+  const workers = n('ingest-workers', 1)
+  const load = { duration: seconds, workers, groups: [{ count: devices, rate, qos: 1, payloadSize: 200 }] }
   out(`(a) sustained QoS 1 ingest, ${devices} devices x ${rate} msgs/s offered (${fmt(devices * rate)}/s), 200-byte payloads, ${seconds} s, ${workers} simulator process(es)`)
-  out(`    gateway (embedded stream): ${fmt(g)} msgs/s acked, stored ${fmt(gw.counts.stored ?? 0)}, lost ${fmt(gw.counts.lost)}, PUBACK p99 ${fmt(gw.latencyMs.puback.p99, 2)} ms`)
-  out(`    bare Aedes 1.2:            ${fmt(b)} msgs/s acked, PUBACK p99 ${fmt(bare.latencyMs.puback.p99, 2)} ms`)
-  out(`    ratio gateway/bare: ${fmt(g / b, 2)}`)
+  const runs = [await ingestGateway('gateway -> embedded stream', load, devices, (dir) => ({ args: [], sim: { dataDir: dir } }))]
+  const bare = await ingestBare(load, devices)
+  if (!kafkaSkipped) runs.push(await ingestKafka(load, devices))
+  for (const r of [...runs, bare]) out(ingestLine(r, bare))
+  if (kafkaSkipped) out(`    gateway -> Kafka: SKIPPED (${kafkaSkipped})`)
+  const entry = (r: IngestRun): Record<string, unknown> => ({ rate: r.rate, ratioToBare: r.rate / bare.rate, counts: r.report.counts, puback: r.report.latencyMs.puback, e2e: r.report.latencyMs.e2e })
+  results.ingest = { offered: devices * rate, seconds, workers, embedded: entry(runs[0]!), kafka: runs[1] ? entry(runs[1]) : { skipped: kafkaSkipped }, bare: entry(bare) }
 }
 
 async function latency(): Promise<void> {

@@ -30,8 +30,8 @@ function stopper(child: ChildProcess): () => Promise<void> {
   }
 }
 
-export async function startGateway(dataDir: string, env: Record<string, string> = {}): Promise<Server> {
-  const child = spawn(process.execPath, [join(here, '..', '..', 'src', 'cli', 'main.js'), 'start'], {
+export async function startGateway(dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<Server> {
+  const child = spawn(process.execPath, [join(here, '..', '..', 'src', 'cli', 'main.js'), 'start', ...args], {
     env: {
       ...process.env,
       STREAMGATE_DATA_DIR: dataDir,
@@ -51,6 +51,16 @@ export async function startBareAedes(): Promise<Server> {
   const child = spawn(process.execPath, [join(here, '..', 'bare-aedes.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
   const m = await waitForLine(child, /listening (\d+)/)
   return { child, mqttUrl: `mqtt://127.0.0.1:${m[1]}`, httpUrl: null, stop: stopper(child) }
+}
+
+/** Resolves once the gateway answers /readyz with 200 (Kafka: its topics exist), or throws after `timeoutMs`. */
+export async function waitReady(server: Server, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if ((await fetch(`${server.httpUrl}/readyz`).catch(() => null))?.status === 200) return
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`the gateway was not ready within ${timeoutMs / 1000} s (is its stream reachable?)`)
 }
 
 /** Create `count` SAS devices in the data dir's registry; write a credentials file the simulator reads. */
