@@ -1,8 +1,9 @@
 import { MqttWs } from 'azure-iot-device-mqtt'
-import { sasSuite } from './sdk-sas-suite.js'
+import { sdkSuite } from './sdk-suite.js'
 import { x509Suite } from './x509-suite.js'
 
-// Both bind port 443 (MqttWs hard-codes it): one file, so they run one after the other
+// All bind port 443 (MqttWs hard-codes it): one file, so they run one after the other
 // (vitest runs files in parallel and the describes of a file in turn).
-sasSuite('MqttWs (secure WebSocket, 443)', MqttWs, 'wss')
+sdkSuite('MqttWs (secure WebSocket, 443)', MqttWs, 'wss', 'sas')
+sdkSuite('MqttWs (secure WebSocket, 443)', MqttWs, 'wss', 'x509')
 x509Suite('MqttWs (secure WebSocket, 443)', MqttWs, 'wss')

@@ -1,13 +1,16 @@
+import { X509Certificate } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Client, Message } from 'azure-iot-device'
 import { Mqtt } from 'azure-iot-device-mqtt'
-import { initDevCerts, issueDeviceCert, selfSignedDeviceCert } from '../../src/app/dev-certs.js'
+import { devCertPaths, initDevCerts, issueDeviceCert, selfSignedDeviceCert } from '../../src/app/dev-certs.js'
+import { thumbprint } from '../../src/auth/x509.js'
 import { addTrustedCa } from '../../src/auth/ca-store.js'
 import { connackCode, readAll, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
 import { api } from '../helpers/commands.js'
+import { datedDeviceCert } from '../helpers/dated-certs.js'
 
 /**
  * X.509 device authentication over mutual TLS with the unmodified Azure SDK (connection string
@@ -93,5 +96,38 @@ describe('Azure IoT device SDK with X.509 certificates (Mqtt over TLS)', () => {
     expect(await connackCode(`mqtts://localhost:${port}`, opts('ca-dev', other))).toBe(5)
     expect(await connackCode(`mqtts://localhost:${port}`, { ...opts('ca-dev'), password: 'x' })).toBe(5)
     expect(await connackCode(`mqtts://localhost:${port}`, opts('ca-dev'))).toBe(4)
+  })
+
+  it('refuses an expired and a not-yet-valid certificate with CONNACK 5, counted by reason in /metrics', async () => {
+    const { caCert, caKey } = devCertPaths(dataDir)
+    addTrustedCa(dataDir, ca)
+    const out = join(dataDir, 'dated')
+    const day = 86_400_000
+    const now = Date.now()
+    const expiredCa = datedDeviceCert({ deviceId: 'old-dev', outDir: out, ca: { cert: caCert, key: caKey }, notBefore: new Date(now - 60 * day), notAfter: new Date(now - day) })
+    const futureCa = datedDeviceCert({ deviceId: 'old-dev', outDir: out, ca: { cert: caCert, key: caKey }, notBefore: new Date(now + day), notAfter: new Date(now + 60 * day) })
+    const validCa = await issueDeviceCert(dataDir, 'old-dev', join(dataDir, 'dev-certs'))
+    const expiredSelf = datedDeviceCert({ deviceId: 'old-thumb', outDir: out, notBefore: new Date(now - 60 * day), notAfter: new Date(now - day) })
+    const selfThumbprint = thumbprint(new X509Certificate(readFileSync(expiredSelf.cert)))
+    expect((await api(gw.httpUrl, 'POST', '/api/devices', { deviceId: 'old-dev', authMethod: 'x509-ca' })).status).toBe(201)
+    expect((await api(gw.httpUrl, 'POST', '/api/devices', { deviceId: 'old-thumb', authMethod: 'x509-thumbprint', thumbprint: selfThumbprint })).status).toBe(201)
+
+    const failures = async (): Promise<Record<string, number>> => {
+      const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
+      return Object.fromEntries([...text.matchAll(/^streamgate_auth_failures_total\{code="(\w+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]))
+    }
+    const before = await failures()
+    const tls = (deviceId: string, c: { cert: string; key: string }) => ({
+      ca, clientId: deviceId, username: `${HUB}/${deviceId}/?api-version=2021-04-12`, cert: readFileSync(c.cert), key: readFileSync(c.key),
+    })
+    const url = `mqtts://localhost:${port}`
+    expect(await connackCode(url, tls('old-dev', expiredCa))).toBe(5)
+    expect(await connackCode(url, tls('old-dev', futureCa))).toBe(5)
+    expect(await connackCode(url, tls('old-thumb', expiredSelf))).toBe(5)
+    const after = await failures()
+    expect((after.E_AUTH_CERT_EXPIRED ?? 0) - (before.E_AUTH_CERT_EXPIRED ?? 0)).toBe(2)
+    expect((after.E_AUTH_CERT_NOT_YET_VALID ?? 0) - (before.E_AUTH_CERT_NOT_YET_VALID ?? 0)).toBe(1)
+    // The same device with a certificate inside its validity period gets in: the dates were the reason.
+    expect(await connackCode(url, tls('old-dev', validCa))).toBe(0)
   })
 })
