@@ -6,7 +6,7 @@ import { parseScenario, type Scenario } from '../device-sim/scenario.js'
 import { runSimulation } from '../device-sim/simulate.js'
 import type { SimReport } from '../device-sim/report/build.js'
 import { benchKafka, localKafkaMissing } from './lib/local-kafka.js'
-import { gatewayConnections, rssBytes, seedRegistry, startBareAedes, startGateway, waitReady, type Server } from './lib/sim-bench.js'
+import { gatewayConnections, openSockets, rssBytes, seedRegistry, startBareAedes, startGateway, waitReady, type Server } from './lib/sim-bench.js'
 
 /**
  * bench/sim-headline: the headline figures, measured with the fleet simulator against a gateway
@@ -173,41 +173,79 @@ async function latency(): Promise<void> {
   out(`    end to end  p50 ${fmt(e2e.p50, 2)} ms  p99 ${fmt(e2e.p99, 2)} ms  p99.9 ${fmt(e2e.p999, 2)} ms  (publish -> record readable in the stream)`)
 }
 
+interface Held {
+  held: number
+  baselineRss: number
+  heldRss: number
+  bytesPerConnection: number
+  report: SimReport
+}
+
+const SOURCE_IPS = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8', '127.0.0.9']
+
+/**
+ * Fill a server with `count` idle connections (the simulator's mqtt driver: keepalive 180 s, clean
+ * session 0) and measure its RSS: idle before, and when the most connections were held, over that
+ * count. `connected` is the server's own count, sampled once a second.
+ */
+async function holdConnections(server: Server, count: number, credentials: string, connected: () => Promise<number>): Promise<Held> {
+  const workers = n('connect-workers', 2)
+  const ramp = n('connect-ramp', 1000)
+  await new Promise((r) => setTimeout(r, 1000))
+  const pid = server.child.pid!
+  const baselineRss = rssBytes(pid)
+  let held = 0
+  let heldRss = 0
+  const sampler = setInterval(() => {
+    void connected().then((c) => {
+      if (c >= held) {
+        held = c
+        heldRss = rssBytes(pid)
+      }
+    })
+  }, 1000)
+  let report: SimReport
+  try {
+    const duration = Math.ceil(count / ramp) + 8
+    report = await runSimulation(scenario(server, { duration, ramp, credentials, workers, sourceIps: SOURCE_IPS, groups: [{ count, rate: 0 }] }))
+  } finally {
+    clearInterval(sampler)
+  }
+  return { held, baselineRss, heldRss, bytesPerConnection: (heldRss - baselineRss) / Math.max(1, held), report }
+}
+
+function heldLine(name: string, h: Held): string {
+  const mb = (b: number): string => fmt(b / 2 ** 20, 1)
+  return `    ${name.padEnd(14)} ${fmt(h.held).padStart(6)} held, RSS ${mb(h.baselineRss)} MB idle -> ${mb(h.heldRss)} MB: ${fmt(h.bytesPerConnection / 1024, 1).padStart(5)} KB per connection; connect failures ${fmt(h.report.counts.connectFailures)} ${JSON.stringify(h.report.errors)}`
+}
+
 async function connections(): Promise<void> {
   const count = n('connections', 2000)
-  const workers = n('connect-workers', 2)
   await withDataDir(async (dir) => {
     const credentials = await seedRegistry(dir, 'con-', Math.max(count, n('storm-devices', 1000)))
     const server = await startGateway(dir)
+    let gw: Held
     try {
-      await new Promise((r) => setTimeout(r, 1000))
-      const baseline = rssBytes(server.child.pid!)
-      const ramp = n('connect-ramp', 1000)
-      let held = 0
-      let heldRss = 0
-      const duration = Math.ceil(count / ramp) + 8
-      const sampler = setInterval(() => {
-        void gatewayConnections(server.httpUrl!).then((c) => {
-          if (c >= held) {
-            held = c
-            heldRss = rssBytes(server.child.pid!)
-          }
-        })
-      }, 1000)
-      let report: SimReport
-      try {
-        report = await runSimulation(scenario(server, { duration, ramp, credentials, workers, sourceIps: ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8', '127.0.0.9'], groups: [{ count, rate: 0 }] }))
-      } finally {
-        clearInterval(sampler)
-      }
-      const perConnection = (heldRss - baseline) / Math.max(1, held)
-      results.connections = { target: count, held, connectFailures: report.counts.connectFailures, errors: report.errors, baselineRss: baseline, heldRss, bytesPerConnection: perConnection }
-      out(`(c) connections: ${fmt(held)} of ${fmt(count)} held by one gateway process (${workers} simulator workers, 8 source addresses, ramp ${ramp}/s)`)
-      out(`    gateway RSS ${fmt(baseline / 2 ** 20, 1)} MB idle -> ${fmt(heldRss / 2 ** 20, 1)} MB held: ${fmt(perConnection / 1024, 1)} KB per connection; connect failures ${fmt(report.counts.connectFailures)} ${JSON.stringify(report.errors)}`)
+      gw = await holdConnections(server, count, credentials, () => gatewayConnections(server.httpUrl!))
       if (only.has('d')) await storm(server, credentials)
     } finally {
       await server.stop()
     }
+    // The same fleet against bare Aedes; it keeps no count we can ask for, so its open sockets count.
+    const bare = await startBareAedes()
+    let b: Held
+    try {
+      const idleSockets = openSockets(bare.child.pid!)
+      b = await holdConnections(bare, count, credentials, async () => openSockets(bare.child.pid!) - idleSockets)
+    } finally {
+      await bare.stop()
+    }
+    const entry = (h: Held): Record<string, unknown> => ({ held: h.held, connectFailures: h.report.counts.connectFailures, errors: h.report.errors, baselineRss: h.baselineRss, heldRss: h.heldRss, bytesPerConnection: h.bytesPerConnection })
+    results.connections = { target: count, workers: n('connect-workers', 2), ramp: n('connect-ramp', 1000), gateway: entry(gw), bare: entry(b), ratio: gw.bytesPerConnection / b.bytesPerConnection }
+    out(`(c) connections held by one process, ${fmt(count)} asked (${n('connect-workers', 2)} simulator workers, ${SOURCE_IPS.length} source addresses, ramp ${n('connect-ramp', 1000)}/s, keepalive 180 s)`)
+    out(heldLine('gateway', gw))
+    out(heldLine('bare Aedes 1.2', b))
+    out(`    memory per connection gateway/bare: ${fmt(gw.bytesPerConnection / b.bytesPerConnection, 2)}`)
   })
 }
 

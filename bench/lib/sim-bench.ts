@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
@@ -82,6 +82,20 @@ export async function seedRegistry(dataDir: string, prefix: string, count: numbe
 export function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m ? Number(m[1]) * 1024 : 0
+}
+
+/** Open sockets of a process (Linux /proc): for a server, its connections plus its listeners. */
+export function openSockets(pid: number): number {
+  const dir = `/proc/${pid}/fd`
+  let sockets = 0
+  for (const fd of readdirSync(dir)) {
+    try {
+      if (readlinkSync(`${dir}/${fd}`).startsWith('socket:')) sockets++
+    } catch {
+      // Closed between the listing and the read.
+    }
+  }
+  return sockets
 }
 
 /** The gateway's own count of open device connections (Prometheus gauge). */
