@@ -9,13 +9,21 @@ import { GatewayError } from '../errors/catalogue.js'
  * carry method, route and status only; the logger also redacts `authorization`).
  */
 export function bearerAuth(adminToken: string): (request: FastifyRequest, reply: FastifyReply) => Promise<void> {
-  if (adminToken.length === 0) throw new Error('adminToken must not be empty')
-  const expected = digest(adminToken)
+  const authorized = adminTokenCheck(adminToken)
   return async (request) => {
-    const presented = bearerToken(request.headers.authorization)
-    if (presented === null || !timingSafeEqual(digest(presented), expected)) {
+    if (!authorized(request.headers.authorization)) {
       throw new GatewayError('E_UNAUTHORIZED', 'missing or wrong admin token (Authorization: Bearer <token>)')
     }
+  }
+}
+
+/** Whether an Authorization header carries the admin token (also used outside Fastify's routes). */
+export function adminTokenCheck(adminToken: string): (authorization: string | undefined) => boolean {
+  if (adminToken.length === 0) throw new Error('adminToken must not be empty')
+  const expected = digest(adminToken)
+  return (authorization) => {
+    const presented = bearerToken(authorization)
+    return presented !== null && timingSafeEqual(digest(presented), expected)
   }
 }
 

@@ -20,6 +20,7 @@ import { InFlightGate } from '../ingest/in-flight-gate.js'
 import { TelemetryIngest } from '../ingest/telemetry-ingest.js'
 import { DeviceEventWriter } from '../ingest/device-events.js'
 import { createApiServer } from '../api/server.js'
+import { attachTailSocket } from '../api/tail-socket.js'
 import { resolveAdminToken } from '../api/admin-token.js'
 import { removeRuntimeFile, writeRuntimeFile } from './runtime-file.js'
 import { CommandChannel, fanOutObserver } from '../commands/command-channel.js'
@@ -61,7 +62,7 @@ export class Gateway {
   private api!: FastifyInstance
   private ingest!: TelemetryIngest
   private appender!: BatchingAppender
-  private events!: DeviceEventWriter
+  events!: DeviceEventWriter
   /** Queued cloud-to-device messages and persistent subscriptions (`<dataDir>/commands.db`). */
   commandStore!: SqliteCommandStore
   commands!: CommandChannel
@@ -69,6 +70,7 @@ export class Gateway {
   private tls: Listener | null = null
   private wss: Listener | null = null
   private ws: { close(): Promise<void> } | null = null
+  private tail: { close(): Promise<void> } | null = null
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   private startPromise: Promise<GatewayAddresses> | null = null
   private stopPromise: Promise<void> | null = null
@@ -181,6 +183,15 @@ export class Gateway {
       },
     })
     this.ws = attachWebSocket(this.broker, this.api.server, config.limits.maxPayloadBytes + 70 * 1024)
+    this.tail = attachTailSocket({
+      httpServer: this.api.server,
+      stream: this.stream,
+      adminToken: this.adminToken.token,
+      topicPrefix: config.stream.topicPrefix,
+      // Each empty poll of Kafka is a fetch round trip to the broker; the SQLite file is cheap to poll.
+      pollMs: config.stream.backend === 'kafka' ? 250 : config.stream.embedded.pollIntervalMs,
+      logger: this.logger,
+    })
     await this.api.listen({ host: config.http.host, port: config.http.port })
     this.tcp = await listenTcp(this.broker, config.mqtt.host, config.mqtt.port)
     if (tls && config.mqtt.tls.enabled) this.tls = await listenTls(this.broker, config.mqtt.tls.host || config.mqtt.host, config.mqtt.tls.port, tls)
@@ -208,6 +219,7 @@ export class Gateway {
     const tlsClosed = this.tls?.close()
     await this.wss?.close()
     await this.ws?.close()
+    await this.tail?.close()
     this.ingest?.stop()
     await this.broker?.close()
     await tcpClosed

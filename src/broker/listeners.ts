@@ -107,6 +107,8 @@ export function attachWebSocket(broker: GatewayBroker, httpServer: HttpServer, m
   })
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const path = (req.url ?? '').split('?')[0] ?? ''
+    // The API's own WebSocket routes (the live tail, api/tail-socket.ts) answer for themselves.
+    if (path.startsWith('/api/')) return
     if (!WEBSOCKET_PATHS.includes(decodeURIComponent(path))) {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
       return

@@ -6,6 +6,7 @@ import { GatewayError } from '../errors/catalogue.js'
 import { createEventStream, embeddedStreamFile } from '../app/backends.js'
 import type { EventStream, StoredRecord } from '../stream/types.js'
 import { recordToJson } from '../stream/format.js'
+import { resolveTopic, selectPartitions, tailRecords } from '../stream/tail.js'
 import { COMMON_OPTIONS, UsageError, configFromFlags } from './common.js'
 
 const USAGE = `usage: streamgate tail TOPIC [--from-beginning] [--follow] [--group G] [--partition P ...] [--lines N]
@@ -48,15 +49,17 @@ export async function tailCommand(argv: string[]): Promise<number> {
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
   try {
-    const topic = await resolveTopic(stream, config, positionals[0]!)
-    const partitions = await selectPartitions(stream, topic, values.partition)
+    const topic = await resolveTopic(stream, config.stream.topicPrefix, positionals[0]!)
+    const partitions = await selectPartitions(stream, topic, values.partition).catch((err: unknown) => {
+      throw err instanceof GatewayError && err.code === 'E_BAD_REQUEST' ? new UsageError(`--${err.message}`) : err
+    })
     const options = { follow: values.follow === true, signal: stop.signal, pollMs: config.stream.embedded.pollIntervalMs }
     if (values.group) {
       await tailGroup(stream, topic, partitions, values.group, values['from-beginning'] === true, options)
     } else {
       const lines = values.lines === undefined ? 10 : Number(values.lines)
       if (!Number.isInteger(lines) || lines < 0) throw new UsageError('--lines expects a whole number')
-      await tailPartitions(stream, topic, partitions, values['from-beginning'] === true ? null : lines, options)
+      for await (const records of tailRecords(stream, topic, partitions, { ...options, lastN: values['from-beginning'] === true ? null : lines })) print(records)
     }
   } finally {
     process.off('SIGINT', onSignal)
@@ -75,28 +78,6 @@ async function openStream(config: GatewayConfig): Promise<EventStream> {
   return stream
 }
 
-async function resolveTopic(stream: EventStream, config: GatewayConfig, name: string): Promise<string> {
-  for (const candidate of [name, config.stream.topicPrefix + name]) {
-    try {
-      await stream.partitionCount(candidate)
-      return candidate
-    } catch (err) {
-      if (!(err instanceof GatewayError && err.code === 'E_STREAM_TOPIC_UNKNOWN')) throw err
-    }
-  }
-  throw new GatewayError('E_STREAM_TOPIC_UNKNOWN', `no stream topic named "${name}"`)
-}
-
-async function selectPartitions(stream: EventStream, topic: string, asked: string[] | undefined): Promise<number[]> {
-  const count = await stream.partitionCount(topic)
-  if (!asked || asked.length === 0) return Array.from({ length: count }, (_, i) => i)
-  return asked.map((p) => {
-    const n = Number(p)
-    if (!Number.isInteger(n) || n < 0 || n >= count) throw new UsageError(`--partition ${p}: topic ${topic} has partitions 0..${count - 1}`)
-    return n
-  })
-}
-
 interface TailOptions {
   follow: boolean
   signal: AbortSignal
@@ -105,29 +86,6 @@ interface TailOptions {
 
 function print(records: StoredRecord[]): void {
   if (records.length > 0) process.stdout.write(records.map((r) => JSON.stringify(recordToJson(r))).join('\n') + '\n')
-}
-
-/** Without a group: read each partition from a cursor; records of one round are merged by time. */
-async function tailPartitions(stream: EventStream, topic: string, partitions: number[], lastN: number | null, o: TailOptions): Promise<void> {
-  const marks = new Map((await stream.offsets(topic)).map((p) => [p.partition, p]))
-  const cursor = new Map(partitions.map((p) => {
-    const m = marks.get(p)!
-    return [p, lastN === null ? m.low : Math.max(m.low, m.high - lastN)]
-  }))
-  const end = new Map(partitions.map((p) => [p, marks.get(p)!.high]))
-  while (!o.signal.aborted) {
-    const round: StoredRecord[] = []
-    for (const p of partitions) {
-      const limit = o.follow ? 1000 : Math.min(1000, end.get(p)! - cursor.get(p)!)
-      if (limit <= 0) continue
-      const batch = await stream.read(topic, p, cursor.get(p)!, limit)
-      if (batch.length > 0) cursor.set(p, batch[batch.length - 1]!.offset + 1)
-      round.push(...batch)
-    }
-    print(round.sort((a, b) => a.timestamp - b.timestamp || a.partition - b.partition || a.offset - b.offset))
-    if (!o.follow && partitions.every((p) => cursor.get(p)! >= end.get(p)!)) return
-    if (round.length === 0) await sleep(o.pollMs, undefined, { signal: o.signal }).catch(() => undefined)
-  }
 }
 
 /** As a consumer group: the stream resumes after committed offsets and commits what was printed. */
