@@ -21,7 +21,7 @@ export interface CommandChannelOptions {
   stream: EventStream
   events: DeviceEventWriter
   logger: Logger
-  /** Feedback is counted by status when given. */
+  /** Feedback, method calls and the queue depth are measured when given. */
   metrics?: GatewayMetrics
   topics: { commands: string; commandFeedback: string }
   limits: C2dLimits & { maxDeliveryCount: number; consumerGroup: string; maxMethodPayloadBytes: number; maxTwinSectionBytes: number; maxPayloadBytes: number }
@@ -54,7 +54,12 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
     this.feedback = new FeedbackWriter(queue, stream, topics.commandFeedback, logger, options.metrics)
     this.delivery = new C2dDelivery({ queue, channel, feedback: this.feedback, logger, maxDeliveryCount: limits.maxDeliveryCount })
     this.c2d = new C2dService(queue, registry, this.delivery, this.feedback, limits, logger)
-    this.methods = new MethodInvoker(channel, registry, limits.maxMethodPayloadBytes)
+    const metrics = options.metrics
+    this.methods = new MethodInvoker(channel, registry, limits.maxMethodPayloadBytes, undefined, (result, seconds) => {
+      metrics?.methodCalls.inc({ result })
+      if (seconds !== undefined) metrics?.methodSeconds.observe(seconds)
+    })
+    metrics?.watchCommandQueue(() => queue.depth())
     this.twins = new TwinService(registry, channel, events, limits.maxTwinSectionBytes, logger)
     this.requests = new DeviceRequests(this.twins, this.methods, limits.maxPayloadBytes)
     this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger)

@@ -41,9 +41,23 @@ export class MethodInvoker {
     private readonly registry: Pick<DeviceRegistry, 'get'>,
     private readonly maxPayloadBytes: number,
     private readonly pollMs = 50,
+    /** Told how each call ended: 'answered' (with the round trip in seconds) or the error code. */
+    private readonly observe: (result: string, seconds?: number) => void = () => {},
   ) {}
 
   async invoke(deviceId: string, name: string, request: MethodRequest): Promise<MethodResult> {
+    try {
+      const started = process.hrtime.bigint()
+      const result = await this.call(deviceId, name, request)
+      this.observe('answered', Number(process.hrtime.bigint() - started) / 1e9)
+      return result
+    } catch (err) {
+      this.observe(err instanceof GatewayError ? err.code : 'E_INTERNAL')
+      throw err
+    }
+  }
+
+  private async call(deviceId: string, name: string, request: MethodRequest): Promise<MethodResult> {
     const body = Buffer.from(request.payload === undefined ? '' : JSON.stringify(request.payload))
     if (body.length > this.maxPayloadBytes) {
       throw new GatewayError('E_PAYLOAD_TOO_LARGE', `the method payload of ${body.length} bytes exceeds the maximum of ${this.maxPayloadBytes}`)

@@ -218,6 +218,11 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
     return this.conn().prepare<unknown[], { device_id: string }>('SELECT DISTINCT device_id FROM c2d_messages').all().map((r) => r.device_id)
   }
 
+  async depth(): Promise<{ messages: number; feedback: number }> {
+    const count = (table: string): number => this.conn().prepare<unknown[], { n: number }>(`SELECT COUNT(*) AS n FROM ${table}`).get()!.n
+    return { messages: count('c2d_messages'), feedback: count('c2d_feedback') }
+  }
+
   async pendingFeedback(limit: number, claimMs = 30_000): Promise<PendingFeedback[]> {
     const now = Date.now()
     // Claimed in one statement, so two gateways on this file never write the same rows; a writer

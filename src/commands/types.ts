@@ -78,6 +78,8 @@ export interface CommandQueue {
   recordUnqueued(feedback: Feedback, sourceRef: string): Promise<void>
   /** Ids of devices that have queued messages. */
   devicesWithMessages(): Promise<string[]>
+  /** Messages queued for all devices together, and the feedback records not written to the stream yet. */
+  depth(): Promise<{ messages: number; feedback: number }>
   /** Claim up to `limit` unclaimed feedback rows of the outbox, oldest first (claims lapse after claimMs). */
   pendingFeedback(limit: number, claimMs?: number): Promise<PendingFeedback[]>
   /** Written to the stream: delete. */

@@ -39,7 +39,26 @@ export class GatewayMetrics {
     registers: [this.registry],
   })
   readonly c2dFeedback = new Counter({ name: 'streamgate_c2d_feedback_total', help: 'Cloud-to-device messages ended, by status (completed, expired, rejected, purged), as written to command-feedback', labelNames: ['status'], registers: [this.registry] })
+  readonly methodCalls = new Counter({ name: 'streamgate_methods_total', help: 'Direct method calls by result: answered, or the error code (E_DEVICE_OFFLINE, E_METHOD_TIMEOUT, ...)', labelNames: ['result'], registers: [this.registry] })
+  readonly methodSeconds = new Histogram({
+    name: 'streamgate_method_duration_seconds',
+    help: 'Direct method calls answered by the device, from the API request to the answer (including any connectTimeout wait)',
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+    registers: [this.registry],
+  })
   readonly deviceEvents = new Counter({ name: 'streamgate_device_events_total', help: 'Lifecycle events written to device-events', labelNames: ['type'], registers: [this.registry] })
+
+  /**
+   * Cloud-to-device backlog, read from the command store at each scrape: messages queued for all
+   * devices, and feedback records waiting for the stream (grows while the stream is down).
+   */
+  watchCommandQueue(depth: () => Promise<{ messages: number; feedback: number }>): void {
+    const read = (key: 'messages' | 'feedback') => async function (this: Gauge): Promise<void> {
+      this.set((await depth())[key])
+    }
+    new Gauge({ name: 'streamgate_c2d_queued_messages', help: 'Cloud-to-device messages queued for all devices', registers: [this.registry], collect: read('messages') })
+    new Gauge({ name: 'streamgate_c2d_feedback_pending', help: 'Feedback records not yet written to command-feedback', registers: [this.registry], collect: read('feedback') })
+  }
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'streamgate_' })
