@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto'
-import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GatewayError } from '../errors/catalogue.js'
 import { thumbprint } from './x509.js'
@@ -28,6 +28,23 @@ export function addTrustedCa(dataDir: string, pem: string): { thumbprint: string
   const id = thumbprint(cert)
   writeFileSync(join(dir, `${id}.pem`), cert.toString())
   return { thumbprint: id, subject: cert.subject, validTo: cert.validTo }
+}
+
+/**
+ * Stop trusting a CA, named by its SHA-256 thumbprint (colons and case do not matter). Devices it
+ * issued are refused from their next CONNECT on; a connection already open is not closed.
+ * Unknown thumbprint -> E_NOT_FOUND.
+ */
+export function removeTrustedCa(dataDir: string, thumbprintText: string): void {
+  const id = thumbprintText.replace(/:/g, '').toUpperCase()
+  if (!/^[0-9A-F]{64}$/.test(id)) throw new GatewayError('E_BAD_REQUEST', 'a CA is named by its SHA-256 thumbprint: 64 hex digits (as `streamgate ca list` prints it)')
+  const file = join(casDir(dataDir), `${id}.pem`)
+  try {
+    statSync(file)
+  } catch {
+    throw new GatewayError('E_NOT_FOUND', `no trusted CA with thumbprint ${id}`)
+  }
+  rmSync(file)
 }
 
 export class TrustedCaStore {

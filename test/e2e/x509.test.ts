@@ -7,7 +7,7 @@ import { Client, Message } from 'azure-iot-device'
 import { Mqtt } from 'azure-iot-device-mqtt'
 import { devCertPaths, initDevCerts, issueDeviceCert, selfSignedDeviceCert } from '../../src/app/dev-certs.js'
 import { thumbprint } from '../../src/auth/x509.js'
-import { addTrustedCa } from '../../src/auth/ca-store.js'
+import { addTrustedCa, removeTrustedCa } from '../../src/auth/ca-store.js'
 import { connackCode, readAll, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
 import { api } from '../helpers/commands.js'
 import { datedDeviceCert } from '../helpers/dated-certs.js'
@@ -78,9 +78,14 @@ describe('Azure IoT device SDK with X.509 certificates (Mqtt over TLS)', () => {
     const tls = { ca, cert: readFileSync(cert.cert), key: readFileSync(cert.key), username: `${HUB}/ca-dev/?api-version=2021-04-12`, clientId: 'ca-dev' }
     // Not trusted yet: CONNACK 5 (not authorized), as IoT Hub answers an unknown CA.
     expect(await connackCode(`mqtts://localhost:${port}`, tls)).toBe(5)
-    addTrustedCa(dataDir, ca)
+    const trusted = addTrustedCa(dataDir, ca)
     const client = await openSdk('ca-dev', cert)
     await sendAndFind(client, 'ca-dev', 'x509-ca-1')
+    // `ca remove`: the next CONNECT with a certificate from that CA is refused again.
+    removeTrustedCa(dataDir, trusted.thumbprint)
+    expect(await connackCode(`mqtts://localhost:${port}`, tls)).toBe(5)
+    addTrustedCa(dataDir, ca)
+    expect(await connackCode(`mqtts://localhost:${port}`, tls)).toBe(0)
   })
 
   it('refuses with CONNACK 5: an unknown certificate, a CN that is not the device id, and no certificate', async () => {

@@ -70,4 +70,28 @@ describe('streamgate certs', () => {
       await registry.stop()
     }
   })
+
+  it('ca remove drops a trusted CA by its thumbprint; unknown or malformed thumbprints are refused', async () => {
+    const caPem = readFileSync(join(dir, 'certs', 'ca.crt'), 'utf8')
+    const thumb = new X509Certificate(caPem).fingerprint256 // with colons, as openssl prints it
+    const out: string[] = []
+    const quiet = { stdout: process.stdout.write, stderr: process.stderr.write }
+    process.stdout.write = ((chunk: string) => out.push(chunk) > 0) as typeof process.stdout.write
+    process.stderr.write = ((chunk: string) => out.push(chunk) > 0) as typeof process.stderr.write
+    const codes: number[] = []
+    try {
+      codes.push(await caCommand(['add', join(dir, 'certs', 'ca.crt'), '--data-dir', dir]))
+      codes.push(await caCommand(['remove', 'F'.repeat(64), '--data-dir', dir]))
+      codes.push(await caCommand(['remove', 'not-a-thumbprint', '--data-dir', dir]))
+      codes.push(await caCommand(['remove', '--data-dir', dir]))
+      codes.push(await caCommand(['remove', thumb.toLowerCase(), '--data-dir', dir]))
+    } finally {
+      process.stdout.write = quiet.stdout
+      process.stderr.write = quiet.stderr
+    }
+    expect(codes).toEqual([0, 1, 1, 2, 0])
+    expect(out.join('')).toContain('E_NOT_FOUND')
+    expect(out.join('')).toContain('E_BAD_REQUEST')
+    expect(new TrustedCaStore(dir).list()).toEqual([])
+  })
 })
