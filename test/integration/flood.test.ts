@@ -57,7 +57,7 @@ describe('QoS 0 flood from 10 clients, then disconnect', () => {
     await gw.stop()
   })
 
-  it('survives, stays bounded, and keeps serving devices afterwards', async () => {
+  it('survives, stays bounded, and keeps serving devices afterwards', { timeout: 150_000 }, async () => {
     const port = Number(new URL(gw.mqttUrl).port)
     let maxInFlight = 0
     const sampler = setInterval(() => {
@@ -71,7 +71,10 @@ describe('QoS 0 flood from 10 clients, then disconnect', () => {
     expect(maxInFlight).toBeLessThanOrEqual(2000)
     expect((await gw.gateway.metrics.backpressureWaits.get()).values[0]?.value ?? 0).toBeGreaterThan(0)
     // Flooders are gone; the gateway still takes a QoS 1 publish and acknowledges it.
-    await waitFor(() => gw.gateway.broker.connectedCount === 0, 10_000, 'flood connections to close')
+    // A flooder's close (FIN) reaches the gateway only behind what the flooder already sent: the
+    // kernel socket buffers hold about 400k publishes in all, every one of which is ingested first
+    // (4-6 s alone, over 10 s with another suite running; slower still on a loaded CI machine).
+    await waitFor(() => gw.gateway.broker.connectedCount === 0, 90_000, 'flood connections to close')
     const probe = devices[10]!
     const client = await connectDevice(gw.mqttUrl, probe.deviceId, sasFor(probe))
     await client.publishAsync(`devices/${probe.deviceId}/messages/events/%24.mid=after-flood`, 'alive', { qos: 1 })
