@@ -2,24 +2,49 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Device } from '../../src/registry/types.js'
-import { connectDevice, readAll, sasFor, startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { connectDevice, readAll, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
 
 /**
  * The stream refusing writes: another process holds SQLite's write lock on the stream file
  * (as a stuck writer or a full disk would make commits fail). The gateway must not acknowledge,
  * must report not-ready, keep the publish, and deliver it by itself once the stream is back.
  */
-function holdWriteLock(file: string, ms: number): Promise<{ released: Promise<void> }> {
+interface WriteLock {
+  /** Roll back and close; resolves with the holder's clock reading taken just before the ROLLBACK. */
+  release(): Promise<number>
+}
+
+/**
+ * Another process takes the write lock and holds it until told to let go (not for a fixed time:
+ * on a loaded machine a timer in the child could run out before the test has looked).
+ */
+function holdWriteLock(file: string): Promise<WriteLock> {
   const script = `
     const Database = require('better-sqlite3')
     const db = new Database(process.argv[1])
     db.exec('BEGIN IMMEDIATE')
     process.stdout.write('locked\\n')
-    setTimeout(() => { db.exec('ROLLBACK'); db.close(); process.stdout.write('released\\n') }, Number(process.argv[2]))
+    const release = () => { const at = Date.now(); db.exec('ROLLBACK'); db.close(); process.stdout.write('released ' + at + '\\n'); process.exit(0) }
+    process.stdin.once('data', release)
+    process.stdin.once('end', release)
+    setTimeout(release, 120000).unref()
   `
-  const child = spawn(process.execPath, ['-e', script, file, String(ms)], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['-e', script, file], { cwd: process.cwd(), stdio: ['pipe', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+  const exited = new Promise<void>((r) => child.once('exit', () => r()))
   return new Promise((resolve, reject) => {
-    child.stdout.once('data', () => resolve({ released: new Promise((r) => child.once('exit', () => r())) }))
+    child.stdout.once('data', () =>
+      resolve({
+        release: async () => {
+          child.stdin.end('release\n')
+          await exited
+          const at = /released (\d+)/.exec(out)
+          if (!at) throw new Error(`lock holder did not report its release: ${out}`)
+          return Number(at[1])
+        },
+      }),
+    )
     child.once('error', reject)
   })
 }
@@ -44,18 +69,21 @@ describe('embedded stream refusing writes', () => {
   it('holds the PUBACK while commits fail, reports not ready, then delivers exactly once when the stream is back', async () => {
     const client = await connectDevice(gw.mqttUrl, dev.deviceId, sasFor(dev))
     expect((await ready(gw)).status).toBe(200)
-    const lock = await holdWriteLock(join(gw.dataDir, 'stream.db'), 1500)
+    const lock = await holdWriteLock(join(gw.dataDir, 'stream.db'))
     let ackedAt = 0
-    const published = Date.now()
     const acked = client.publishAsync(`devices/${dev.deviceId}/messages/events/%24.mid=held`, 'held', { qos: 1 }).then(() => (ackedAt = Date.now()))
+    const during = await waitFor(async () => {
+      const r = await ready(gw)
+      return r.status === 503 ? r : null
+    }, 15_000, 'not ready while the commit fails')
+    expect(during.body).toMatch(/stream unavailable/)
+    // A few retries against the held lock: still no PUBACK.
     await new Promise((r) => setTimeout(r, 700))
     expect(ackedAt).toBe(0)
-    const during = await ready(gw)
-    expect(during.status).toBe(503)
-    expect(during.body).toMatch(/stream unavailable/)
-    await lock.released
+    expect((await ready(gw)).status).toBe(503)
+    const releasedAt = await lock.release()
     await acked
-    expect(ackedAt - published).toBeGreaterThanOrEqual(1000)
+    expect(ackedAt).toBeGreaterThanOrEqual(releasedAt)
     expect((await readAll(gw.gateway, 'telemetry')).filter((r) => r.headers['message-id'] === 'held')).toHaveLength(1)
     expect((await ready(gw)).status).toBe(200)
     const metrics = await (await fetch(`${gw.httpUrl}/metrics`)).text()
@@ -65,16 +93,17 @@ describe('embedded stream refusing writes', () => {
 
   it('is ready again once no publish is held, even if the held one was given up (its device left) and no traffic follows', async () => {
     const client = await connectDevice(gw.mqttUrl, dev.deviceId, sasFor(dev))
-    const lock = await holdWriteLock(join(gw.dataDir, 'stream.db'), 2500)
-    client.publish(`devices/${dev.deviceId}/messages/events/%24.mid=abandoned`, 'x', { qos: 1 })
-    await new Promise((r) => setTimeout(r, 500))
-    expect((await ready(gw)).status).toBe(503)
-    // The device goes away without its PUBACK: the gateway stops holding the publish (the
-    // device would resend it) and readiness no longer depends on a later success.
-    client.end(true)
-    const deadline = Date.now() + 5000
-    while ((await ready(gw)).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
-    expect((await ready(gw)).status).toBe(200)
-    await lock.released
+    const lock = await holdWriteLock(join(gw.dataDir, 'stream.db'))
+    try {
+      client.publish(`devices/${dev.deviceId}/messages/events/%24.mid=abandoned`, 'x', { qos: 1 })
+      await waitFor(async () => (await ready(gw)).status === 503, 15_000, 'not ready while the publish is held')
+      // The device goes away without its PUBACK: the gateway stops holding the publish (the
+      // device would resend it) and readiness no longer depends on a later success: it comes back
+      // while the stream still refuses writes.
+      client.end(true)
+      await waitFor(async () => (await ready(gw)).status === 200, 15_000, 'ready again with the lock still held')
+    } finally {
+      await lock.release()
+    }
   })
 })
