@@ -73,8 +73,11 @@ describe('direct methods', () => {
       const mute = await connectDevice(other.mqttUrl, d.deviceId, sasFor(d))
       mute.on('error', () => undefined)
       await mute.subscribeAsync('$iothub/methods/POST/#', { qos: 0 })
+      const asked = new Promise<void>((r) => mute.once('message', () => r()))
       const call = api(other.httpUrl, 'POST', `/api/devices/${d.deviceId}/methods/never`, { responseTimeoutSeconds: 60 })
-      await sleep(200)
+      // The call is pending once the device got the request (a fixed pause could end before the
+      // HTTP request even reached a loaded gateway, which then stops with nothing pending).
+      await asked
       const started = Date.now()
       await other.stop()
       const res = await call
