@@ -32,7 +32,7 @@ describe('streamgate start, devices add and tail: the README walk-through', () =
     rmSync(dataDir, { recursive: true, force: true })
   })
 
-  it('starts, prints where it listens and how to add a device, and prints a generated admin token once', async () => {
+  it('starts, prints where it listens and how to add a device, and prints a generated admin token once', { timeout: 90_000 }, async () => {
     gw = await startChildGateway(dataDir, { STREAMGATE_ADMIN_TOKEN: '' })
     const out = gw.output()
     expect(out).toMatch(/MQTT \(TCP\)\s+mqtt:\/\/127\.0\.0\.1:\d+/)
@@ -84,24 +84,39 @@ describe('streamgate start, devices add and tail: the README walk-through', () =
     expect(events.map((e) => e.type)).toEqual(['connected', 'disconnected'])
   })
 
-  it('follows new records until interrupted', async () => {
+  it('follows new records until interrupted', { timeout: 90_000 }, async () => {
     const child = execFile(process.execPath, [CLI, 'tail', 'telemetry', '--follow', '--lines', '0'], { env: { PATH: process.env.PATH ?? '', ...env } })
     let out = ''
     child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
-    await new Promise((r) => setTimeout(r, 1000))
+    const values = (): string[] => out.split('\n').filter((l) => l.trim() !== '').map((l) => (JSON.parse(l) as { value: string }).value)
     // `devices token` prints a SAS token, as the README's walk-through uses it with the mqtt CLI.
     const token = await cli(['devices', 'token', 'walk-1', '--ttl', '600'], env)
     expect(token.code).toBe(0)
     expect(token.stdout).toMatch(/^SharedAccessSignature sr=localhost%2Fdevices%2Fwalk-1&sig=[^&]+&se=\d+\n$/)
     const client = await connectAsync(`mqtt://127.0.0.1:${gw!.mqttPort}`, deviceOptions('walk-1', token.stdout.trim()))
+    // The tail prints nothing until it follows, and how long a loaded machine takes to start it
+    // varies: publish probes until one shows up, so that 'followed' is sent once it surely follows.
+    const probes: string[] = []
+    const deadline = Date.now() + 30_000
+    while (!out.includes('probe-') && Date.now() < deadline) {
+      probes.push(`probe-${probes.length}`)
+      await client.publishAsync('devices/walk-1/messages/events/', probes[probes.length - 1]!, { qos: 1 })
+      const waitUntil = Date.now() + 500
+      while (!out.includes('probe-') && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 50))
+    }
     await client.publishAsync('devices/walk-1/messages/events/', 'followed', { qos: 1 })
     await client.endAsync()
-    const deadline = Date.now() + 5000
-    while (!out.includes('followed') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    const followDeadline = Date.now() + 20_000
+    while (!out.includes('followed') && Date.now() < followDeadline) await new Promise((r) => setTimeout(r, 50))
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
     child.kill('SIGINT')
     expect(await exited).toBe(0)
-    expect(out.trim().split('\n').map((l) => (JSON.parse(l) as { value: string }).value)).toEqual(['followed'])
+    // --lines 0: nothing from before it started (not the walk-through's records, not the probes
+    // published before it followed), then every record published since, in order.
+    const printed = values()
+    const first = probes.indexOf(printed[0] ?? '')
+    expect(first, `first printed record: ${printed[0]}`).toBeGreaterThanOrEqual(0)
+    expect(printed).toEqual([...probes.slice(first), 'followed'])
   })
 
   it('refuses an unknown topic with a clear error', async () => {
