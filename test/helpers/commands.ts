@@ -54,7 +54,7 @@ export async function feedbackRecords(gateway: Gateway): Promise<FeedbackJson[]>
   return records.map((r) => JSON.parse(r.value.toString()) as FeedbackJson)
 }
 
-export async function waitForFeedback(gateway: Gateway, count: number, timeoutMs = 5000): Promise<FeedbackJson[]> {
+export async function waitForFeedback(gateway: Gateway, count: number, timeoutMs = 15_000): Promise<FeedbackJson[]> {
   return waitFor(async () => {
     const fb = await feedbackRecords(gateway)
     return fb.length >= count ? fb : null

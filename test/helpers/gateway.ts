@@ -63,7 +63,7 @@ export function deviceOptions(deviceId: string, password: string, extra: IClient
     clean: false,
     protocolVersion: 4,
     reconnectPeriod: 0,
-    connectTimeout: 5000,
+    connectTimeout: 15_000,
     ...extra,
   }
 }
@@ -75,7 +75,7 @@ export async function connectDevice(url: string, deviceId: string, password: str
 /** Connect and return the CONNACK return code (0 = accepted) or the error text. */
 export async function connackCode(url: string, options: IClientOptions): Promise<number> {
   try {
-    const client = await connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, protocolVersion: 4, ...options })
+    const client = await connectAsync(url, { reconnectPeriod: 0, connectTimeout: 15_000, protocolVersion: 4, ...options })
     await client.endAsync()
     return 0
   } catch (err) {
@@ -100,7 +100,7 @@ export async function readAll(gateway: Gateway, topic: string): Promise<StoredRe
   return out
 }
 
-export async function waitFor<T>(probe: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 5000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(probe: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 15_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await probe()

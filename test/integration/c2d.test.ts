@@ -45,7 +45,7 @@ describe('cloud-to-device messages', () => {
 
     const client = await connect(d, false)
     const got = collect(client)
-    await waitFor(() => got.length === 3, 5000, 'three messages')
+    await waitFor(() => got.length === 3, 15_000, 'three messages')
     expect(got.map((m) => m.payload)).toEqual(['m0', 'm1', 'm2'])
     const bag = parsePropertyBag(got[0]!.topic.split('/').slice(4).join('/'))
     expect(bag.system.messageId).toBe(ids[0])
@@ -71,7 +71,7 @@ describe('cloud-to-device messages', () => {
     // The API never takes a TTL under 60 s; move the stored expiry into the past instead.
     const [queued] = await gw.gateway.commandStore.list(d.deviceId)
     gw.gateway.commandStore.setExpiry(queued!.seq, Date.now() - 1)
-    const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.messageId === messageId), 5000, 'expired feedback')
+    const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.messageId === messageId), 15_000, 'expired feedback')
     expect(fb.status).toBe('expired')
     expect(fb.deliveryCount).toBe(0)
   })
@@ -100,14 +100,14 @@ describe('cloud-to-device messages', () => {
     // Never calling back keeps mqtt.js from sending the PUBACK.
     silent.handleMessage = (packet) => void seen.push(String(packet.cmd))
     await api(gw.httpUrl, 'POST', `/api/devices/${d.deviceId}/messages`, { payload: 'again' })
-    await waitFor(() => seen.length === 1, 5000, 'first delivery')
+    await waitFor(() => seen.length === 1, 15_000, 'first delivery')
     silent.stream.destroy()
     await sleep(100)
     expect(await feedbackRecords(gw.gateway).then((f) => f.filter((x) => x.deviceId === d.deviceId))).toEqual([])
 
     const client = await connect(d, false)
     const got = collect(client)
-    await waitFor(() => got.length === 1, 5000, 'redelivery')
+    await waitFor(() => got.length === 1, 15_000, 'redelivery')
     expect(got[0]!.payload).toBe('again')
     expect(got[0]!.dup).toBe(true)
     const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.deviceId === d.deviceId))
@@ -124,14 +124,14 @@ describe('cloud-to-device messages', () => {
     await sleep(300)
     expect(got).toEqual([])
     await clean.subscribeAsync(`devices/${d.deviceId}/messages/devicebound/#`, { qos: 1 })
-    await waitFor(() => got.length === 1, 5000, 'delivery after subscribing')
+    await waitFor(() => got.length === 1, 15_000, 'delivery after subscribing')
   })
 
   it('purges the queue of a removed device', async () => {
     const d = await device('c2d-removed')
     await api(gw.httpUrl, 'POST', `/api/devices/${d.deviceId}/messages`, { payload: 'orphan', messageId: 'orphan-1' })
     expect((await api(gw.httpUrl, 'DELETE', `/api/devices/${d.deviceId}`)).status).toBe(204)
-    const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.messageId === 'orphan-1'), 5000, 'purged feedback')
+    const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.messageId === 'orphan-1'), 15_000, 'purged feedback')
     expect(fb.status).toBe('purged')
   })
 

@@ -60,7 +60,7 @@ describe('streamgate send, invoke, twin', () => {
   it('send queues a message the device receives with its properties', async () => {
     const res = await cli(dataDir, ['send', device.deviceId, 'hello', '--prop', 'colour=red', '--ttl', '120', '--message-id', 'cli-1'])
     expect(res).toMatchObject({ code: 0, stdout: 'cli-1\n' })
-    const msg = await waitFor(() => got.find((m) => m.topic.startsWith('devices/')), 5000, 'C2D message')
+    const msg = await waitFor(() => got.find((m) => m.topic.startsWith('devices/')), 15_000, 'C2D message')
     expect(msg.payload).toBe('hello')
     expect(msg.topic).toContain('colour=red')
   })
@@ -74,7 +74,7 @@ describe('streamgate send, invoke, twin', () => {
   it('twin --set patches desired properties and the device is notified; twin prints it', async () => {
     const res = await cli(dataDir, ['twin', device.deviceId, '--set', 'telemetry.interval=10', '--set', 'mode=eco', '--if-match', '1'])
     expect(res.code).toBe(0)
-    const note = await waitFor(() => got.find((m) => m.topic.startsWith('$iothub/twin/PATCH/')), 5000, 'desired patch')
+    const note = await waitFor(() => got.find((m) => m.topic.startsWith('$iothub/twin/PATCH/')), 15_000, 'desired patch')
     expect(JSON.parse(note.payload)).toEqual({ telemetry: { interval: 10 }, mode: 'eco', $version: 2 })
     const show = await cli(dataDir, ['twin', device.deviceId])
     expect(JSON.parse(show.stdout)).toMatchObject({ desired: { telemetry: { interval: 10 }, mode: 'eco', $version: 2 } })

@@ -43,7 +43,7 @@ describe('command channel across a gateway restart', () => {
   }
   const http = (): string => `http://127.0.0.1:${gw!.httpPort}`
 
-  it('keeps subscriptions and queued messages through kill -9', async () => {
+  it('keeps subscriptions and queued messages through kill -9', { timeout: 120_000 }, async () => {
     gw = await startChildGateway(dataDir)
     const first = await connect()
     await first.subscribeAsync(`devices/${device.deviceId}/messages/devicebound/#`, { qos: 1 })
@@ -63,7 +63,7 @@ describe('command channel across a gateway restart', () => {
 
     const patch = await api(http(), 'PATCH', `/api/devices/${device.deviceId}/twin`, { desired: { mode: 'eco' } }, { token: TOKEN })
     expect(patch.status).toBe(200)
-    const note = await waitFor(() => got.find((m) => m.topic.startsWith('$iothub/twin/PATCH/properties/desired/')), 5000, 'desired patch')
+    const note = await waitFor(() => got.find((m) => m.topic.startsWith('$iothub/twin/PATCH/properties/desired/')), 15_000, 'desired patch')
     expect(JSON.parse(note.payload)).toEqual({ mode: 'eco', $version: 2 })
     // Completed: nothing left in the queue.
     await waitFor(async () => {

@@ -48,7 +48,7 @@ describe('IoT Hub device publish ACL and per-connection $iothub traffic', () => 
     ca.publish('$iothub/twin/GET/?$rid=r1', ' ', { qos: 0 })
     ca.publish('$iothub/twin/PATCH/properties/reported/?$rid=r2', '{"a":1}', { qos: 0 })
     await ca.publishAsync('$iothub/methods/res/200/?$rid=unknown', '{}', { qos: 1 })
-    await waitFor(() => gotA.length === 2, 5000, 'two twin answers')
+    await waitFor(() => gotA.length === 2, 15_000, 'two twin answers')
     await sleep(100)
     // Answers are matched by $rid, not by order (as with IoT Hub).
     expect(gotA.map((m) => m.topic).sort()).toEqual(['$iothub/twin/res/200/?$rid=r1', '$iothub/twin/res/204/?$rid=r2&$version=2'])

@@ -39,9 +39,9 @@ describe('connection lifecycle', () => {
 
   it('writes connected and disconnected events with a per-device sequence and the reason', async () => {
     const c1 = await connectDevice(gw.mqttUrl, dev.deviceId, sasFor(dev))
-    await waitFor(async () => (await apiDevice(gw, dev.deviceId)).connectionState === 'connected', 5000, 'connected state')
+    await waitFor(async () => (await apiDevice(gw, dev.deviceId)).connectionState === 'connected', 15_000, 'connected state')
     await c1.endAsync() // sends DISCONNECT
-    await waitFor(async () => (await eventsOf(gw, dev.deviceId)).length === 2, 5000, 'two events')
+    await waitFor(async () => (await eventsOf(gw, dev.deviceId)).length === 2, 15_000, 'two events')
 
     const c2 = await connectDevice(gw.mqttUrl, dev.deviceId, sasFor(dev))
     await waitFor(async () => (await eventsOf(gw, dev.deviceId)).length === 3)

@@ -19,7 +19,7 @@ async function twinDevice(d: Device): Promise<{ client: MqttClient; got: Receive
 /** Publish a twin request and wait for the response with the same $rid. */
 async function request(dev: { client: MqttClient; got: Received[] }, topic: string, rid: string, body: string): Promise<Received> {
   dev.client.publish(topic, body, { qos: 0 })
-  return waitFor(() => dev.got.find((m) => m.topic.startsWith('$iothub/twin/res/') && m.topic.includes(`$rid=${rid}`)), 5000, `twin response ${rid}`)
+  return waitFor(() => dev.got.find((m) => m.topic.startsWith('$iothub/twin/res/') && m.topic.includes(`$rid=${rid}`)), 15_000, `twin response ${rid}`)
 }
 
 beforeAll(async () => {
