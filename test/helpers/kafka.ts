@@ -77,14 +77,43 @@ export interface LocalKafka {
   destroy(): Promise<void>
 }
 
+/**
+ * A port for a broker of our own. Not one the kernel hands out (bind to port 0, or the source port
+ * of an outgoing connection): the broker binds it seconds later (JVM start), and binds it again
+ * after a kill and restart, and meanwhile any of the many client connections of the parallel
+ * suites could take an ephemeral port as its source port. So: a random port below the ephemeral
+ * range, free right now, and never given twice by this process.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  const [low] = ephemeralRange()
+  const min = 10_000
+  const max = Math.max(min + 1000, low - 1)
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = min + Math.floor(Math.random() * (max - min + 1))
+    if (givenPorts.has(port) || !(await canListen(port))) continue
+    givenPorts.add(port)
+    return port
+  }
+  throw new Error(`no free port found in ${min}..${max}`)
+}
+
+const givenPorts = new Set<number>()
+
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    if (Number.isInteger(low) && Number.isInteger(high)) return [low!, high!]
+  } catch {
+    // not Linux: the IANA dynamic range
+  }
+  return [49152, 65535]
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
+    server.once('error', () => resolve(false))
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
   })
 }
 
