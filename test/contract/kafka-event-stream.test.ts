@@ -82,10 +82,13 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
       try {
         const topic = uniqueTopic()
         await stream.start([{ name: topic, partitions: 2 }])
+        // start() waits 5 s at most for the first provisioning; a loaded broker may need longer.
+        await waitFor(() => stream.health().ready, 'provisioned')
         expect(stream.health()).toEqual({ ready: true })
         const again = new KafkaEventStream(options())
         try {
           await again.start([{ name: topic, partitions: 4 }])
+          await waitFor(() => again.health().ready, 'provisioned')
           expect(await again.partitionCount(topic)).toBe(2)
           expect(again.health().ready).toBe(true)
           expect(again.health().detail).toContain(`Kafka topic ${topic} has 2 partitions, configured 4`)
@@ -106,6 +109,7 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
       const existing = new KafkaEventStream(options({ replicationFactor: 2 }))
       try {
         await existing.start([{ name: topic, partitions: 1 }])
+        await waitFor(() => existing.health().ready, 'provisioned')
         expect(existing.health()).toEqual({ ready: true, detail: `Kafka topic ${topic} has replication factor 1, configured 2 (left unchanged)` })
       } finally {
         await existing.stop()

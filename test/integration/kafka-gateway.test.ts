@@ -54,7 +54,7 @@ describe.skipIf(!enabled)('gateway with the Kafka backend', () => {
     try {
       await consumer.subscribe({ topics: [topic], fromBeginning: true })
       await consumer.run({ eachMessage: async ({ message, partition }) => void got.push({ ...message, partition }) })
-      await waitFor(() => got.length >= expected, 20_000, `${expected} messages on ${topic}`)
+      await waitFor(() => got.length >= expected, 45_000, `${expected} messages on ${topic}`)
     } finally {
       await consumer.disconnect()
     }
@@ -78,7 +78,7 @@ describe.skipIf(!enabled)('gateway with the Kafka backend', () => {
     }
     const events = await kafkaMessages(`${prefix}device-events`, 1)
     expect(events.some((m) => m.key?.toString() === device.deviceId && m.headers?.['event-type']?.toString() === 'connected')).toBe(true)
-  }, 60_000)
+  }, 120_000)
 
   it('streamgate tail reads the Kafka topic', async () => {
     const env = { PATH: process.env.PATH ?? '', STREAMGATE_STREAM_BACKEND: 'kafka', STREAMGATE_KAFKA_BROKERS: brokers.join(','), STREAMGATE_TOPIC_PREFIX: prefix, STREAMGATE_DATA_DIR: gw.dataDir }

@@ -60,7 +60,7 @@ describe.skipIf(!enabled)('gateway started while Kafka is unreachable', () => {
 
     const ids = (await readAll(gw.gateway, 'telemetry')).map((r) => r.headers['message-id'])
     for (const id of sent) expect(ids, id).toContain(id)
-  }, 120_000)
+  }, 240_000)
 
   it("reports the stream ready again after an outage even when no device sends anything afterwards", async () => {
     await kafka.kill()
@@ -75,7 +75,7 @@ describe.skipIf(!enabled)('gateway started while Kafka is unreachable', () => {
     await client.endAsync(true)
     await kafka.start()
     await waitFor(async () => (await streamCheck(gw)).ok, 30_000, 'stream ready again without traffic')
-  }, 120_000)
+  }, 240_000)
 })
 
 async function streamCheck(gw: TestGateway): Promise<{ ok: boolean; detail?: string }> {

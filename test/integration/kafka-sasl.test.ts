@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config/load.js'
 import { KafkaEventStream } from '../../src/stream/kafka/kafka-event-stream.js'
 import { kafkaClientConfig, kafkaOptions, redactedOptions } from '../../src/stream/kafka/options.js'
+import { waitFor } from '../helpers/gateway.js'
 import { kafkaTestsEnabled, START_TIMEOUT_MS, startLocalKafka, type LocalKafka } from '../helpers/kafka.js'
 
 /**
@@ -45,6 +46,8 @@ describe.skipIf(!enabled)('KafkaEventStream with SASL', () => {
       try {
         const topic = `sasl-${mechanism}-${Date.now().toString(36)}`
         await stream.start([{ name: topic, partitions: 2 }])
+        // start() waits 5 s at most for the first provisioning; a loaded broker may need longer.
+        await waitFor(() => stream.health().ready, 20_000, 'provisioned over SASL')
         expect(stream.health()).toEqual({ ready: true })
         const [at] = await stream.append(topic, [{ key: 'dev', value: Buffer.from(mechanism) }])
         const [read] = await stream.read(topic, at!.partition, at!.offset, 1)
@@ -61,7 +64,12 @@ describe.skipIf(!enabled)('KafkaEventStream with SASL', () => {
     const stream = KafkaEventStream.fromConfig(config.stream.kafka)
     try {
       await stream.start([{ name: 'sasl-never', partitions: 1 }])
-      const health = stream.health()
+      // The first attempt may end otherwise on a loaded machine (a connection timeout): the
+      // retries must come to say that authentication failed.
+      const health = await waitFor(() => {
+        const h = stream.health()
+        return /authenticat|SASL/i.test(h.detail ?? '') ? h : null
+      }, 20_000, 'an authentication failure in health()')
       expect(health.ready).toBe(false)
       expect(health.detail).toMatch(/authenticat|SASL/i)
       const err = await stream.append('sasl-never', [{ key: 'k', value: Buffer.from('v') }]).catch((e: unknown) => e)
