@@ -58,7 +58,8 @@ export async function startChildGateway(dataDir: string, env: Record<string, str
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()))
   const ports = await new Promise<[number, number]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out}`)), 20_000)
+    // Generous: a cold node start plus SQLite recovery on a loaded 2-core machine.
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out}`)), 60_000)
     const check = (): void => {
       const mqtt = /MQTT \(TCP\)\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
       const http = /HTTP API\s+http:\/\/[^:]+:(\d+)/.exec(out)

@@ -36,7 +36,8 @@ describe('durability of acknowledged telemetry across a SIGKILL', () => {
   // that acknowledged before its commit would lose messages here.
   const env = { STREAMGATE_STREAM__EMBEDDED__LINGER_MS: '100' }
 
-  it('finds every PUBACKed message in the stream after kill -9 and restart', async () => {
+  // Two gateway starts and 1500 acknowledged publishes: a few seconds alone, much more under load.
+  it('finds every PUBACKed message in the stream after kill -9 and restart', { timeout: 120_000 }, async () => {
     gw = await startChildGateway(dataDir, env)
     const acked = new Set<string>()
     const clients = await Promise.all(devices.map((d) => connectAsync(`mqtt://127.0.0.1:${gw!.mqttPort}`, deviceOptions(d.deviceId, sasFor(d)))))
