@@ -33,6 +33,8 @@ export interface ConnectInput {
   remoteAddress: string
   /** The client certificate of a TLS connection (mqtts or wss), when the device sent one. */
   peerCertificate?: X509Certificate | undefined
+  /** The certificates the device sent after its own (intermediate CAs); used for x509-ca devices. */
+  peerChain?: readonly X509Certificate[] | undefined
 }
 
 export interface AuthenticatorDeps {
@@ -181,7 +183,7 @@ async function verifyCredentials(state: ConnectState, deps: Required<Authenticat
     // An X.509 device proves itself with its certificate only; a password beside it is ignored.
     const cert = state.input.peerCertificate
     if (cert === undefined) throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'This device authenticates with an X.509 certificate over TLS and sent none')
-    verifyDeviceCertificate(cert, device, deps.trustedCas(), deps.now())
+    verifyDeviceCertificate(cert, device, deps.trustedCas(), deps.now(), state.input.peerChain ?? [])
     state.result = { device, deviceId: device.deviceId, method: device.authMethod }
     return
   }

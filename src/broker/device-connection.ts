@@ -30,7 +30,10 @@ export const connectionMeta = new WeakMap<object, ConnectionMeta>()
 export interface ConnectionMeta {
   transport: Transport
   remoteAddress: string
-  /** The TLS socket's client certificate, read at CONNECT time (the handshake is done by then). */
-  peerCertificate?: () => X509Certificate | undefined
+  /**
+   * The TLS socket's client certificate and the certificates sent after it (intermediate CAs),
+   * read at CONNECT time (the handshake is done by then); undefined when the client sent none.
+   */
+  peerCertificates?: () => { cert: X509Certificate; chain: X509Certificate[] } | undefined
 }
 export const contexts = new WeakMap<Client, DeviceConnection>()

@@ -1,4 +1,5 @@
-import type { TLSSocket } from 'node:tls'
+import { X509Certificate } from 'node:crypto'
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
 import { Aedes, type AedesOptions, type Client, type PublishPacket, type Subscription } from 'aedes'
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
@@ -85,7 +86,7 @@ export class GatewayBroker implements DeviceChannel {
       return
     }
     const client = this.aedes.handle(stream, req)
-    connectionMeta.set(client, { transport, remoteAddress, ...(tlsSocket ? { peerCertificate: () => tlsSocket.getPeerX509Certificate() } : {}) })
+    connectionMeta.set(client, { transport, remoteAddress, ...(tlsSocket ? { peerCertificates: () => presentedCertificates(tlsSocket) } : {}) })
     guardPacketSize(client, this.options.maxPayloadBytes, () => this.onOversize(client))
   }
 
@@ -154,7 +155,8 @@ export class GatewayBroker implements DeviceChannel {
     done: (error: (Error & { returnCode: number }) | null, success: boolean | null) => void,
   ): void {
     const meta = connectionMeta.get(client) ?? { transport: 'tcp' as Transport, remoteAddress: 'unknown' }
-    const attempt = { clientId: client.id, username, password, remoteAddress: meta.remoteAddress, peerCertificate: meta.peerCertificate?.() }
+    const peer = meta.peerCertificates?.()
+    const attempt = { clientId: client.id, username, password, remoteAddress: meta.remoteAddress, peerCertificate: peer?.cert, peerChain: peer?.chain }
     const run = async (): Promise<DeviceConnection> => {
       if (this.closing) throw new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down')
       if (this.aedes.connectedClients >= this.options.maxConnections) {
@@ -296,4 +298,21 @@ function isReady(client: Client): boolean {
 
 function toBuffer(payload: PublishPacket['payload']): Buffer {
   return typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+}
+
+/**
+ * The client certificate of a TLS connection and the certificates it sent after its own
+ * (intermediate CAs), as Node links them (issuerCertificate), each once. One call for both:
+ * after getPeerX509Certificate() Node's getPeerCertificate(true) no longer links the chain.
+ */
+function presentedCertificates(socket: TLSSocket): { cert: X509Certificate; chain: X509Certificate[] } | undefined {
+  const leaf: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true)
+  if (!leaf?.raw) return undefined
+  const chain: X509Certificate[] = []
+  const seen = new Set<string>([leaf.fingerprint256])
+  for (let c = leaf.issuerCertificate; c?.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
+    seen.add(c.fingerprint256)
+    chain.push(new X509Certificate(c.raw))
+  }
+  return { cert: new X509Certificate(leaf.raw), chain }
 }

@@ -135,4 +135,24 @@ describe('Azure IoT device SDK with X.509 certificates (Mqtt over TLS)', () => {
     // The same device with a certificate inside its validity period gets in: the dates were the reason.
     expect(await connackCode(url, tls('old-dev', validCa))).toBe(0)
   })
+
+  it('x509-ca through an intermediate CA: the SDK sends its certificate and the intermediate', async () => {
+    const { caCert, caKey } = devCertPaths(dataDir)
+    addTrustedCa(dataDir, ca)
+    const out = join(dataDir, 'chain')
+    const day = 86_400_000
+    const dates = { notBefore: new Date(Date.now() - day), notAfter: new Date(Date.now() + 30 * day) }
+    const intermediate = datedDeviceCert({ deviceId: 'plant-7-issuing-ca', outDir: out, ca: { cert: caCert, key: caKey }, isCa: true, ...dates })
+    const leaf = datedDeviceCert({ deviceId: 'line-dev', outDir: out, ca: intermediate, ...dates })
+    expect((await api(gw.httpUrl, 'POST', '/api/devices', { deviceId: 'line-dev', authMethod: 'x509-ca' })).status).toBe(201)
+    const chainPem = readFileSync(leaf.cert, 'utf8') + readFileSync(intermediate.cert, 'utf8')
+    const opts = (cert: string) => ({ ca, clientId: 'line-dev', username: `${HUB}/line-dev/?api-version=2021-04-12`, cert, key: readFileSync(leaf.key) })
+    // The device certificate alone does not reach the registered CA: refused.
+    expect(await connackCode(`mqtts://localhost:${port}`, opts(readFileSync(leaf.cert, 'utf8')))).toBe(5)
+    const client = Client.fromConnectionString(`HostName=localhost:${port};DeviceId=line-dev;x509=true`, Mqtt)
+    clients.push(client)
+    await client.setOptions({ ca, cert: chainPem, key: readFileSync(leaf.key, 'utf8') })
+    await client.open()
+    await sendAndFind(client, 'line-dev', 'x509-chain-1')
+  })
 })

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 /**
- * Device certificates with a chosen validity period (already expired, not yet valid), which
- * `openssl x509 -days` cannot make: `openssl ca` takes -startdate and -enddate. Test-only.
+ * Device (or intermediate CA) certificates with a chosen validity period (already expired, not
+ * yet valid), which `openssl x509 -days` cannot make: `openssl ca` takes -startdate and -enddate.
+ * Test-only.
  */
 export interface DatedCertOptions {
   deviceId: string
@@ -14,6 +15,8 @@ export interface DatedCertOptions {
   notAfter: Date
   /** Sign with this CA; without it the certificate is self-signed (an x509-thumbprint device). */
   ca?: { cert: string; key: string }
+  /** Make an (intermediate) CA certificate instead of a device certificate. */
+  isCa?: boolean
 }
 
 const asn1Time = (d: Date): string => d.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z')
@@ -27,7 +30,7 @@ export function datedDeviceCert(o: DatedCertOptions): { cert: string; key: strin
   try {
     writeFileSync(join(work, 'index.txt'), '')
     writeFileSync(join(work, 'serial'), '01\n')
-    writeFileSync(join(work, 'ext.cnf'), 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n')
+    writeFileSync(join(work, 'ext.cnf'), o.isCa ? 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' : 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n')
     writeFileSync(join(work, 'ca.cnf'), [
       '[ca]', 'default_ca = d', '[d]', `database = ${join(work, 'index.txt')}`, `new_certs_dir = ${work}`, `serial = ${join(work, 'serial')}`,
       'default_md = sha256', 'policy = p', 'unique_subject = no', '[p]', 'commonName = supplied', '',
