@@ -34,6 +34,22 @@ async function storedOfRun(g: TestGateway, report: SimReport): Promise<Map<strin
   return perDevice
 }
 
+/**
+ * Runs `fn` once `deviceId` is connected to `g` and at least `afterMs` have passed: a fault injected
+ * at a fixed time could find the device not connected yet when a loaded machine is slow to start
+ * the fleet (the run's clock starts before the devices connect).
+ */
+function whenConnected(g: TestGateway, deviceId: string, afterMs: number, fn: () => void): void {
+  const earliest = Date.now() + afterMs
+  const giveUp = earliest + 30_000
+  const timer = setInterval(() => {
+    if (Date.now() > giveUp) return clearInterval(timer)
+    if (Date.now() < earliest || !g.gateway.broker.connectionOf(deviceId)) return
+    clearInterval(timer)
+    fn()
+  }, 25)
+}
+
 describe('device-sim against a real gateway', () => {
   it('QoS 1 fleet: sent = acked = stored, no loss, ordered latencies, C2D, methods and twins answered', async () => {
     gw = await startTestGateway()
@@ -97,7 +113,7 @@ describe('device-sim against a real gateway', () => {
         victim = ids[3]!
         const patch = (status: string): Promise<Response> =>
           fetch(`${g.httpUrl}/api/devices/${victim}`, { method: 'PATCH', headers: { authorization: `Bearer ${g.config.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ status }) })
-        setTimeout(() => void patch('disabled').then(() => setTimeout(() => void patch('enabled'), 1000)), 1200)
+        whenConnected(g, victim, 1200, () => void patch('disabled').then(() => setTimeout(() => void patch('enabled'), 1000)))
       },
     })
     const c = report.counts
@@ -129,7 +145,7 @@ describe('device-sim against a real gateway', () => {
       { gateway: g.mqttUrl, api: g.httpUrl, token: g.config.adminToken, streamConfig: configFile, drainS: 3, duration: 3, prefix: 'simkick-', backoff: { minMs: 50, maxMs: 200 }, groups: [{ count: 5, rate: 50, qos: 1 }] },
       'test',
     )
-    const report = await runSimulation(scenario, { onFleetReady: (ids) => void setTimeout(() => g.gateway.broker.kick(ids[0]!), 1000) })
+    const report = await runSimulation(scenario, { onFleetReady: (ids) => whenConnected(g, ids[0]!, 1000, () => g.gateway.broker.kick(ids[0]!)) })
     const c = report.counts
     expect(c.disconnects).toBe(1)
     expect(c.connects).toBe(6)
@@ -144,15 +160,21 @@ describe('device-sim against a real gateway', () => {
     const g = gw
     const addresses = new Set<string>()
     const scenario = baseScenario(g, { duration: 3, prefix: 'simwk-', workers: 2, sourceIps: ['127.0.0.2', '127.0.0.3'], groups: [{ count: 8, rate: 10, qos: 1 }] })
-    const report = await runSimulation(scenario, {
-      onFleetReady: (ids) =>
-        void setTimeout(async () => {
-          for (const id of ids) {
-            const view = (await (await fetch(`${g.httpUrl}/api/devices/${id}`, { headers: { authorization: `Bearer ${g.config.adminToken}` } })).json()) as { live?: { remoteAddress?: string } | null }
-            if (view.live?.remoteAddress) addresses.add(view.live.remoteAddress.replace(/^::ffff:/, ''))
-          }
-        }, 2000),
-    })
+    // Where each device connects from, seen through the API while the run goes on (the worker
+    // processes may take a while to start on a loaded machine: look until the run ends).
+    let looking = true
+    const look = async (ids: readonly string[]): Promise<void> => {
+      while (looking) {
+        for (const id of ids) {
+          const view = (await (await fetch(`${g.httpUrl}/api/devices/${id}`, { headers: { authorization: `Bearer ${g.config.adminToken}` } })).json()) as { live?: { remoteAddress?: string } | null }
+          if (view.live?.remoteAddress) addresses.add(view.live.remoteAddress.replace(/^::ffff:/, ''))
+        }
+        await new Promise((r) => setTimeout(r, 250))
+      }
+    }
+    let looked: Promise<void> = Promise.resolve()
+    const report = await runSimulation(scenario, { onFleetReady: (ids) => void (looked = look(ids)) }).finally(() => (looking = false))
+    await looked
     const c = report.counts
     expect(report.workers).toBe(2)
     expect(c.connects).toBe(8)
@@ -168,8 +190,10 @@ describe('device-sim against a real gateway', () => {
 
   it('scenario events: a reconnect storm drops its share of the fleet at once, churn keeps dropping; QoS 1 loses nothing', async () => {
     gw = await startTestGateway()
+    // The churn ends at 3.5 s; a 5 s run leaves the last dropped device time to reconnect on a
+    // loaded machine (connects = 10 + disconnects below).
     const scenario = baseScenario(gw, {
-      duration: 4,
+      duration: 5,
       prefix: 'simev-',
       backoff: { minMs: 50, maxMs: 300 },
       groups: [{ count: 10, rate: 10, qos: 1 }],
