@@ -120,7 +120,13 @@ function canListen(port: number): Promise<boolean> {
 /** A broker of our own on free ports with its own data directory; started before it resolves. */
 export async function startLocalKafka(options: LocalKafkaOptions = {}): Promise<LocalKafka> {
   const kafka = await createLocalKafka(options)
-  await kafka.start()
+  try {
+    await kafka.start()
+  } catch (err) {
+    // The broker runs in its own session (setsid): do not leave it behind when start-up failed.
+    await kafka.destroy().catch(() => undefined)
+    throw err
+  }
   return kafka
 }
 
