@@ -1,4 +1,6 @@
+import { X509Certificate } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
+import { createSecureContext } from 'node:tls'
 import { join, resolve } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
@@ -11,8 +13,9 @@ import { createDeviceRegistry, createEventStream } from './backends.js'
 import { Authenticator } from '../auth/authenticator.js'
 import { FailureLimiter } from '../auth/rate-limit.js'
 import { TrustedCaStore } from '../auth/ca-store.js'
+import { GatewayError } from '../errors/catalogue.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
-import { attachWebSocket, listenTcp, listenTls, listenWss, type Listener } from '../broker/listeners.js'
+import { attachWebSocket, listenTcp, listenTls, listenWss, type Listener, type TlsListener } from '../broker/listeners.js'
 import { loadTlsMaterial } from './tls-material.js'
 import { IotHubSubscriptionPolicy } from '../protocol/subscription-policy.js'
 import { BatchingAppender } from '../ingest/batcher.js'
@@ -67,8 +70,8 @@ export class Gateway {
   commandStore!: SqliteCommandStore
   commands!: CommandChannel
   private tcp: Listener | null = null
-  private tls: Listener | null = null
-  private wss: Listener | null = null
+  private tls: TlsListener | null = null
+  private wss: TlsListener | null = null
   private ws: { close(): Promise<void> } | null = null
   private tail: { close(): Promise<void> } | null = null
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -209,6 +212,29 @@ export class Gateway {
     }
     this.state = 'started'
     return addresses
+  }
+
+  /**
+   * Read the TLS certificate, key and CA files again and use them for new handshakes on the TLS
+   * and secure WebSocket listeners (SIGHUP of `streamgate start`): renewed certificates without a
+   * restart, and CAs added with `ca add` named in the certificate request. Files that cannot be
+   * used (missing, not PEM, key not matching) reject with E_CONFIG_INVALID and change nothing.
+   */
+  async reloadTls(): Promise<{ subject: string; validTo: string; listeners: number }> {
+    const listeners = [this.tls, this.wss].filter((l): l is TlsListener => l !== null)
+    if (this.state !== 'started' || listeners.length === 0) throw new GatewayError('E_CONFIG_INVALID', 'no TLS listener is running (mqtt.tls.enabled and http.wss.enabled are off)')
+    const tls = loadTlsMaterial(this.config, this.dataDir, new TrustedCaStore(this.dataDir).list())!
+    let subject: string
+    let validTo: string
+    try {
+      createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.ca && tls.ca.length > 0 ? { ca: tls.ca } : {}) })
+      ;({ subject, validTo } = new X509Certificate(tls.cert))
+    } catch (err) {
+      throw new GatewayError('E_CONFIG_INVALID', `cannot use the TLS certificate and key: ${(err as Error).message}`)
+    }
+    for (const l of listeners) l.reloadTls(tls)
+    this.logger.info({ subject, validTo, listeners: listeners.length }, 'TLS certificate reloaded')
+    return { subject, validTo, listeners: listeners.length }
   }
 
   private async doStop(): Promise<void> {

@@ -15,6 +15,12 @@ export interface Listener {
   close(): Promise<void>
 }
 
+/** A TLS listener can take a new certificate, key and CA list without a restart. */
+export interface TlsListener extends Listener {
+  /** New handshakes use `tls`; open connections keep the session they have. */
+  reloadTls(tls: TlsMaterial): void
+}
+
 /** Server certificate, key and TLS floor shared by the MQTT/TLS and the secure WebSocket listener. */
 export interface TlsMaterial {
   cert: Buffer
@@ -47,21 +53,21 @@ export async function listenTcp(broker: GatewayBroker, host: string, port: numbe
 }
 
 /** MQTT over TLS (mqtts, port 8883 by default): what the Azure SDK's `Mqtt` transport dials. */
-export async function listenTls(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial): Promise<Listener> {
+export async function listenTls(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial): Promise<TlsListener> {
   const server = createTlsServer(tlsServerOptions(tls), (socket: TLSSocket) => {
     socket.setNoDelay(true)
     broker.handle(socket, 'tls', socket.remoteAddress ?? 'unknown', undefined, socket)
   })
   // A failed handshake (plain TCP, wrong CA on the device) must not reach the process.
   server.on('tlsClientError', () => undefined)
-  return listen(server, host, port)
+  return { ...(await listen(server, host, port)), reloadTls: (next) => server.setSecureContext(tlsServerOptions(next)) }
 }
 
 /**
  * MQTT over secure WebSocket on its own HTTPS port: the SDK's `MqttWs` transport always dials
  * wss://host:443/$iothub/websocket (protocol note §2). Plain HTTP requests get 404.
  */
-export async function listenWss(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial, maxMessageBytes: number): Promise<Listener> {
+export async function listenWss(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial, maxMessageBytes: number): Promise<TlsListener> {
   const server = createHttpsServer(tlsServerOptions(tls), (_req, res) => {
     res.writeHead(404, { 'content-length': '0' }).end()
   })
@@ -74,6 +80,7 @@ export async function listenWss(broker: GatewayBroker, host: string, port: numbe
       await ws.close()
       await listener.close()
     },
+    reloadTls: (next) => server.setSecureContext(tlsServerOptions(next)),
   }
 }
 

@@ -7,7 +7,8 @@ const USAGE = `usage: streamgate start [--config FILE] [--data-dir DIR] [--hostn
                         [--http-port N] [--admin-token T] [--log-level L] [--set key=value ...]
 
 Starts the gateway: MQTT on TCP, MQTT over WebSocket and the HTTP API on the HTTP port,
-the embedded stream and registry in the data directory. Stops cleanly on SIGINT/SIGTERM.
+the embedded stream and registry in the data directory. Stops cleanly on SIGINT/SIGTERM;
+SIGHUP reloads the TLS certificate, key and CA files (renewals without a restart).
 With --set mqtt.tls.enabled=true also MQTT over TLS (8883), with --set http.wss.enabled=true
 MQTT over secure WebSocket (443), which the Azure IoT device SDK needs; \`streamgate certs init\`
 makes a development certificate for them (docs/azure-migration.md).`
@@ -33,6 +34,11 @@ export async function startCommand(argv: string[]): Promise<number> {
     }
     process.once('SIGINT', shutdown)
     process.once('SIGTERM', shutdown)
+    // SIGHUP: renewed TLS certificate files are taken without a restart (a failure keeps the old ones).
+    process.on('SIGHUP', () => {
+      if (!addresses.mqtts && !addresses.wss) return void gateway.logger.warn('SIGHUP: no TLS listener runs; nothing to reload')
+      gateway.reloadTls().catch((err: unknown) => gateway.logger.error({ code: (err as { code?: string }).code, err: (err as Error).message }, 'TLS reload failed; the previous certificate stays in use'))
+    })
   })
   gateway.logger.flush()
   return 0
