@@ -74,7 +74,7 @@ describe.skipIf(!enabled)('gateway started while Kafka is unreachable', () => {
     // failure; the stream must notice by itself that Kafka is back.
     await client.endAsync(true)
     await kafka.start()
-    await waitFor(async () => (await streamCheck(gw)).ok, 30_000, 'stream ready again without traffic')
+    await waitFor(async () => (await streamCheck(gw)).ok, 60_000, 'stream ready again without traffic')
   }, 240_000)
 })
 
