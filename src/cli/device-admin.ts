@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { resolveAdminToken } from '../api/admin-token.js'
 import type { DeviceList, DeviceWithConnectionString } from '../api/devices.js'
@@ -6,6 +7,7 @@ import type { GatewayConfig } from '../config/schema.js'
 import { ERROR_CODES, GatewayError, type ErrorCode } from '../errors/catalogue.js'
 import { deviceConnectionString } from '../registry/connection-string.js'
 import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
+import { SqliteCommandStore } from '../commands/sqlite-command-store.js'
 import {
   toDeviceView,
   type CreateDeviceInput,
@@ -52,13 +54,15 @@ export class LocalDeviceAdmin implements DeviceAdmin {
   constructor(
     private readonly registry: DeviceRegistry,
     private readonly hostname: string,
+    /** `<dataDir>/commands.db`: a removed device's queue and subscriptions go with it. */
+    private readonly commandsFile: string,
   ) {}
 
   /** Open `<dataDir>/registry.db` (created on first use, as the gateway would). */
   static async open(config: GatewayConfig): Promise<LocalDeviceAdmin> {
     const registry = new SqliteDeviceRegistry({ file: join(resolve(config.dataDir), 'registry.db') })
     await registry.start()
-    return new LocalDeviceAdmin(registry, config.hostname)
+    return new LocalDeviceAdmin(registry, config.hostname, join(resolve(config.dataDir), 'commands.db'))
   }
 
   async add(input: CreateDeviceInput): Promise<IssuedDevice> {
@@ -76,8 +80,22 @@ export class LocalDeviceAdmin implements DeviceAdmin {
     return toDeviceView(device)
   }
 
-  remove(deviceId: string): Promise<void> {
-    return this.registry.remove(deviceId)
+  /**
+   * Remove the device and, as the gateway does, end its queued cloud-to-device messages as
+   * `purged` and drop its subscriptions in `<dataDir>/commands.db`; the purged feedback waits in
+   * the store's outbox and is written to `command-feedback` when the gateway next starts.
+   */
+  async remove(deviceId: string): Promise<void> {
+    await this.registry.remove(deviceId)
+    if (!existsSync(this.commandsFile)) return
+    const store = new SqliteCommandStore(this.commandsFile)
+    store.start()
+    try {
+      await store.purge(deviceId, Date.now())
+      store.clearSubscriptions(deviceId)
+    } finally {
+      store.stop()
+    }
   }
 
   async setStatus(deviceId: string, status: DeviceStatus): Promise<DeviceView> {
