@@ -194,6 +194,7 @@ export class Gateway {
       // Each empty poll of Kafka is a fetch round trip to the broker; the SQLite file is cheap to poll.
       pollMs: config.stream.backend === 'kafka' ? 250 : config.stream.embedded.pollIntervalMs,
       logger: this.logger,
+      maxBufferedBytes: config.http.tailMaxBufferedBytes,
     })
     await this.api.listen({ host: config.http.host, port: config.http.port })
     this.tcp = await listenTcp(this.broker, config.mqtt.host, config.mqtt.port)
@@ -275,6 +276,7 @@ export class Gateway {
     const cas = new TrustedCaStore(this.dataDir)
     return new Authenticator({
       trustedCas: () => cas.list(),
+      x509MaxIntermediates: a.x509MaxIntermediates,
       registry: this.registry,
       hostname: this.config.hostname,
       clockSkewSeconds: a.clockSkewSeconds,

@@ -48,6 +48,8 @@ export interface AuthenticatorDeps {
   now?: () => number
   /** CAs registered with `streamgate ca add`, for `x509-ca` devices (default: none). */
   trustedCas?: () => readonly X509Certificate[]
+  /** Intermediate CAs followed to a registered one (default 4). */
+  x509MaxIntermediates?: number
 }
 
 export type AuthMethodUsed = 'sas-primary' | 'sas-secondary' | 'password' | 'x509-thumbprint' | 'x509-ca'
@@ -183,7 +185,7 @@ async function verifyCredentials(state: ConnectState, deps: Required<Authenticat
     // An X.509 device proves itself with its certificate only; a password beside it is ignored.
     const cert = state.input.peerCertificate
     if (cert === undefined) throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'This device authenticates with an X.509 certificate over TLS and sent none')
-    verifyDeviceCertificate(cert, device, deps.trustedCas(), deps.now(), state.input.peerChain ?? [])
+    verifyDeviceCertificate(cert, device, deps.trustedCas(), deps.now(), state.input.peerChain ?? [], deps.x509MaxIntermediates)
     state.result = { device, deviceId: device.deviceId, method: device.authMethod }
     return
   }
@@ -232,7 +234,7 @@ export class Authenticator {
   private readonly deps: Required<AuthenticatorDeps>
 
   constructor(deps: AuthenticatorDeps, private readonly steps: readonly ConnectStep[] = CONNECT_STEPS) {
-    this.deps = { ...deps, now: deps.now ?? Date.now, trustedCas: deps.trustedCas ?? (() => []) }
+    this.deps = { ...deps, now: deps.now ?? Date.now, trustedCas: deps.trustedCas ?? (() => []), x509MaxIntermediates: deps.x509MaxIntermediates ?? 4 }
   }
 
   async authenticate(input: ConnectInput): Promise<AuthResult> {

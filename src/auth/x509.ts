@@ -10,13 +10,11 @@ import type { Device } from '../registry/types.js'
  *   certificates are fine: the thumbprint is the trust);
  * - `x509-ca`: its subject CN equals the device id and it chains to a CA registered with
  *   `streamgate ca add`: signed by that CA directly, or through intermediate CA certificates the
- *   device sends after its own in the TLS handshake (at most MAX_INTERMEDIATES, each a CA within
- *   its validity period). Registering an intermediate itself trusts what it issued.
+ *   device sends after its own in the TLS handshake (at most `maxIntermediates`, config
+ *   auth.x509MaxIntermediates, each a CA within its validity period). Registering an intermediate itself trusts what it issued.
  * Both check the validity period. The TLS handshake already proved the device holds the key.
  */
-export const MAX_INTERMEDIATES = 4
-
-export function verifyDeviceCertificate(cert: X509Certificate, device: Device, trustedCas: readonly X509Certificate[], nowMs: number, presented: readonly X509Certificate[] = []): void {
+export function verifyDeviceCertificate(cert: X509Certificate, device: Device, trustedCas: readonly X509Certificate[], nowMs: number, presented: readonly X509Certificate[] = [], maxIntermediates = 4): void {
   if (nowMs < Date.parse(cert.validFrom)) throw new GatewayError('E_AUTH_CERT_NOT_YET_VALID', 'The device certificate is not valid yet', { validFrom: cert.validFrom })
   if (nowMs > Date.parse(cert.validTo)) throw new GatewayError('E_AUTH_CERT_EXPIRED', 'The device certificate has expired', { validTo: cert.validTo })
   if (device.authMethod === 'x509-thumbprint') {
@@ -31,7 +29,7 @@ export function verifyDeviceCertificate(cert: X509Certificate, device: Device, t
       if (!within(root, nowMs)) throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'The registered CA certificate is outside its validity period')
       return
     }
-    const next = intermediates < MAX_INTERMEDIATES ? presented.find((c) => c.ca && c !== current && issuedBy(current, c)) : undefined
+    const next = intermediates < maxIntermediates ? presented.find((c) => c.ca && c !== current && issuedBy(current, c)) : undefined
     if (!next) {
       throw new GatewayError('E_AUTH_CERT_UNTRUSTED', intermediates === 0 ? 'The device certificate is not issued by a registered CA' : 'The device certificate chain does not end at a registered CA', { intermediates })
     }

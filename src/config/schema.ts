@@ -50,6 +50,8 @@ const httpSchema = z.strictObject({
       port: port.default(443),
     })
     .prefault({}),
+  /** Bytes a live-tail WebSocket reader may fall behind before the tail pauses reading. */
+  tailMaxBufferedBytes: positiveInt.default(1024 * 1024),
 })
 
 const authSchema = z.strictObject({
@@ -61,6 +63,8 @@ const authSchema = z.strictObject({
   maxFailuresPerDevice: positiveInt.default(10),
   /** Window of the failed-attempt counters, in seconds. */
   failureWindowSeconds: positiveInt.default(60),
+  /** Intermediate CA certificates followed from an x509-ca device certificate to a registered CA. */
+  x509MaxIntermediates: z.number().int().min(0).max(10).default(4),
 })
 
 const embeddedSchema = z.strictObject({

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { MAX_INTERMEDIATES, verifyDeviceCertificate } from '../../../src/auth/x509.js'
+import { verifyDeviceCertificate } from '../../../src/auth/x509.js'
 import { GatewayError } from '../../../src/errors/catalogue.js'
 import type { Device } from '../../../src/registry/types.js'
 import { datedDeviceCert } from '../../helpers/dated-certs.js'
@@ -41,9 +41,10 @@ describe('X.509 CA chains with intermediates', () => {
     const leaf = load(datedDeviceCert({ deviceId: 'chain-dev', outDir: join(dir, tag), ca: issuer, ...valid }))
     return { leaf, intermediates: intermediates.reverse() } // as sent: nearest issuer first
   }
-  const outcome = (leaf: X509Certificate, trusted: X509Certificate[], presented: X509Certificate[]): string => {
+  const MAX_INTERMEDIATES = 4
+  const outcome = (leaf: X509Certificate, trusted: X509Certificate[], presented: X509Certificate[], max = MAX_INTERMEDIATES): string => {
     try {
-      verifyDeviceCertificate(leaf, device, trusted, now, presented)
+      verifyDeviceCertificate(leaf, device, trusted, now, presented, max)
       return 'ok'
     } catch (err) {
       return (err as GatewayError).code
@@ -71,11 +72,15 @@ describe('X.509 CA chains with intermediates', () => {
     expect(outcome(leaf, [intermediates[0]!], [])).toBe('ok')
   })
 
-  it(`follows up to ${MAX_INTERMEDIATES} intermediates in any order, not more`, () => {
+  it('follows up to 4 intermediates (auth.x509MaxIntermediates) in any order, not more', () => {
     const deep = chainUnder(root, MAX_INTERMEDIATES, 'deep')
     expect(outcome(deep.leaf, [load(root)], [...deep.intermediates].reverse())).toBe('ok')
     const tooDeep = chainUnder(root, MAX_INTERMEDIATES + 1, 'too-deep')
     expect(outcome(tooDeep.leaf, [load(root)], tooDeep.intermediates)).toBe('E_AUTH_CERT_UNTRUSTED')
+    // The bound is a setting (auth.x509MaxIntermediates): 0 accepts directly issued certificates only.
+    expect(outcome(tooDeep.leaf, [load(root)], tooDeep.intermediates, MAX_INTERMEDIATES + 1)).toBe('ok')
+    const one = chainUnder(root, 1, 'one-at-zero')
+    expect(outcome(one.leaf, [load(root)], one.intermediates, 0)).toBe('E_AUTH_CERT_UNTRUSTED')
   })
 
   it('refuses an expired or not-yet-valid intermediate, and a certificate that is not a CA in the middle', () => {
