@@ -12,8 +12,11 @@ export interface CommandsApi {
   twins: Pick<TwinService, 'get' | 'patchDesired'>
 }
 
-/** What the gateway must react to after an admin change (it disconnects the live device). */
-export type DeviceChange = 'removed' | 'disabled' | 'keys-rotated' | 'password-changed'
+/**
+ * An admin change the gateway reacts to: it records `created` and `removed` on `device-events`,
+ * and disconnects the live device on the others (and on `removed`).
+ */
+export type DeviceChange = 'created' | 'removed' | 'disabled' | 'keys-rotated' | 'password-changed'
 
 export interface ReadinessReport {
   ready: boolean

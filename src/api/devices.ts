@@ -32,6 +32,7 @@ export function registerDeviceRoutes(api: FastifyInstance, deps: ApiDeps): void 
   api.post('/devices', async (request, reply) => {
     const body = parseWith(createDeviceBody, request.body, 'request body')
     const device = await registry.create(body)
+    notify(request, device.deviceId, 'created')
     return reply
       .code(201)
       .header('location', `${request.url.split('?')[0]}/${encodeURIComponent(device.deviceId)}`)

@@ -177,8 +177,15 @@ export class Gateway {
       // Removal, disabling, a key rotation or a password change ends the live connection at
       // once: the device must prove itself again with what is valid now.
       onDeviceChanged: (deviceId, change) => {
+        if (change === 'created') {
+          void this.events.emit({ type: 'created', deviceId })
+          return
+        }
         this.broker.kick(deviceId)
-        if (change === 'removed') void this.commands.deviceRemoved(deviceId).catch((err: unknown) => this.logger.error({ err, deviceId }, 'could not purge the queue of a removed device'))
+        if (change === 'removed') {
+          void this.events.emit({ type: 'deleted', deviceId })
+          void this.commands.deviceRemoved(deviceId).catch((err: unknown) => this.logger.error({ err, deviceId }, 'could not purge the queue of a removed device'))
+        }
       },
       deviceConnection: (deviceId) => {
         const ctx = this.broker.connectionOf(deviceId)

@@ -264,6 +264,7 @@ describe('streamgate devices, through a running gateway’s API', () => {
     expect((await cli(dataDir, ['devices', 'remove', 'via-http'])).code).toBe(0)
     expect(await registry.get('via-http')).toBeNull()
     expect(changes).toEqual([
+      ['via-http', 'created'],
       ['via-http', 'disabled'],
       ['via-http', 'keys-rotated'],
       ['via-http', 'removed'],
