@@ -4,7 +4,7 @@ import { Aedes, type AedesOptions, type Client, type PublishPacket, type Subscri
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import { GatewayError, toGatewayError } from '../errors/catalogue.js'
-import { guardPacketSize } from './packet-guard.js'
+import { guardPacketSize, setPacketGuard } from './packet-guard.js'
 import { nextMessageId, topicMatches, writePublish } from './outbound.js'
 import { connectionMeta, contexts, DeviceConnection } from './device-connection.js'
 import { attachSessionHooks, restoreSession } from './session-hooks.js'
@@ -72,6 +72,8 @@ export class GatewayBroker implements DeviceChannel {
     }
     const aedes = await Aedes.createBroker(hooks)
     self = new GatewayBroker(aedes, options)
+    const broker = self
+    setPacketGuard(aedes, options.maxPayloadBytes, (client) => broker.onOversize(client))
     self.keepDevicePublishesOffFanOut()
     attachSessionHooks(aedes, options.sessions, options.deliveryObserver)
     self.wireEvents()
@@ -87,7 +89,7 @@ export class GatewayBroker implements DeviceChannel {
     }
     const client = this.aedes.handle(stream, req)
     connectionMeta.set(client, { transport, remoteAddress, ...(tlsSocket ? { peerCertificates: () => presentedCertificates(tlsSocket) } : {}) })
-    guardPacketSize(client, this.options.maxPayloadBytes, () => this.onOversize(client))
+    guardPacketSize(client)
   }
 
   /** The live connection of a device, if any. */
