@@ -4,7 +4,7 @@ import { Aedes, type AedesOptions, type Client, type PublishPacket, type Subscri
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import { GatewayError, toGatewayError } from '../errors/catalogue.js'
-import { guardPacketSize, setPacketGuard } from './packet-guard.js'
+import { guardPacketSize, releaseConnectPacket, setPacketGuard } from './packet-guard.js'
 import { nextMessageId, topicMatches, writePublish } from './outbound.js'
 import { connectionMeta, contexts, DeviceConnection } from './device-connection.js'
 import { attachSessionHooks, restoreSession } from './session-hooks.js'
@@ -170,6 +170,7 @@ export class GatewayBroker implements DeviceChannel {
     run().then(
       (ctx) => {
         contexts.set(client, ctx)
+        releaseConnectPacket(client)
         restoreSession(client, ctx.deviceId, this.options.sessions)
         const previous = this.liveClient(ctx.deviceId)
         const previousCtx = previous && previous !== client ? contexts.get(previous) : undefined

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module'
 import type { Aedes, Client } from 'aedes'
 
 /**
- * Two changes to each connection's MQTT parser (mqtt-packet 9 internals, pinned with aedes 1.2.0;
+ * Three changes to each connection's MQTT parser (mqtt-packet 9 internals, pinned with aedes 1.2.0;
  * test/integration/limits.test.ts fails if they change):
  *
  * 1. Refuse oversize PUBLISH packets as soon as their fixed header is parsed, before the body is
@@ -12,14 +12,18 @@ import type { Aedes, Client } from 'aedes'
  * 2. Buffer unparsed bytes in a plain BufferList instead of the parser's default BufferListStream,
  *    a Duplex stream that is never piped (only append, read and consume are used) but costs
  *    its two stream states per connection.
+ * 3. After authentication, let go of the CONNECT packet: the parser keeps it as its `settings` for
+ *    the life of the connection but reads only `protocolVersion` (and `bridgeMode`) from it. Its
+ *    password is a slice of the socket's read buffer, so it kept that buffer alive as well.
  *
- * Both are per-parser property writes of shared values: no closure per connection (memory per
+ * All three are per-parser property writes of shared values: no closure per connection (memory per
  * connection is a headline figure, see docs/performance.md).
  */
 const TOPIC_AND_ID_OVERHEAD = 2 + 65535 + 2
 
 interface ParserInternals {
   packet: { cmd?: string; length: number }
+  settings: { protocolVersion?: number; bridgeMode?: boolean }
   client?: Client
   _list: unknown
   _parseLength: () => boolean
@@ -66,3 +70,16 @@ export function guardPacketSize(client: Client): void {
   if ((parser._list as { length: number }).length === 0) parser._list = new BufferList()
 }
 
+/** What the parser reads of its settings after CONNECT, one frozen object per protocol version. */
+const settingsByVersion = new Map<number, Readonly<{ protocolVersion: number }>>()
+
+/** Call once the CONNECT is authenticated (Aedes has read the packet by then). */
+export function releaseConnectPacket(client: Client): void {
+  const parser = (client as unknown as { _parser?: ParserInternals })._parser
+  const version = parser?.settings.protocolVersion
+  // A bridge's CONNECT keeps its settings: `bridgeMode` changes how SUBSCRIBE is parsed.
+  if (!parser || typeof version !== 'number' || parser.settings.bridgeMode) return
+  let settings = settingsByVersion.get(version)
+  if (!settings) settingsByVersion.set(version, (settings = Object.freeze({ protocolVersion: version })))
+  parser.settings = settings
+}
