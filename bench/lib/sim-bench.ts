@@ -1,9 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
 import { waitForLine } from './child-output.js'
+import { memStatsChild } from './mem-stats.js'
 
 /**
  * Processes and fixtures for bench/sim-headline: a gateway or a bare Aedes broker as a child
@@ -18,11 +20,20 @@ export interface Server {
   child: ChildProcess
   mqttUrl: string
   httpUrl: string | null
+  /** Where the child writes its memory figures on request (see mem-stats.ts). */
+  memStatsFile: string
   stop(): Promise<void>
 }
 
-function stopper(child: ChildProcess): () => Promise<void> {
+/** Each server child can report its memory (mem-stats.ts); its file sits in the temp dir. */
+function memStatsFor(name: string): { file: string; nodeArgs: string[]; env: Record<string, string> } {
+  const file = join(tmpdir(), `streamgate-bench-mem-${name}-${process.pid}-${Date.now().toString(36)}.json`)
+  return { file, ...memStatsChild(file) }
+}
+
+function stopper(child: ChildProcess, memStatsFile: string): () => Promise<void> {
   return async () => {
+    rmSync(memStatsFile, { force: true })
     if (child.exitCode !== null) return
     const exited = new Promise((r) => child.once('exit', r))
     child.kill('SIGTERM')
@@ -31,8 +42,10 @@ function stopper(child: ChildProcess): () => Promise<void> {
 }
 
 export async function startGateway(dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<Server> {
-  const child = spawn(process.execPath, [join(here, '..', '..', 'src', 'cli', 'main.js'), 'start', ...args], {
+  const mem = memStatsFor('gateway')
+  const child = spawn(process.execPath, [...mem.nodeArgs, join(here, '..', '..', 'src', 'cli', 'main.js'), 'start', ...args], {
     env: {
+      ...mem.env,
       ...process.env,
       STREAMGATE_DATA_DIR: dataDir,
       STREAMGATE_MQTT_PORT: '0',
@@ -44,13 +57,14 @@ export async function startGateway(dataDir: string, env: Record<string, string> 
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const m = await waitForLine(child, /mqtt:\/\/([^:\s]+):(\d+)[\s\S]*?http:\/\/([^:\s]+):(\d+)\/api/)
-  return { child, mqttUrl: `mqtt://127.0.0.1:${m[2]}`, httpUrl: `http://127.0.0.1:${m[4]}`, stop: stopper(child) }
+  return { child, mqttUrl: `mqtt://127.0.0.1:${m[2]}`, httpUrl: `http://127.0.0.1:${m[4]}`, memStatsFile: mem.file, stop: stopper(child, mem.file) }
 }
 
 export async function startBareAedes(): Promise<Server> {
-  const child = spawn(process.execPath, [join(here, '..', 'bare-aedes.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const mem = memStatsFor('bare')
+  const child = spawn(process.execPath, [...mem.nodeArgs, join(here, '..', 'bare-aedes.js')], { env: { ...process.env, ...mem.env }, stdio: ['ignore', 'pipe', 'inherit'] })
   const m = await waitForLine(child, /listening (\d+)/)
-  return { child, mqttUrl: `mqtt://127.0.0.1:${m[1]}`, httpUrl: null, stop: stopper(child) }
+  return { child, mqttUrl: `mqtt://127.0.0.1:${m[1]}`, httpUrl: null, memStatsFile: mem.file, stop: stopper(child, mem.file) }
 }
 
 /** Resolves once the gateway answers /readyz with 200 (Kafka: its topics exist), or throws after `timeoutMs`. */
