@@ -28,7 +28,7 @@ describe('command channel across a gateway restart', () => {
     await registry.start()
     device = await registry.create({ deviceId: 'restart-dev' })
     await registry.stop()
-  })
+  }, 180_000) // ensureBuilt: a build when dist is older than src takes long on a loaded machine
   afterAll(async () => {
     for (const c of clients) await c.endAsync(true).catch(() => undefined)
     await gw?.kill()

@@ -26,7 +26,7 @@ describe('durability of acknowledged telemetry across a SIGKILL', () => {
     await registry.start()
     for (let i = 0; i < 4; i++) devices.push(await registry.create({ deviceId: `durable-${i}` }))
     await registry.stop()
-  })
+  }, 180_000) // ensureBuilt: a build when dist is older than src takes long on a loaded machine
   afterAll(async () => {
     await gw?.kill()
     rmSync(dataDir, { recursive: true, force: true })
