@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -12,14 +12,36 @@ export const CLI = join(root, 'dist', 'src', 'cli', 'main.js')
  * change) must not stop a restart test whose own code compiles, so only a missing CLI fails here.
  */
 export function ensureBuilt(): void {
-  const stamp = existsSync(CLI) ? statSync(CLI).mtimeMs : 0
-  const src = newestMtime(join(root, 'src'))
-  if (stamp !== 0 && stamp >= src) return
+  if (isFresh()) return
+  // Test files run in parallel processes: one builds while the others wait, so that no child
+  // gateway starts from a dist/ another tsc is halfway through writing.
+  const lock = join(root, 'dist', '.test-build-lock')
+  mkdirSync(dirname(lock), { recursive: true })
+  for (;;) {
+    try {
+      mkdirSync(lock)
+      break
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      // A lock older than 5 minutes is left over from a killed run.
+      const held = statSync(lock, { throwIfNoEntry: false })
+      if (held && Date.now() - held.mtimeMs > 300_000) rmSync(lock, { recursive: true, force: true })
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200)
+    }
+  }
   try {
+    if (isFresh()) return
     execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' })
   } catch (err) {
     if (!existsSync(CLI)) throw err
+  } finally {
+    rmSync(lock, { recursive: true, force: true })
   }
+}
+
+function isFresh(): boolean {
+  const stamp = existsSync(CLI) ? statSync(CLI).mtimeMs : 0
+  return stamp !== 0 && stamp >= newestMtime(join(root, 'src'))
 }
 
 /** Newest modification time of any file under `dir` (a directory's own mtime misses edits). */
