@@ -14,6 +14,8 @@ export interface CommandPlan {
   c2dPerSecond: number
   methodsPerSecond: number
   methodName: string
+  /** Seconds a call waits for a device that is not connected (or not subscribed) yet. */
+  methodConnectTimeoutS: number
   c2dTargets: readonly string[]
   methodTargets: readonly string[]
 }
@@ -70,6 +72,7 @@ export class CommandDriver {
     const res = await apiRequest(this.target, 'POST', `/devices/${encodeURIComponent(deviceId)}/methods/${encodeURIComponent(this.plan.methodName)}`, {
       payload: { from: 'streamgate-sim' },
       responseTimeoutSeconds: 10,
+      connectTimeoutSeconds: this.plan.methodConnectTimeoutS,
     })
     if (res.status !== 200) throw apiError(`method on ${deviceId}`, res.status, res.json)
     this.stats.record('method', (preciseNow() - t0) * 1000)

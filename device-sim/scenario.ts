@@ -94,8 +94,10 @@ export const scenarioSchema = z.strictObject({
       c2dPerSecond: z.number().min(0).default(0),
       methodsPerSecond: z.number().min(0).default(0),
       methodName: z.string().min(1).default('ping'),
+      /** How long a method call waits for its device to be connected and subscribed (API connectTimeoutSeconds). */
+      methodConnectTimeoutS: z.number().int().min(0).max(300).default(5),
     })
-    .default({ c2dPerSecond: 0, methodsPerSecond: 0, methodName: 'ping' }),
+    .default({ c2dPerSecond: 0, methodsPerSecond: 0, methodName: 'ping', methodConnectTimeoutS: 5 }),
   groups: z.array(groupSchema).min(1),
   events: z.array(eventSchema).default([]),
 })

@@ -107,7 +107,7 @@ function startCommands(scenario: Scenario, assignments: readonly Assignment[], s
   if (c2dPerSecond === 0 && methodsPerSecond === 0) return null
   const targets = (want: (g: Scenario['groups'][number]) => boolean): string[] =>
     assignments.filter((a) => want(scenario.groups[a.groupIndex]!)).map((a) => a.deviceId)
-  const driver = new CommandDriver(apiTarget(scenario), { c2dPerSecond, methodsPerSecond, methodName, c2dTargets: targets((g) => g.behaviour.c2d), methodTargets: targets((g) => g.behaviour.methods !== undefined) }, stats)
+  const driver = new CommandDriver(apiTarget(scenario), { c2dPerSecond, methodsPerSecond, methodName, methodConnectTimeoutS: scenario.commands.methodConnectTimeoutS, c2dTargets: targets((g) => g.behaviour.c2d), methodTargets: targets((g) => g.behaviour.methods !== undefined) }, stats)
   const connectS = scenario.ramp > 0 ? assignments.length / scenario.ramp : 1
   const startIn = Math.min(connectS, scenario.duration / 2) * 1000
   const begin = setTimeout(() => driver.start(), startIn)
