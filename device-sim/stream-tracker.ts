@@ -10,7 +10,7 @@ import type { Stats } from './stats.js'
  * Reads the gateway's telemetry topic through the gateway's own stream adapter,
  * createEventStream(config, 'tool'): its embedded stream (the SQLite file in --data-dir) or, with
  * --stream-config pointing at the gateway's config file, whatever backend that file names
- * (Kafka included; untested here). It matches this run's records by
+ * (Kafka included: test/integration/kafka-gateway.test.ts). It matches this run's records by
  * device id + `sim-seq`. That yields end-to-end latency (send -> record readable), and the
  * stored, duplicated and lost counts. The latency includes the reader's poll interval when the
  * gateway runs in another process (stream.embedded.pollIntervalMs, 100 ms by default); we poll

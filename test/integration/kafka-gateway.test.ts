@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Kafka, logLevel, type KafkaMessage } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -8,6 +10,8 @@ import type { Device } from '../../src/registry/types.js'
 import { connectDevice, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
 import { CLI, ensureBuilt } from '../helpers/child-gateway.js'
 import { kafkaForSuite, kafkaTestsEnabled, START_TIMEOUT_MS } from '../helpers/kafka.js'
+import { parseScenario } from '../../device-sim/scenario.js'
+import { runSimulation } from '../../device-sim/simulate.js'
 
 /**
  * The gateway on `stream.backend: kafka`, seen from Kafka itself: a plain kafkajs consumer finds
@@ -87,4 +91,26 @@ describe.skipIf(!enabled)('gateway with the Kafka backend', () => {
     expect(lines.map((l) => l.headers['message-id'])).toEqual(['m-0', 'm-1', 'm-2'])
     expect(lines.every((l) => l.key === device.deviceId)).toBe(true)
   }, 60_000)
+
+  it('the device simulator reads its records back from Kafka (--stream-config): sent = acked = stored, end-to-end latency', async () => {
+    // The gateway's own config file, as a user would hand it to `streamgate-sim --stream-config`.
+    const configFile = join(gw.dataDir, 'gateway-kafka.yaml')
+    writeFileSync(configFile, `dataDir: ${JSON.stringify(gw.dataDir)}\nstream:\n  backend: kafka\n  topicPrefix: ${JSON.stringify(prefix)}\n  kafka:\n    brokers: ${JSON.stringify(brokers)}\n`)
+    const scenario = parseScenario(
+      { gateway: gw.mqttUrl, api: gw.httpUrl, token: gw.config.adminToken, streamConfig: configFile, duration: 3, drainS: 10, prefix: 'simkafka-', groups: [{ count: 5, rate: 20, qos: 1 }] },
+      'test',
+    )
+    const report = await runSimulation(scenario)
+    const c = report.counts
+    expect(report.errors).toEqual({})
+    expect(report.lossBasis).toBe('stream')
+    expect(c.sent).toBeGreaterThan(100)
+    expect(c.acked).toBe(c.sent)
+    expect(c.stored).toBe(c.sent)
+    expect(c.lost).toBe(0)
+    expect(c.duplicated).toBe(0)
+    expect(report.latencyMs.e2e.count).toBe(c.sent)
+    expect(report.latencyMs.e2e.p50).toBeGreaterThan(0)
+    expect(report.latencyMs.e2e.p50).toBeLessThanOrEqual(report.latencyMs.e2e.p99)
+  }, 120_000)
 })
