@@ -33,7 +33,7 @@ export async function freePort(): Promise<number> {
   })
 }
 
-function hasCommand(name: string): boolean {
+export function hasCommand(name: string): boolean {
   try {
     execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' })
     return true

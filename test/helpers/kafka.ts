@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { hasCommand } from '../../bench/lib/local-kafka.js'
 
 /**
  * Real Kafka for tests: KAFKA_BROKERS when set, else a single-node broker started from
@@ -17,14 +18,6 @@ const run = promisify(execFile)
 
 export const START_TIMEOUT_MS = 240_000
 
-function hasCommand(name: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
 
 /**
  * One line per test run, not per file: vitest runs each file in its own worker process, so the

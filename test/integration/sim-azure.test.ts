@@ -1,11 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, it } from 'vitest'
 import { parseScenario } from '../../device-sim/scenario.js'
 import { runSimulation } from '../../device-sim/simulate.js'
 import { initDevCerts } from '../../src/app/dev-certs.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { expectCleanCommandRun } from '../helpers/sim.js'
 
 /**
  * The azure driver runs the unmodified Azure IoT device SDK, whose MQTT transport always uses
@@ -44,19 +45,6 @@ describe('device-sim azure driver (Azure IoT device SDK, Mqtt transport over the
       },
       'test',
     )
-    const report = await runSimulation(scenario)
-    const c = report.counts
-    expect(report.errors).toEqual({})
-    expect(c.connects).toBe(5)
-    expect(c.sent).toBeGreaterThan(40)
-    expect(c.acked).toBe(c.sent)
-    expect(c.stored).toBe(c.sent)
-    expect(c.lost).toBe(0)
-    expect(c.c2dSent).toBeGreaterThan(0)
-    expect(c.c2dReceived).toBe(c.c2dSent)
-    expect(c.methodsInvoked).toBeGreaterThan(0)
-    expect(c.methodsReturned).toBe(c.methodsInvoked)
-    expect(c.twinReported).toBeGreaterThan(0)
-    expect(report.latencyMs.e2e.p50).toBeLessThanOrEqual(report.latencyMs.e2e.p99)
+    expectCleanCommandRun(await runSimulation(scenario), 5, 40)
   })
 })
