@@ -1,13 +1,9 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
-import { generateSasToken } from '../src/auth/sas.js'
 import { runClosedLoop, type ClosedLoopOptions } from './lib/closed-loop.js'
-import { waitForLine } from './lib/child-output.js'
+import { mqttPort, sasCredentials, seedDevices, startBareAedes, startGateway } from './lib/sim-bench.js'
 
 /**
  * bench/ingest: N devices publish QoS 1 telemetry for a fixed time, each keeping a window of
@@ -17,7 +13,6 @@ import { waitForLine } from './lib/child-output.js'
  *
  *   npm run bench:ingest -- --devices 200 --seconds 15 --window 8 --payload 200 [--synchronous FULL]
  */
-const here = dirname(fileURLToPath(import.meta.url))
 const { values } = parseArgs({
   options: {
     devices: { type: 'string', default: '200' },
@@ -55,47 +50,24 @@ async function runLoad(name: string, port: number, client: ClosedLoopOptions['cl
 
 async function benchGateway(): Promise<Result> {
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-'))
-  const registry = new SqliteDeviceRegistry({ file: join(dataDir, 'registry.db') })
-  await registry.start()
-  const keys: string[] = []
-  for (let i = 0; i < DEVICES; i++) keys.push((await registry.create({ deviceId: `bench-${String(i).padStart(5, '0')}` })).primaryKey)
-  await registry.stop()
+  const devices = await seedDevices(dataDir, 'bench-', DEVICES)
   const profile = values['profile-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['profile-dir']}`] : []
-  const gateway = spawn(process.execPath, [...profile, join(here, '..', 'src', 'cli', 'main.js'), 'start'], {
-    env: {
-      ...process.env,
-      STREAMGATE_DATA_DIR: dataDir,
-      STREAMGATE_MQTT_PORT: '0',
-      STREAMGATE_HTTP_PORT: '0',
-      STREAMGATE_LOG_LEVEL: 'warn',
-      STREAMGATE_ADMIN_TOKEN: 'bench-admin-token-0123456789',
-      STREAMGATE_STREAM__EMBEDDED__SYNCHRONOUS: values.synchronous,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
+  const gateway = await startGateway(dataDir, { STREAMGATE_STREAM__EMBEDDED__SYNCHRONOUS: values.synchronous }, [], profile)
   try {
-    const m = await waitForLine(gateway, /mqtt:\/\/[^:]+:(\d+)/)
-    const port = Number(m[1])
-    const expiresAt = Math.floor(Date.now() / 1000) + 3600
-    return await runLoad(`gateway (embedded stream, synchronous=${values.synchronous})`, port, (i) => {
-      const deviceId = `bench-${String(i).padStart(5, '0')}`
-      return { clientId: deviceId, username: `localhost/${deviceId}/?api-version=2021-04-12`, password: generateSasToken({ host: 'localhost', deviceId, key: keys[i]!, expiresAt }), clean: false }
-    })
+    const credentials = sasCredentials(devices)
+    return await runLoad(`gateway (embedded stream, synchronous=${values.synchronous})`, mqttPort(gateway), (i) => ({ ...credentials(i), clean: false }))
   } finally {
-    gateway.kill('SIGTERM')
-    await new Promise((r) => gateway.once('exit', r))
+    await gateway.stop()
     rmSync(dataDir, { recursive: true, force: true })
   }
 }
 
 async function benchBare(): Promise<Result> {
-  const server = spawn(process.execPath, [join(here, 'bare-aedes.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const server = await startBareAedes()
   try {
-    const m = await waitForLine(server, /listening (\d+)/)
-    return await runLoad('bare Aedes 1.2 (no hooks, memory)', Number(m[1]), (i) => ({ clientId: `bench-${String(i).padStart(5, '0')}` }))
+    return await runLoad('bare Aedes 1.2 (no hooks, memory)', mqttPort(server), (i) => ({ clientId: `bench-${String(i + 1).padStart(6, '0')}` }))
   } finally {
-    server.kill('SIGTERM')
-    await new Promise((r) => server.once('exit', r))
+    await server.stop()
   }
 }
 

@@ -1,17 +1,13 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import * as hdr from 'hdr-histogram-js'
 import { Kafka, logLevel, type Message } from 'kafkajs'
-import { SqliteDeviceRegistry } from '../src/registry/sqlite-registry.js'
-import { generateSasToken } from '../src/auth/sas.js'
 import { buildTelemetryRecord } from '../src/ingest/envelope.js'
 import { partitionForKey } from '../src/stream/partitioner.js'
 import { runClosedLoop } from './lib/closed-loop.js'
-import { waitForLine } from './lib/child-output.js'
+import { mqttPort, sasCredentials, seedDevices, startGateway, waitReady } from './lib/sim-bench.js'
 import { benchKafka } from './lib/local-kafka.js'
 
 /**
@@ -24,7 +20,6 @@ import { benchKafka } from './lib/local-kafka.js'
  *
  *   npm run bench:kafka -- --devices 200 --seconds 15 --window 8 --payload 200 [--brokers host:port]
  */
-const here = dirname(fileURLToPath(import.meta.url))
 const { values } = parseArgs({
   options: {
     devices: { type: 'string', default: '200' },
@@ -45,7 +40,8 @@ const WINDOW = Number(values.window)
 const PARTITIONS = Number(values.partitions)
 const PAYLOAD = Buffer.alloc(Number(values.payload), 'x')
 const PREFIX = `bench-${Date.now().toString(36)}.`
-const deviceId = (i: number): string => `bench-${String(i).padStart(5, '0')}`
+/** The ids seedDevices gives the fleet, so that the producer alone writes the same keys. */
+const deviceId = (i: number): string => `bench-${String(i + 1).padStart(6, '0')}`
 
 interface Result {
   name: string
@@ -70,51 +66,18 @@ async function runLoad(name: string, port: number, creds: (i: number) => { clien
 
 async function benchGateway(brokers: string[]): Promise<Result> {
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-'))
-  const registry = new SqliteDeviceRegistry({ file: join(dataDir, 'registry.db') })
-  await registry.start()
-  const keys: string[] = []
-  for (let i = 0; i < DEVICES; i++) keys.push((await registry.create({ deviceId: deviceId(i) })).primaryKey)
-  await registry.stop()
+  const devices = await seedDevices(dataDir, 'bench-', DEVICES)
   const profile = values['profile-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['profile-dir']}`] : []
-  const gateway = spawn(process.execPath, [...profile, join(here, '..', 'src', 'cli', 'main.js'), 'start'], {
-    env: {
-      ...process.env,
-      STREAMGATE_DATA_DIR: dataDir,
-      STREAMGATE_MQTT_PORT: '0',
-      STREAMGATE_HTTP_PORT: '0',
-      STREAMGATE_LOG_LEVEL: 'warn',
-      STREAMGATE_ADMIN_TOKEN: 'bench-admin-token-0123456789',
-      STREAMGATE_STREAM_BACKEND: 'kafka',
-      STREAMGATE_KAFKA_BROKERS: brokers.join(','),
-      STREAMGATE_TOPIC_PREFIX: PREFIX,
-      STREAMGATE_PARTITIONS: String(PARTITIONS),
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
+  const env = { STREAMGATE_STREAM_BACKEND: 'kafka', STREAMGATE_KAFKA_BROKERS: brokers.join(','), STREAMGATE_TOPIC_PREFIX: PREFIX, STREAMGATE_PARTITIONS: String(PARTITIONS) }
+  const gateway = await startGateway(dataDir, env, [], profile)
   try {
-    const banner = await waitForLine(gateway, /mqtt:\/\/[^:]+:(\d+)[\s\S]*HTTP API\s+http:\/\/[^:]+:(\d+)/)
-    const port = Number(banner[1])
     // Ready = topics provisioned on Kafka; the load starts only then.
-    await waitReady(Number(banner[2]))
-    const expiresAt = Math.floor(Date.now() / 1000) + 3600
-    return await runLoad('gateway → Kafka (acks=all, idempotent)', port, (i) => ({
-      clientId: deviceId(i),
-      username: `localhost/${deviceId(i)}/?api-version=2021-04-12`,
-      password: generateSasToken({ host: 'localhost', deviceId: deviceId(i), key: keys[i]!, expiresAt }),
-    }))
+    await waitReady(gateway, 30_000)
+    return await runLoad('gateway → Kafka (acks=all, idempotent)', mqttPort(gateway), sasCredentials(devices))
   } finally {
-    gateway.kill('SIGTERM')
-    await new Promise((r) => gateway.once('exit', r))
+    await gateway.stop()
     rmSync(dataDir, { recursive: true, force: true })
   }
-}
-
-async function waitReady(httpPort: number): Promise<void> {
-  for (let i = 0; i < 150; i++) {
-    if ((await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null))?.status === 200) return
-    await sleep(200)
-  }
-  throw new Error('the gateway did not become ready (is Kafka reachable?)')
 }
 
 /** kafkajs alone: the gateway's records, DEVICES × WINDOW outstanding, one request at a time. */
@@ -155,10 +118,6 @@ async function benchProducer(brokers: string[]): Promise<Result> {
   const result = { name: `kafkajs producer alone (batches of ${batchSize})`, messages: counted, seconds: elapsed, rate: counted / elapsed, p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000, latencyOf: 'send' }
   h.destroy()
   return result
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })

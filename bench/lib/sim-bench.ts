@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
+import { generateSasToken } from '../../src/auth/sas.js'
 import { waitForLine } from './child-output.js'
 import { memStatsChild } from './mem-stats.js'
 
@@ -41,9 +42,10 @@ function stopper(child: ChildProcess, memStatsFile: string): () => Promise<void>
   }
 }
 
-export async function startGateway(dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<Server> {
+/** `nodeArgs`: extra options for node itself (e.g. --cpu-prof). */
+export async function startGateway(dataDir: string, env: Record<string, string> = {}, args: string[] = [], nodeArgs: string[] = []): Promise<Server> {
   const mem = memStatsFor('gateway')
-  const child = spawn(process.execPath, [...mem.nodeArgs, join(here, '..', '..', 'src', 'cli', 'main.js'), 'start', ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, ...mem.nodeArgs, join(here, '..', '..', 'src', 'cli', 'main.js'), 'start', ...args], {
     env: {
       ...mem.env,
       ...process.env,
@@ -77,20 +79,42 @@ export async function waitReady(server: Server, timeoutMs = 60_000): Promise<voi
   throw new Error(`the gateway was not ready within ${timeoutMs / 1000} s (is its stream reachable?)`)
 }
 
-/** Create `count` SAS devices in the data dir's registry; write a credentials file the simulator reads. */
-export async function seedRegistry(dataDir: string, prefix: string, count: number): Promise<string> {
+export interface SeededDevice {
+  deviceId: string
+  key: string
+}
+
+/** Create `count` SAS devices (`<prefix>000001`, ...) directly in the data dir's registry. */
+export async function seedDevices(dataDir: string, prefix: string, count: number): Promise<SeededDevice[]> {
   const registry = new SqliteDeviceRegistry({ file: join(dataDir, 'registry.db') })
   await registry.start()
-  const creds: Array<{ deviceId: string; key: string }> = []
+  const devices: SeededDevice[] = []
   for (let i = 1; i <= count; i++) {
     const deviceId = `${prefix}${String(i).padStart(6, '0')}`
-    creds.push({ deviceId, key: (await registry.create({ deviceId })).primaryKey })
+    devices.push({ deviceId, key: (await registry.create({ deviceId })).primaryKey })
   }
   await registry.stop()
+  return devices
+}
+
+/** seedDevices, and a credentials file the simulator reads. */
+export async function seedRegistry(dataDir: string, prefix: string, count: number): Promise<string> {
   const file = join(dataDir, 'sim-credentials.json')
-  writeFileSync(file, JSON.stringify(creds))
+  writeFileSync(file, JSON.stringify(await seedDevices(dataDir, prefix, count)))
   return file
 }
+
+/** IoT Hub-style MQTT credentials (SAS token, valid an hour) for device `i` of a seeded fleet. */
+export function sasCredentials(devices: readonly SeededDevice[]): (i: number) => { clientId: string; username: string; password: string } {
+  const expiresAt = Math.floor(Date.now() / 1000) + 3600
+  return (i) => {
+    const { deviceId, key } = devices[i]!
+    return { clientId: deviceId, username: `localhost/${deviceId}/?api-version=2021-04-12`, password: generateSasToken({ host: 'localhost', deviceId, key, expiresAt }) }
+  }
+}
+
+/** The port of a server's mqtt:// URL. */
+export const mqttPort = (server: Server): number => Number(new URL(server.mqttUrl).port)
 
 /** Resident set size of a process, in bytes (Linux /proc). */
 export function rssBytes(pid: number): number {
