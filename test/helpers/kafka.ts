@@ -6,6 +6,8 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { hasCommand } from '../../bench/lib/local-kafka.js'
+import type { Device } from '../../src/registry/types.js'
+import { startTestGateway, type TestGateway } from './gateway.js'
 
 /**
  * Real Kafka for tests: KAFKA_BROKERS when set, else a single-node broker started from
@@ -211,4 +213,21 @@ export async function kafkaForSuite(): Promise<{ brokers: string[]; release: () 
   if (given) return { brokers: given.split(',').map((b) => b.trim()), release: async () => undefined }
   const local = await startLocalKafka()
   return { brokers: local.brokers, release: () => local.destroy() }
+}
+
+/**
+ * A gateway on this broker for the outage tests: it notices an outage fast (provisioning retried
+ * every 0.5 s, 1 s connection timeout), with `devices` registered devices `<prefix>0`, `<prefix>1`, ...
+ */
+export async function outageGateway(kafka: LocalKafka, o: { partitions: number; devicePrefix: string; devices: number; overrides?: Record<string, string> }): Promise<{ gw: TestGateway; devices: Device[] }> {
+  const gw = await startTestGateway({
+    'stream.backend': 'kafka',
+    'stream.kafka.brokers': kafka.brokers.join(','),
+    'stream.kafka.provisionRetryMs': '500',
+    'stream.kafka.connectionTimeoutMs': '1000',
+    'stream.partitions': String(o.partitions),
+    ...o.overrides,
+  })
+  const devices = await Promise.all(Array.from({ length: o.devices }, (_, i) => gw.gateway.registry.create({ deviceId: `${o.devicePrefix}${i}` })))
+  return { gw, devices }
 }

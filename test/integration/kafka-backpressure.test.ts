@@ -2,8 +2,8 @@ import { connect, type Socket } from 'node:net'
 import mqttPacket from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Device } from '../../src/registry/types.js'
-import { readAll, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
-import { kafkaTestsEnabled, START_TIMEOUT_MS, startLocalKafka, type LocalKafka } from '../helpers/kafka.js'
+import { readAll, sasFor, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { kafkaTestsEnabled, outageGateway, START_TIMEOUT_MS, startLocalKafka, type LocalKafka } from '../helpers/kafka.js'
 
 /**
  * Backpressure while Kafka is down (issue 3, outage c): once the in-flight bound is reached the
@@ -61,16 +61,12 @@ describe.skipIf(!enabled)('backpressure while Kafka is down', () => {
 
   beforeAll(async () => {
     kafka = await startLocalKafka()
-    gw = await startTestGateway({
-      'stream.backend': 'kafka',
-      'stream.kafka.brokers': kafka.brokers.join(','),
-      'stream.kafka.provisionRetryMs': '500',
-      'stream.kafka.connectionTimeoutMs': '1000',
-      'stream.kafka.appendTimeoutMs': '3000',
-      'stream.partitions': '2',
-      'limits.maxInFlightRecords': String(MAX_IN_FLIGHT),
-    })
-    devices = await Promise.all(Array.from({ length: DEVICES }, (_, i) => gw.gateway.registry.create({ deviceId: `kafka-pressure-${i}` })))
+    ;({ gw, devices } = await outageGateway(kafka, {
+      partitions: 2,
+      devicePrefix: 'kafka-pressure-',
+      devices: DEVICES,
+      overrides: { 'stream.kafka.appendTimeoutMs': '3000', 'limits.maxInFlightRecords': String(MAX_IN_FLIGHT) },
+    }))
     await waitFor(async () => (await fetch(`${gw.httpUrl}/readyz`)).status === 200, 30_000, 'ready')
   }, START_TIMEOUT_MS)
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import type { Device } from '../../src/registry/types.js'
-import { connectDevice, readAll, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
-import { kafkaTestsEnabled, START_TIMEOUT_MS, startLocalKafka, type LocalKafka } from '../helpers/kafka.js'
+import { connectDevice, readAll, sasFor, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { kafkaTestsEnabled, outageGateway, START_TIMEOUT_MS, startLocalKafka, type LocalKafka } from '../helpers/kafka.js'
 
 /**
  * Kafka SIGKILLed under sustained QoS 1 load and restarted 20 s later (issue 3, outage b):
@@ -24,16 +24,12 @@ describe.skipIf(!enabled)('Kafka killed under load', () => {
 
   beforeAll(async () => {
     kafka = await startLocalKafka()
-    gw = await startTestGateway({
-      'stream.backend': 'kafka',
-      'stream.kafka.brokers': kafka.brokers.join(','),
-      'stream.kafka.provisionRetryMs': '500',
-      'stream.kafka.connectionTimeoutMs': '1000',
-      'stream.kafka.appendTimeoutMs': '5000',
-      'stream.partitions': '4',
-      'limits.maxInFlightRecords': String(MAX_IN_FLIGHT),
-    })
-    devices = await Promise.all(Array.from({ length: DEVICES }, (_, i) => gw.gateway.registry.create({ deviceId: `kafka-kill-${i}` })))
+    ;({ gw, devices } = await outageGateway(kafka, {
+      partitions: 4,
+      devicePrefix: 'kafka-kill-',
+      devices: DEVICES,
+      overrides: { 'stream.kafka.appendTimeoutMs': '5000', 'limits.maxInFlightRecords': String(MAX_IN_FLIGHT) },
+    }))
     for (const d of devices) {
       const client = await connectDevice(gw.mqttUrl, d.deviceId, sasFor(d))
       client.on('error', () => undefined)

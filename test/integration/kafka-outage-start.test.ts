@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import type { Device } from '../../src/registry/types.js'
-import { connectDevice, readAll, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
-import { createLocalKafka, kafkaTestsEnabled, START_TIMEOUT_MS, type LocalKafka } from '../helpers/kafka.js'
+import { connectDevice, readAll, sasFor, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { createLocalKafka, kafkaTestsEnabled, outageGateway, START_TIMEOUT_MS, type LocalKafka } from '../helpers/kafka.js'
 
 /**
  * Kafka unreachable when the gateway starts (issue 3, outage a): the gateway comes up not ready,
@@ -19,14 +19,7 @@ describe.skipIf(!enabled)('gateway started while Kafka is unreachable', () => {
 
   beforeAll(async () => {
     kafka = await createLocalKafka()
-    gw = await startTestGateway({
-      'stream.backend': 'kafka',
-      'stream.kafka.brokers': kafka.brokers.join(','),
-      'stream.kafka.provisionRetryMs': '500',
-      'stream.kafka.connectionTimeoutMs': '1000',
-      'stream.partitions': '3',
-    })
-    devices = await Promise.all([0, 1, 2].map((i) => gw.gateway.registry.create({ deviceId: `kafka-late-${i}` })))
+    ;({ gw, devices } = await outageGateway(kafka, { partitions: 3, devicePrefix: 'kafka-late-', devices: 3 }))
   }, START_TIMEOUT_MS)
 
   afterAll(async () => {
