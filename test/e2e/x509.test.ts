@@ -8,7 +8,7 @@ import { Mqtt } from 'azure-iot-device-mqtt'
 import { devCertPaths, initDevCerts, issueDeviceCert, selfSignedDeviceCert } from '../../src/app/dev-certs.js'
 import { thumbprint } from '../../src/auth/x509.js'
 import { addTrustedCa, removeTrustedCa } from '../../src/auth/ca-store.js'
-import { connackCode, readAll, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { connackCode, readAll, startTestGateway, waitFor, metricSamples, type TestGateway } from '../helpers/gateway.js'
 import { api } from '../helpers/commands.js'
 import { datedDeviceCert } from '../helpers/dated-certs.js'
 
@@ -118,8 +118,8 @@ describe('Azure IoT device SDK with X.509 certificates (Mqtt over TLS)', () => {
     expect((await api(gw.httpUrl, 'POST', '/api/devices', { deviceId: 'old-thumb', authMethod: 'x509-thumbprint', thumbprint: selfThumbprint })).status).toBe(201)
 
     const failures = async (): Promise<Record<string, number>> => {
-      const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-      return Object.fromEntries([...text.matchAll(/^streamgate_auth_failures_total\{code="(\w+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]))
+      const samples = [...(await metricSamples(gw))].map(([key, value]) => [/^streamgate_auth_failures_total\{code="(\w+)"\}$/.exec(key)?.[1], value] as const)
+      return Object.fromEntries(samples.filter(([code]) => code !== undefined))
     }
     const before = await failures()
     const tls = (deviceId: string, c: { cert: string; key: string }) => ({

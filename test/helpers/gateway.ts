@@ -109,3 +109,9 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | null | fal
     await new Promise((r) => setTimeout(r, 20))
   }
 }
+
+/** Every sample of the gateway's /metrics, keyed as printed: `name` or `name{label="value",...}`. */
+export async function metricSamples(gw: TestGateway): Promise<Map<string, number>> {
+  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
+  return new Map([...text.matchAll(/^([a-z_][^\s#]*) (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]))
+}

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import type { Device } from '../../src/registry/types.js'
-import { connectDevice, readAll, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { connectDevice, readAll, sasFor, startTestGateway, waitFor, metricSamples, type TestGateway } from '../helpers/gateway.js'
 
 /** Resolves when the broker closes the client's connection. */
 function closed(client: MqttClient): Promise<void> {
@@ -11,10 +11,8 @@ function closed(client: MqttClient): Promise<void> {
   })
 }
 
-async function metric(gw: TestGateway, pattern: RegExp): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  const m = pattern.exec(text)
-  return m ? Number(m[1]) : 0
+async function metric(gw: TestGateway, sample: string): Promise<number> {
+  return (await metricSamples(gw)).get(sample) ?? 0
 }
 
 describe('per-device topic ACL', () => {
@@ -40,7 +38,7 @@ describe('per-device topic ACL', () => {
 
   for (const [name, topicOf] of publishCases) {
     it(`disconnects a device publishing to ${name} and writes nothing`, async () => {
-      const before = await metric(gw, /streamgate_acl_denials_total\{action="publish",code="E_TOPIC_FORBIDDEN"\} (\d+)/)
+      const before = await metric(gw, 'streamgate_acl_denials_total{action="publish",code="E_TOPIC_FORBIDDEN"}')
       const client = await connectDevice(gw.mqttUrl, a.deviceId, sasFor(a))
       const marker = `forbidden-${Math.random()}`
       const gone = closed(client)
@@ -48,7 +46,7 @@ describe('per-device topic ACL', () => {
       await gone
       const all = await readAll(gw.gateway, 'telemetry')
       expect(all.some((r) => r.value.toString() === marker)).toBe(false)
-      expect(await metric(gw, /streamgate_acl_denials_total\{action="publish",code="E_TOPIC_FORBIDDEN"\} (\d+)/)).toBe(before + 1)
+      expect(await metric(gw, 'streamgate_acl_denials_total{action="publish",code="E_TOPIC_FORBIDDEN"}')).toBe(before + 1)
       client.end(true)
     })
   }

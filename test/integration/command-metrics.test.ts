@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
-import { connectDevice, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { connectDevice, sasFor, startTestGateway, waitFor, metricSamples, type TestGateway } from '../helpers/gateway.js'
 import { api } from '../helpers/commands.js'
 
 /**
@@ -18,11 +18,7 @@ describe('command channel metrics', () => {
     await gw.stop()
   })
 
-  /** Sample values of the streamgate_ metrics, keyed by name and labels as printed. */
-  const scrape = async (): Promise<Map<string, number>> => {
-    const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-    return new Map([...text.matchAll(/^(streamgate_(?:methods|method_duration|c2d)\w*(?:\{[^}]*\})?) (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]))
-  }
+  const scrape = (): Promise<Map<string, number>> => metricSamples(gw)
 
   it('counts method results (offline, answered with its duration) and follows the C2D queue depth', async () => {
     const d = await gw.gateway.registry.create({ deviceId: 'metrics-dev' })

@@ -2,7 +2,7 @@ import { connect, type Socket } from 'node:net'
 import mqttPacket from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Device } from '../../src/registry/types.js'
-import { readAll, sasFor, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { readAll, sasFor, waitFor, metricSamples, type TestGateway } from '../helpers/gateway.js'
 import { kafkaTestsEnabled, outageGateway, START_TIMEOUT_MS, startLocalKafka, type LocalKafka } from '../helpers/kafka.js'
 
 /**
@@ -49,9 +49,7 @@ async function rawDevice(port: number, device: Device): Promise<{ socket: Socket
 }
 
 async function metric(gw: TestGateway, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `))
-  return line === undefined ? Number.NaN : Number(line.slice(line.lastIndexOf(' ') + 1))
+  return (await metricSamples(gw)).get(`${name}${labels}`) ?? Number.NaN
 }
 
 describe.skipIf(!enabled)('backpressure while Kafka is down', () => {

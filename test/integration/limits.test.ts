@@ -3,16 +3,14 @@ import { connect as netConnect } from 'node:net'
 import mqttPacket from 'mqtt-packet'
 import type { MqttClient } from 'mqtt'
 import type { Device } from '../../src/registry/types.js'
-import { connectDevice, readAll, sasFor, startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { connectDevice, readAll, sasFor, startTestGateway, metricSamples, type TestGateway } from '../helpers/gateway.js'
 
 function closed(client: MqttClient): Promise<void> {
   return new Promise((resolve) => (client.connected ? client.once('close', () => resolve()) : resolve()))
 }
 
 async function metricValue(gw: TestGateway, name: string, code: string): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  const m = new RegExp(`${name}\\{code="${code}"\\} (\\d+)`).exec(text)
-  return m ? Number(m[1]) : 0
+  return (await metricSamples(gw)).get(`${name}{code="${code}"}`) ?? 0
 }
 
 describe('payload, QoS and packet limits', () => {
