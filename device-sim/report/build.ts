@@ -1,4 +1,4 @@
-import { LATENCIES, type LatencyName, type StatsSnapshot } from '../stats.js'
+import { LATENCIES, type LatencyName, type StatsSnapshot, type TimelineLatency, type TimelineSnapshot } from '../stats.js'
 import { summarizeEncoded, type LatencySummary } from '../stats-merge.js'
 import type { Scenario } from '../scenario.js'
 import type { StreamTally } from '../stream-tracker.js'
@@ -10,13 +10,8 @@ import type { StreamTally } from '../stream-tracker.js'
  * produced while offline (`lossBasis: 'acks'`).
  */
 
-export interface TimelinePoint {
-  second: number
-  sent: number
-  acked: number
-  stored: number
-  disconnects: number
-  connected: number
+/** A second of the run as the report shows it: the snapshot's counts, its histograms as percentiles. */
+export interface TimelinePoint extends Omit<TimelineSnapshot, TimelineLatency> {
   pubackP50: number
   pubackP99: number
   e2eP50: number
