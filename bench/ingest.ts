@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { runClosedLoop, type ClosedLoopOptions } from './lib/closed-loop.js'
+import { LOAD_OPTIONS, loadFromArgs, profileArgs, runClosedLoop, type ClosedLoopFigures, type ClosedLoopOptions } from './lib/closed-loop.js'
 import { mqttPort, sasCredentials, seedDevices, startBareAedes, startGateway } from './lib/sim-bench.js'
 
 /**
@@ -15,44 +15,26 @@ import { mqttPort, sasCredentials, seedDevices, startBareAedes, startGateway } f
  */
 const { values } = parseArgs({
   options: {
-    devices: { type: 'string', default: '200' },
-    seconds: { type: 'string', default: '15' },
-    warmup: { type: 'string', default: '3' },
-    window: { type: 'string', default: '8' },
-    payload: { type: 'string', default: '200' },
+    ...LOAD_OPTIONS,
     synchronous: { type: 'string', default: 'NORMAL' },
-    /** Write a V8 CPU profile of the gateway process into this directory. */
-    'profile-dir': { type: 'string' },
     /** Skip the bare Aedes run (profiling). */
     'gateway-only': { type: 'boolean' },
   },
 })
-const DEVICES = Number(values.devices)
-const SECONDS = Number(values.seconds)
-const WARMUP = Number(values.warmup)
-const WINDOW = Number(values.window)
-const PAYLOAD = Buffer.alloc(Number(values.payload), 'x')
+const LOAD = loadFromArgs(values)
+const { devices: DEVICES, seconds: SECONDS, warmupSeconds: WARMUP, window: WINDOW, payload: PAYLOAD } = LOAD
 
-interface Result {
-  name: string
-  messages: number
-  seconds: number
-  rate: number
-  p50: number
-  p99: number
-  p999: number
-}
+type Result = ClosedLoopFigures & { name: string }
 
 async function runLoad(name: string, port: number, client: ClosedLoopOptions['client']): Promise<Result> {
-  const figures = await runClosedLoop({ port, devices: DEVICES, window: WINDOW, payload: PAYLOAD, warmupSeconds: WARMUP, seconds: SECONDS, drainMs: 500, client })
+  const figures = await runClosedLoop({ port, ...LOAD, drainMs: 500, client })
   return { name, ...figures }
 }
 
 async function benchGateway(): Promise<Result> {
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-'))
   const devices = await seedDevices(dataDir, 'bench-', DEVICES)
-  const profile = values['profile-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['profile-dir']}`] : []
-  const gateway = await startGateway(dataDir, { STREAMGATE_STREAM__EMBEDDED__SYNCHRONOUS: values.synchronous }, [], profile)
+  const gateway = await startGateway(dataDir, { STREAMGATE_STREAM__EMBEDDED__SYNCHRONOUS: values.synchronous }, [], profileArgs(values['profile-dir']))
   try {
     const credentials = sasCredentials(devices)
     return await runLoad(`gateway (embedded stream, synchronous=${values.synchronous})`, mqttPort(gateway), (i) => ({ ...credentials(i), clean: false }))

@@ -6,7 +6,7 @@ import * as hdr from 'hdr-histogram-js'
 import { Kafka, logLevel, type Message } from 'kafkajs'
 import { buildTelemetryRecord } from '../src/ingest/envelope.js'
 import { partitionForKey } from '../src/stream/partitioner.js'
-import { runClosedLoop } from './lib/closed-loop.js'
+import { LOAD_OPTIONS, loadFromArgs, profileArgs, runClosedLoop } from './lib/closed-loop.js'
 import { mqttPort, sasCredentials, seedDevices, startGateway, waitReady } from './lib/sim-bench.js'
 import { benchKafka } from './lib/local-kafka.js'
 
@@ -22,23 +22,14 @@ import { benchKafka } from './lib/local-kafka.js'
  */
 const { values } = parseArgs({
   options: {
-    devices: { type: 'string', default: '200' },
-    seconds: { type: 'string', default: '15' },
-    warmup: { type: 'string', default: '3' },
-    window: { type: 'string', default: '8' },
-    payload: { type: 'string', default: '200' },
+    ...LOAD_OPTIONS,
     partitions: { type: 'string', default: '8' },
     brokers: { type: 'string', default: process.env.KAFKA_BROKERS ?? '' },
-    /** Write a V8 CPU profile of the gateway process into this directory. */
-    'profile-dir': { type: 'string' },
   },
 })
-const DEVICES = Number(values.devices)
-const SECONDS = Number(values.seconds)
-const WARMUP = Number(values.warmup)
-const WINDOW = Number(values.window)
+const LOAD = loadFromArgs(values)
+const { devices: DEVICES, seconds: SECONDS, warmupSeconds: WARMUP, window: WINDOW, payload: PAYLOAD } = LOAD
 const PARTITIONS = Number(values.partitions)
-const PAYLOAD = Buffer.alloc(Number(values.payload), 'x')
 const PREFIX = `bench-${Date.now().toString(36)}.`
 /** The ids seedDevices gives the fleet, so that the producer alone writes the same keys. */
 const deviceId = (i: number): string => `bench-${String(i + 1).padStart(6, '0')}`
@@ -60,16 +51,15 @@ function histogram(): hdr.Histogram {
 /** Same load as bench/ingest.ts: a window of unacknowledged QoS 1 publishes per device. */
 async function runLoad(name: string, port: number, creds: (i: number) => { clientId: string; username: string; password: string }): Promise<Result> {
   const client = (i: number): ReturnType<typeof creds> & { clean: boolean } => ({ ...creds(i), clean: false })
-  const f = await runClosedLoop({ port, devices: DEVICES, window: WINDOW, payload: PAYLOAD, warmupSeconds: WARMUP, seconds: SECONDS, drainMs: 1000, client })
+  const f = await runClosedLoop({ port, ...LOAD, drainMs: 1000, client })
   return { name, messages: f.messages, seconds: f.seconds, rate: f.rate, p50: f.p50, p99: f.p99, latencyOf: 'PUBACK' }
 }
 
 async function benchGateway(brokers: string[]): Promise<Result> {
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-bench-'))
   const devices = await seedDevices(dataDir, 'bench-', DEVICES)
-  const profile = values['profile-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['profile-dir']}`] : []
   const env = { STREAMGATE_STREAM_BACKEND: 'kafka', STREAMGATE_KAFKA_BROKERS: brokers.join(','), STREAMGATE_TOPIC_PREFIX: PREFIX, STREAMGATE_PARTITIONS: String(PARTITIONS) }
-  const gateway = await startGateway(dataDir, env, [], profile)
+  const gateway = await startGateway(dataDir, env, [], profileArgs(values['profile-dir']))
   try {
     // Ready = topics provisioned on Kafka; the load starts only then.
     await waitReady(gateway, 30_000)

@@ -19,6 +19,27 @@ export interface ClosedLoopOptions {
   client: (i: number) => Omit<RawClientOptions, 'host' | 'port'>
 }
 
+/** The command-line options of the closed-loop benchmarks, as node:util parseArgs specs. */
+export const LOAD_OPTIONS = {
+  devices: { type: 'string', default: '200' },
+  seconds: { type: 'string', default: '15' },
+  warmup: { type: 'string', default: '3' },
+  window: { type: 'string', default: '8' },
+  payload: { type: 'string', default: '200' },
+  /** Write a V8 CPU profile of the gateway process into this directory. */
+  'profile-dir': { type: 'string' },
+} as const
+
+export type ClosedLoopLoad = Pick<ClosedLoopOptions, 'devices' | 'window' | 'payload' | 'warmupSeconds' | 'seconds'>
+
+/** The load LOAD_OPTIONS describe. */
+export function loadFromArgs(v: { devices: string; seconds: string; warmup: string; window: string; payload: string }): ClosedLoopLoad {
+  return { devices: Number(v.devices), seconds: Number(v.seconds), warmupSeconds: Number(v.warmup), window: Number(v.window), payload: Buffer.alloc(Number(v.payload), 'x') }
+}
+
+/** Node options that write a CPU profile of the gateway into `dir`, when given. */
+export const profileArgs = (dir: string | undefined): string[] => (dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [])
+
 export interface ClosedLoopFigures {
   messages: number
   seconds: number
