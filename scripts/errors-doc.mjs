@@ -10,8 +10,8 @@ Every error streamgate reports carries one of these stable codes: in API bodies
 (\`code\` field). Scripts should branch on the code, never on the message.
 
 - **HTTP**: the status the API answers with. 5xx bodies carry a generic message; the details are in the log.
-- **CONNACK**: the MQTT 3.1.1 return code sent when the error ends a CONNECT (2 identifier rejected,
-  3 server unavailable, 4 bad user name or password, 5 not authorized). Errors after CONNECT close the
+- **CONNACK**: the MQTT 3.1.1 return code sent when the error ends a CONNECT (1 unacceptable protocol
+  version, 2 identifier rejected, 3 server unavailable, 4 bad user name or password, 5 not authorized). Errors after CONNECT close the
   connection instead: MQTT 3.1.1 has no negative PUBACK or reason codes.
 
 The source of truth is \`src/errors/catalogue.ts\` (regenerate this file with \`npm run docs:errors\`);

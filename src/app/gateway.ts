@@ -17,6 +17,7 @@ import { GatewayError } from '../errors/catalogue.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
 import { attachWebSocket, listenTcp, listenTls, listenWss, type Listener, type TlsListener } from '../broker/listeners.js'
 import { loadTlsMaterial } from './tls-material.js'
+import { connectionBudget } from '../broker/fd-limit.js'
 import { IotHubSubscriptionPolicy } from '../protocol/subscription-policy.js'
 import { BatchingAppender } from '../ingest/batcher.js'
 import { InFlightGate } from '../ingest/in-flight-gate.js'
@@ -157,7 +158,7 @@ export class Gateway {
       deliveryObserver: this.commands,
       metrics: this.metrics,
       logger: this.logger,
-      maxConnections: config.limits.maxConnections,
+      maxConnections: connectionBudget(config.limits.maxConnections, config.limits.fdReserve, config.http.maxConnections).maxConnections,
       maxPayloadBytes: config.limits.maxPayloadBytes,
       connectTimeoutMs: config.mqtt.connectTimeoutSeconds * 1000,
     })

@@ -12,8 +12,12 @@ const mqttSchema = z.strictObject({
   host: z.string().min(1).default('127.0.0.1'),
   /** MQTT over TCP port; 0 picks a free port (tests). */
   port: port.default(1883),
-  /** Seconds a new connection may take to send CONNECT. */
-  connectTimeoutSeconds: positiveInt.default(30),
+  /**
+   * Seconds a new connection may take to finish its TLS handshake and send CONNECT. Short: a
+   * connection that has not authenticated holds a file descriptor and counts against
+   * limits.maxPendingConnections.
+   */
+  connectTimeoutSeconds: positiveInt.default(10),
   /**
    * MQTT over TLS (what the Azure SDK's `Mqtt` transport dials: mqtts://host:8883). Empty
    * certFile/keyFile = `<dataDir>/certs/server.crt` and `server.key` (`streamgate certs init`).
@@ -52,17 +56,41 @@ const httpSchema = z.strictObject({
     .prefault({}),
   /** Bytes a live-tail WebSocket reader may fall behind before the tail pauses reading. */
   tailMaxBufferedBytes: positiveInt.default(1024 * 1024),
+  /**
+   * HTTP connections (API, health, metrics, WebSocket requests not yet upgraded) held at once;
+   * more are closed at accept. Kept apart from limits.maxConnections, so /healthz and the API stay
+   * reachable while device connections fill theirs.
+   */
+  maxConnections: positiveInt.default(256),
+  /** Seconds an HTTP client may take to send its request headers. */
+  headersTimeoutSeconds: positiveInt.default(10),
 })
 
 const authSchema = z.strictObject({
-  /** Seconds of clock skew tolerated when checking SAS token expiry. */
+  /**
+   * Seconds of clock skew tolerated when checking SAS token expiry; a live connection is closed
+   * this long after its token expires.
+   */
   clockSkewSeconds: z.number().int().min(0).max(3600).default(30),
-  /** Failed CONNECTs allowed per source address within the window before refusing. */
+  /**
+   * Failed CONNECTs from one source address within the window after which that address's password
+   * checks are served after everyone else's. Nobody is refused for it.
+   */
   maxFailuresPerAddress: positiveInt.default(20),
-  /** Failed CONNECTs allowed per device id within the window before refusing. */
+  /**
+   * Failed password CONNECTs of one source address at one device within the window after which that
+   * address's password attempts at that device are refused unchecked (CONNACK 3). Other addresses
+   * and other devices are not affected; SAS tokens and certificates are always checked.
+   */
   maxFailuresPerDevice: positiveInt.default(10),
   /** Window of the failed-attempt counters, in seconds. */
   failureWindowSeconds: positiveInt.default(60),
+  /** Password checks (scrypt, ~50 ms of CPU each) running at once. */
+  maxConcurrentHashes: z.number().int().min(1).max(64).default(2),
+  /** Password checks waiting for a slot, across all addresses; more are refused (CONNACK 3). */
+  maxQueuedHashes: positiveInt.default(64),
+  /** Password checks waiting for a slot from one source address; more are refused (CONNACK 3). */
+  maxQueuedHashesPerAddress: positiveInt.default(8),
   /** Intermediate CA certificates followed from an x509-ca device certificate to a registered CA. */
   x509MaxIntermediates: z.number().int().min(0).max(10).default(4),
 })
@@ -177,8 +205,35 @@ const limitsSchema = z.strictObject({
   maxInFlightRecords: positiveInt.default(20000),
   /** Bytes accepted from devices but not yet durable (payloads), across the gateway. */
   maxInFlightBytes: positiveInt.default(64 * 1024 * 1024),
-  /** Simultaneous device connections; more are refused with CONNACK 3. */
-  maxConnections: positiveInt.default(50000),
+  /**
+   * MQTT connections (authenticated or not, all listeners) held at once; more are closed at
+   * accept. 0 = as many as the open-file limit allows: the soft RLIMIT_NOFILE minus
+   * limits.fdReserve minus http.maxConnections. A larger value is lowered to that, with a warning.
+   */
+  maxConnections: z.number().int().min(0).default(0),
+  /** File descriptors kept free for the stores, the stream client, logs and the process itself. */
+  fdReserve: z.number().int().min(16).default(256),
+  /**
+   * MQTT connections not yet authenticated (TLS handshake, waiting for CONNECT, credentials being
+   * checked). When full, the oldest such connection is closed to make room for the new one.
+   */
+  maxPendingConnections: positiveInt.default(1024),
+  /** MQTT connections not yet authenticated from one source address (IPv6: per /64); more are closed at accept. */
+  maxPendingConnectionsPerAddress: positiveInt.default(128),
+  /** Largest packet before CONNACK (CONNECT and anything sent with it), in bytes. */
+  maxConnectPacketBytes: z.number().int().min(512).default(8192),
+  /** Packets a client may send before its CONNACK is written (they wait); one more closes it. */
+  maxPacketsBeforeConnack: z.number().int().min(1).max(1000).default(8),
+  /** Largest SUBSCRIBE or UNSUBSCRIBE packet, in bytes. */
+  maxSubscribePacketBytes: z.number().int().min(64).default(8192),
+  /**
+   * Bytes waiting to be sent to one connection. Past it the gateway stops reading from the device
+   * until they drain; past twice that, or not drained within outboundDrainSeconds, it disconnects
+   * the device (E_SLOW_CONSUMER).
+   */
+  maxOutboundBytes: z.number().int().min(64 * 1024).default(2 * 1024 * 1024),
+  /** Seconds a device's send buffer may stay over maxOutboundBytes before it is disconnected. */
+  outboundDrainSeconds: positiveInt.default(30),
 })
 
 const commandsSchema = z.strictObject({
@@ -198,12 +253,19 @@ const commandsSchema = z.strictObject({
   maxMethodPayloadBytes: positiveInt.default(128 * 1024),
   /** Largest desired or reported twin section, in bytes (IoT Hub: 32 KiB). */
   maxTwinSectionBytes: positiveInt.default(32 * 1024),
+  /** Nesting levels of objects and arrays below a twin section's root (IoT Hub: 10). */
+  maxTwinDepth: z.number().int().min(1).max(64).default(10),
   /** How often expired messages are ended and other gateways' new messages picked up, in ms. */
   expiryCheckIntervalMs: z.number().int().min(50).max(60_000).default(1000),
 })
 
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * Warnings that a client can cause at will (refused publishes, connects and connections) are
+   * logged once per this many seconds per error code, with the number left out; metrics count all.
+   */
+  repeatIntervalSeconds: z.number().int().min(0).max(3600).default(10),
 })
 
 export const configSchema = z.strictObject({

@@ -3,8 +3,9 @@
  * or the log carries a stable code from this table; callers branch on `code`, never on messages.
  * `docs/errors.md` lists every code (a unit test keeps the two in step).
  *
- * connack: the MQTT 3.1.1 CONNACK return code used when the error ends a CONNECT
- *   (2 identifier rejected, 3 server unavailable, 4 bad user name or password, 5 not authorized).
+ * connack: the MQTT 3.1.1 CONNACK return code used when the error ends a CONNECT (1 unacceptable
+ *   protocol version, 2 identifier rejected, 3 server unavailable, 4 bad user name or password,
+ *   5 not authorized).
  * http: the status the HTTP API answers with.
  */
 export const ERROR_CODES = {
@@ -13,6 +14,8 @@ export const ERROR_CODES = {
   E_UNAUTHORIZED: { http: 401, connack: 5, summary: 'The API request has no valid admin bearer token.' },
   E_NOT_FOUND: { http: 404, connack: 5, summary: 'The API route or resource does not exist.' },
   E_INTERNAL: { http: 500, connack: 3, summary: 'An unexpected internal failure; details are in the log only.' },
+  E_LISTEN_FAILED: { http: 500, connack: 3, summary: 'A listener could not bind its address (in use, or a privileged port without the right); the gateway did not start and exits.' },
+  E_INTERNALS_CHANGED: { http: 500, connack: 3, summary: 'An Aedes or mqtt-packet internal the gateway relies on is missing or changed (a version other than the pinned one is installed); the gateway does not start.' },
 
   E_DEVICE_ID_INVALID: { http: 400, connack: 2, summary: 'The device id breaks the IoT Hub id rules.' },
   E_DEVICE_NOT_FOUND: { http: 404, connack: 5, summary: 'No device with that id is registered.' },
@@ -32,13 +35,18 @@ export const ERROR_CODES = {
   E_AUTH_CERT_EXPIRED: { http: 401, connack: 5, summary: 'The device certificate presented over TLS has expired.' },
   E_AUTH_CERT_NOT_YET_VALID: { http: 401, connack: 5, summary: 'The device certificate presented over TLS is not valid yet.' },
   E_AUTH_CERT_UNTRUSTED: { http: 401, connack: 5, summary: 'The device certificate matches neither the registered thumbprint nor a registered CA (with subject CN = device id), or an X.509 device connected without one.' },
-  E_AUTH_RATE_LIMITED: { http: 429, connack: 3, summary: 'Too many failed attempts from this address or for this device; retry later.' },
+  E_AUTH_RATE_LIMITED: { http: 429, connack: 3, summary: 'Too many failed password attempts from this address at this device; retry later.' },
+  E_AUTH_BUSY: { http: 503, connack: 3, summary: 'Password checks are queued to capacity (auth.maxQueuedHashes, or auth.maxQueuedHashesPerAddress for this address); retry later.' },
 
   E_TOPIC_FORBIDDEN: { http: 403, connack: 5, summary: 'A device published or subscribed outside its own IoT Hub topics; the connection is closed.' },
   E_QOS_UNSUPPORTED: { http: 400, connack: 5, summary: 'QoS 2 is not supported (as in IoT Hub); the connection is closed.' },
   E_PAYLOAD_TOO_LARGE: { http: 413, connack: 5, summary: 'A payload exceeds the configured maximum; the connection is closed.' },
-  E_PROTOCOL_ERROR: { http: 400, connack: 3, summary: 'A malformed or unexpected MQTT packet; the connection is closed.' },
-  E_CONNECTION_LIMIT: { http: 503, connack: 3, summary: 'The gateway holds its configured maximum of connections (limits.maxConnections).' },
+  E_PROTOCOL_ERROR: { http: 400, connack: 3, summary: 'A malformed or unexpected MQTT packet (including a string that is not valid UTF-8 [MQTT-1.5.3-1]); the connection is closed.' },
+  E_PROTOCOL_VERSION: { http: 400, connack: 1, summary: 'The CONNECT asks for a protocol level other than MQTT 3.1 or 3.1.1; answered with CONNACK 1 [MQTT-3.1.2-2].' },
+  E_PACKET_TOO_LARGE: { http: 413, connack: 3, summary: 'A packet exceeds its limit (limits.maxConnectPacketBytes before CONNACK, limits.maxSubscribePacketBytes for SUBSCRIBE); the connection is closed when its length is read.' },
+  E_CONNECTION_LIMIT: { http: 503, connack: 3, summary: 'The gateway holds its maximum of connections (limits.maxConnections, http.maxConnections); new ones are closed at accept.' },
+  E_PENDING_LIMIT: { http: 503, connack: 3, summary: 'Too many connections not yet authenticated, in all (the oldest is closed) or from this address (the new one is closed).' },
+  E_SLOW_CONSUMER: { http: 503, connack: 3, summary: 'The device does not read what the gateway sends: past limits.maxOutboundBytes it is no longer read, past twice that or after limits.outboundDrainSeconds it is disconnected.' },
   E_PROPERTY_BAG_INVALID: { http: 400, connack: 5, summary: 'A topic property bag is not valid percent-encoding.' },
 
   E_STREAM_UNAVAILABLE: { http: 503, connack: 3, summary: 'The event stream cannot take records right now; nothing is acknowledged.' },
@@ -50,6 +58,7 @@ export const ERROR_CODES = {
   E_DEVICE_OFFLINE: { http: 404, connack: 3, summary: 'The device is not connected, or not subscribed to direct methods, within the connect timeout; IoT Hub 404103.' },
   E_METHOD_TIMEOUT: { http: 504, connack: 3, summary: 'The device did not answer the direct method within its response timeout; IoT Hub 504101.' },
   E_TWIN_TOO_LARGE: { http: 413, connack: 3, summary: 'A twin section would exceed commands.maxTwinSectionBytes after the patch; nothing is changed.' },
+  E_TWIN_TOO_DEEP: { http: 400, connack: 3, summary: 'A twin patch nests objects or arrays deeper than commands.maxTwinDepth (IoT Hub: 10); nothing is changed.' },
   E_GATEWAY_NOT_RUNNING: { http: 503, connack: 3, summary: 'The CLI command needs a running gateway on the data directory (send, invoke, twin) and found none.' },
   E_TWIN_VERSION_MISMATCH: { http: 412, connack: 3, summary: 'The If-Match version does not equal the current desired-properties version; nothing is changed.' },
 } as const

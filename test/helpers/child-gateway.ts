@@ -55,6 +55,8 @@ function newestMtime(dir: string): number {
 
 export interface ChildGateway {
   child: ChildProcess
+  /** The gateway's own process id (the node process, also when started through a shell). */
+  pid: number
   mqttPort: number
   httpPort: number
   output(): string
@@ -62,9 +64,25 @@ export interface ChildGateway {
   kill(signal?: NodeJS.Signals): Promise<void>
 }
 
+export interface ChildOptions {
+  /**
+   * Open-file limit (soft and hard) of the gateway process, set with the shell's `ulimit -n`
+   * before `exec node`: a test can then fill the table with a few thousand sockets.
+   */
+  openFiles?: number
+  /** Extra arguments after `start` (e.g. `--set key=value`). */
+  args?: string[]
+}
+
 /** Run `streamgate start` as a child process on free ports; resolves once it printed its banner. */
-export async function startChildGateway(dataDir: string, env: Record<string, string> = {}): Promise<ChildGateway> {
-  const child = spawn(process.execPath, [CLI, 'start'], {
+export async function startChildGateway(dataDir: string, env: Record<string, string> = {}, options: ChildOptions = {}): Promise<ChildGateway> {
+  const argv = [CLI, 'start', ...(options.args ?? [])]
+  // `exec` keeps the pid: signals and /proc/<pid> reach node itself, not a shell.
+  const [command, args] =
+    options.openFiles === undefined
+      ? [process.execPath, argv]
+      : ['/bin/sh', ['-c', `ulimit -n ${Math.floor(options.openFiles)} && exec "$0" "$@"`, process.execPath, ...argv]]
+  const child = spawn(command, args, {
     env: {
       PATH: process.env.PATH ?? '',
       STREAMGATE_DATA_DIR: dataDir,
@@ -99,6 +117,7 @@ export async function startChildGateway(dataDir: string, env: Record<string, str
   })
   return {
     child,
+    pid: child.pid!,
     mqttPort: ports[0],
     httpPort: ports[1],
     output: () => out,
