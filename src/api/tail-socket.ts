@@ -1,5 +1,4 @@
-import type { IncomingMessage, Server as HttpServer } from 'node:http'
-import { STATUS_CODES } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { once } from 'node:events'
 import { WebSocketServer, type WebSocket } from 'ws'
@@ -8,8 +7,8 @@ import { GatewayError } from '../errors/catalogue.js'
 import type { EventStream } from '../stream/types.js'
 import { recordToJson } from '../stream/format.js'
 import { resolveTopic, selectPartitions, tailRecords } from '../stream/tail.js'
+import { answerUpgrade, type UpgradeRoute } from '../broker/upgrade-router.js'
 import { adminTokenCheck } from './auth.js'
-import { errorBody } from './errors.js'
 
 /**
  * Live tail over WebSocket: `GET /api/streams/:topic/tail` upgraded to a WebSocket sends every
@@ -25,7 +24,6 @@ import { errorBody } from './errors.js'
 export const TAIL_PATH = /^\/api\/streams\/([^/]+)\/tail$/
 
 export interface TailSocketOptions {
-  httpServer: HttpServer
   stream: EventStream
   adminToken: string
   topicPrefix: string
@@ -34,21 +32,21 @@ export interface TailSocketOptions {
   maxBufferedBytes?: number
 }
 
-export function attachTailSocket(o: TailSocketOptions): { close(): Promise<void> } {
+/** The live tail as a route of the HTTP port's upgrade router (broker/upgrade-router.ts). */
+export function tailRoute(o: TailSocketOptions): { route: UpgradeRoute; close(): Promise<void> } {
   const authorized = adminTokenCheck(o.adminToken)
   const maxBuffered = o.maxBufferedBytes ?? 1024 * 1024
   const log = o.logger.child({ component: 'api-tail' })
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4096 })
   const running = new Set<AbortController>()
 
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const url = new URL(req.url ?? '/', 'http://gateway')
-    const match = TAIL_PATH.exec(url.pathname)
-    if (!match) return // not ours: the MQTT-over-WebSocket paths are served by broker/listeners.ts
+  /** `path` is decoded by the router; the topic is its one segment. */
+  const handle = (req: IncomingMessage, socket: Duplex, head: Buffer, path: string): void => {
+    const name = TAIL_PATH.exec(path)![1]!
     void (async () => {
       if (!authorized(req.headers.authorization)) throw new GatewayError('E_UNAUTHORIZED', 'missing or wrong admin token (Authorization: Bearer <token>)')
-      const request = parseQuery(url.searchParams)
-      const topic = await resolveTopic(o.stream, o.topicPrefix, decodeURIComponent(match[1]!))
+      const request = parseQuery(new URL(req.url ?? '/', 'http://gateway').searchParams)
+      const topic = await resolveTopic(o.stream, o.topicPrefix, name)
       const partitions = await selectPartitions(o.stream, topic, request.partitions)
       wss.handleUpgrade(req, socket, head, (ws) => void serve(ws, topic, partitions, request.lastN))
     })().catch((err: unknown) => refuse(socket, err))
@@ -79,16 +77,13 @@ export function attachTailSocket(o: TailSocketOptions): { close(): Promise<void>
   const refuse = (socket: Duplex, err: unknown): void => {
     const e = err instanceof GatewayError ? err : new GatewayError('E_INTERNAL', 'the live tail could not start')
     if (!(err instanceof GatewayError)) log.error({ err }, 'live tail could not start')
-    const status = e.httpStatus
-    const body = JSON.stringify(errorBody(e.code, e.message))
-    const extra = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : ''
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    const message = e.httpStatus >= 500 ? 'the live tail could not start' : e.message
+    answerUpgrade(socket, e.httpStatus, e.code, message, e.httpStatus === 401 ? 'WWW-Authenticate: Bearer\r\n' : '')
   }
 
-  o.httpServer.on('upgrade', onUpgrade)
   return {
+    route: { name: 'tail', matches: (path) => TAIL_PATH.test(path), handle },
     close: async () => {
-      o.httpServer.off('upgrade', onUpgrade)
       for (const stop of running) stop.abort()
       for (const ws of wss.clients) ws.close(1001, 'gateway stopping')
       await new Promise<void>((resolve) => wss.close(() => resolve()))

@@ -15,7 +15,10 @@ import { FailureLimiter } from '../auth/rate-limit.js'
 import { TrustedCaStore } from '../auth/ca-store.js'
 import { GatewayError } from '../errors/catalogue.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
-import { attachWebSocket, listenTcp, listenTls, listenWss, type Listener, type TlsListener } from '../broker/listeners.js'
+import { admitHttpConnections, listenTcp, reportAcceptErrors, listenTls, listenWss, mqttOverWebSocket, type Listener, type ListenerContext, type TlsListener } from '../broker/listeners.js'
+import { ConnectionAdmission } from '../broker/admission.js'
+import { attachUpgradeRouter, type UpgradeRouter } from '../broker/upgrade-router.js'
+import { RepeatLimitedLog } from '../observability/repeat-log.js'
 import { loadTlsMaterial } from './tls-material.js'
 import { connectionBudget } from '../broker/fd-limit.js'
 import { IotHubSubscriptionPolicy } from '../protocol/subscription-policy.js'
@@ -24,7 +27,7 @@ import { InFlightGate } from '../ingest/in-flight-gate.js'
 import { TelemetryIngest } from '../ingest/telemetry-ingest.js'
 import { DeviceEventWriter } from '../ingest/device-events.js'
 import { createApiServer } from '../api/server.js'
-import { attachTailSocket } from '../api/tail-socket.js'
+import { tailRoute } from '../api/tail-socket.js'
 import { resolveAdminToken } from '../api/admin-token.js'
 import { removeRuntimeFile, writeRuntimeFile } from './runtime-file.js'
 import { CommandChannel, fanOutObserver } from '../commands/command-channel.js'
@@ -75,6 +78,8 @@ export class Gateway {
   private wss: TlsListener | null = null
   private ws: { close(): Promise<void> } | null = null
   private tail: { close(): Promise<void> } | null = null
+  private upgrades: UpgradeRouter | null = null
+  admission!: ConnectionAdmission
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   private startPromise: Promise<GatewayAddresses> | null = null
   private stopPromise: Promise<void> | null = null
@@ -149,6 +154,21 @@ export class Gateway {
       metrics: this.metrics,
       expiryCheckIntervalMs: this.options.expiryCheckIntervalMs ?? config.commands.expiryCheckIntervalMs,
     })
+    const budget = connectionBudget(config.limits.maxConnections, config.limits.fdReserve, config.http.maxConnections)
+    if (budget.lowered !== undefined) {
+      this.logger.warn({ configured: budget.lowered, maxConnections: budget.maxConnections, openFiles: budget.openFiles }, `limits.maxConnections ${budget.lowered} is more than the open-file limit allows; using ${budget.maxConnections}`)
+    }
+    const refusals = new RepeatLimitedLog(this.logger.child({ component: 'admission' }), config.log.repeatIntervalSeconds * 1000, this.metrics.logLinesLeftOut)
+    this.admission = new ConnectionAdmission(
+      { maxConnections: budget.maxConnections, maxPending: config.limits.maxPendingConnections, maxPendingPerAddress: config.limits.maxPendingConnectionsPerAddress, maxHttp: config.http.maxConnections },
+      {
+        refused: (reason, code, address) => {
+          this.metrics.connectionsRefused.inc({ reason })
+          refusals.warn(code, { reason, address }, `connection closed at accept: ${reason}`)
+        },
+      },
+    )
+    this.metrics.watchAdmission(() => ({ pending: this.admission.pending, mqtt: this.admission.mqtt, http: this.admission.http, maxConnections: budget.maxConnections }))
     this.broker = await GatewayBroker.create({
       authenticator: this.createAuthenticator(),
       publishHandler: new DevicePublishRouter(this.ingest, this.commands.requests),
@@ -158,9 +178,11 @@ export class Gateway {
       deliveryObserver: this.commands,
       metrics: this.metrics,
       logger: this.logger,
-      maxConnections: connectionBudget(config.limits.maxConnections, config.limits.fdReserve, config.http.maxConnections).maxConnections,
-      maxPayloadBytes: config.limits.maxPayloadBytes,
+      limits: config.limits,
       connectTimeoutMs: config.mqtt.connectTimeoutSeconds * 1000,
+      tokenGraceMs: config.auth.clockSkewSeconds * 1000,
+      admission: this.admission,
+      repeatIntervalMs: config.log.repeatIntervalSeconds * 1000,
     })
 
     await this.commands.start(this.broker)
@@ -193,9 +215,21 @@ export class Gateway {
         return ctx ? { connectedAt: new Date(ctx.connectedAt).toISOString(), remoteAddress: ctx.remoteAddress, transport: ctx.transport } : null
       },
     })
-    this.ws = attachWebSocket(this.broker, this.api.server, config.limits.maxPayloadBytes + 70 * 1024)
-    this.tail = attachTailSocket({
-      httpServer: this.api.server,
+    const listenerContext: ListenerContext = {
+      broker: this.broker,
+      admission: this.admission,
+      handshakeTimeoutMs: config.mqtt.connectTimeoutSeconds * 1000,
+      onAcceptError: (err, listener) => {
+        this.metrics.acceptErrors.inc({ code: err.code ?? 'unknown' })
+        refusals.warn(err.code ?? 'E_INTERNAL', { listener, err: err.message }, 'accept() failed on a listener')
+      },
+    }
+    const headersTimeoutMs = config.http.headersTimeoutSeconds * 1000
+    admitHttpConnections(this.api.server, listenerContext, headersTimeoutMs)
+    const wsMaxMessageBytes = config.limits.maxPayloadBytes + 70 * 1024
+    const ws = mqttOverWebSocket(listenerContext, wsMaxMessageBytes, 'ws', true)
+    this.ws = ws
+    const tail = tailRoute({
       stream: this.stream,
       adminToken: this.adminToken.token,
       topicPrefix: config.stream.topicPrefix,
@@ -204,11 +238,13 @@ export class Gateway {
       logger: this.logger,
       maxBufferedBytes: config.http.tailMaxBufferedBytes,
     })
+    this.tail = tail
+    this.upgrades = attachUpgradeRouter(this.api.server, [ws.route, tail.route], (status) => this.metrics.upgradeRefusals.inc({ status: String(status) }))
     await this.api.listen({ host: config.http.host, port: config.http.port })
-    this.tcp = await listenTcp(this.broker, config.mqtt.host, config.mqtt.port)
-    if (tls && config.mqtt.tls.enabled) this.tls = await listenTls(this.broker, config.mqtt.tls.host || config.mqtt.host, config.mqtt.tls.port, tls)
-    const wssMaxMessageBytes = config.limits.maxPayloadBytes + 70 * 1024
-    if (tls && config.http.wss.enabled) this.wss = await listenWss(this.broker, config.http.wss.host || config.http.host, config.http.wss.port, tls, wssMaxMessageBytes)
+    reportAcceptErrors(this.api.server, listenerContext, 'http')
+    this.tcp = await listenTcp(listenerContext, config.mqtt.host, config.mqtt.port)
+    if (tls && config.mqtt.tls.enabled) this.tls = await listenTls(listenerContext, config.mqtt.tls.host || config.mqtt.host, config.mqtt.tls.port, tls)
+    if (tls && config.http.wss.enabled) this.wss = await listenWss(listenerContext, config.http.wss.host || config.http.host, config.http.wss.port, tls, wsMaxMessageBytes, headersTimeoutMs)
 
     const addresses = this.addresses
     if (this.options.writeRuntimeFile !== false) {
@@ -253,6 +289,7 @@ export class Gateway {
     const tcpClosed = this.tcp?.close()
     const tlsClosed = this.tls?.close()
     await this.wss?.close()
+    this.upgrades?.close()
     await this.ws?.close()
     await this.tail?.close()
     this.ingest?.stop()

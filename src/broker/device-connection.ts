@@ -30,6 +30,8 @@ export const connectionMeta = new WeakMap<object, ConnectionMeta>()
 export interface ConnectionMeta {
   transport: Transport
   remoteAddress: string
+  /** The socket's key in the admission control (broker/admission.ts), to mark it authenticated. */
+  admissionKey?: string
   /**
    * The TLS socket's client certificate and the certificates sent after it (intermediate CAs),
    * read at CONNECT time (the handshake is done by then); undefined when the client sent none.
@@ -37,3 +39,8 @@ export interface ConnectionMeta {
   peerCertificates?: () => { cert: X509Certificate; chain: X509Certificate[] } | undefined
 }
 export const contexts = new WeakMap<Client, DeviceConnection>()
+
+/** `client.clean` is public in Aedes' runtime; its typings mark it read-only. */
+export function isCleanSession(client: Client): boolean {
+  return client.clean === true
+}

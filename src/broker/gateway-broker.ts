@@ -1,20 +1,24 @@
-import { X509Certificate } from 'node:crypto'
-import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
+import type { TLSSocket } from 'node:tls'
 import { Aedes, type AedesOptions, type Client, type PublishPacket, type Subscription } from 'aedes'
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
+import { RepeatLimitedLog } from '../observability/repeat-log.js'
 import { GatewayError, toGatewayError } from '../errors/catalogue.js'
+import { brokerClients, checkInternals, nextMessageId, wrapPublish } from './aedes-internals.js'
 import { guardPacketSize, releaseConnectPacket, setPacketGuard } from './packet-guard.js'
-import { nextMessageId, topicMatches, writePublish } from './outbound.js'
+import { drained, topicMatches, writePublish, type OutboundBound } from './outbound.js'
 import { connectionMeta, contexts, DeviceConnection } from './device-connection.js'
-import { attachSessionHooks, restoreSession } from './session-hooks.js'
+import { attachSessionHooks, keepSubscriptionsOutOfAedes, restoreSession } from './session-hooks.js'
+import { wireConnectionEvents } from './connection-events.js'
+import { ExpiryWheel } from './token-expiry.js'
+import { presentedCertificates } from './tls-peer.js'
+import type { ConnectionAdmission } from './admission.js'
 import type {
   ConnectionContext,
   ConnectionObserver,
   DeliveryObserver,
   DeviceAuthenticator,
   DeviceChannel,
-  DisconnectReason,
   PublishHandler,
   SendResult,
   SessionStore,
@@ -22,19 +26,33 @@ import type {
   Transport,
 } from './ports.js'
 
+export interface BrokerLimits {
+  maxPayloadBytes: number
+  maxConnectPacketBytes: number
+  maxSubscribePacketBytes: number
+  maxPacketsBeforeConnack: number
+  maxOutboundBytes: number
+  outboundDrainSeconds: number
+}
+
 export interface GatewayBrokerOptions {
   authenticator: DeviceAuthenticator
   publishHandler: PublishHandler
   subscriptionPolicy: SubscriptionPolicy
   observer: ConnectionObserver
-  /** Subscriptions that outlive connections and restarts (clean session 0, protocol note §7). */
+  /** Subscriptions that outlive connections and restarts (clean session 0 [MQTT-3.1.2-4]). */
   sessions: SessionStore
   deliveryObserver?: DeliveryObserver
   metrics: GatewayMetrics
   logger: Logger
-  maxConnections: number
-  maxPayloadBytes: number
+  limits: BrokerLimits
   connectTimeoutMs: number
+  /** A connection is closed this long after its SAS token expires (auth.clockSkewSeconds). */
+  tokenGraceMs: number
+  /** Marks sockets authenticated; the listeners admitted them (broker/admission.ts). */
+  admission?: ConnectionAdmission
+  /** log.repeatIntervalSeconds in ms: client-caused warnings are logged once per code per interval. */
+  repeatIntervalMs: number
 }
 
 /**
@@ -48,7 +66,10 @@ export interface GatewayBrokerOptions {
 export class GatewayBroker implements DeviceChannel {
   readonly aedes: Aedes
   private readonly log: Logger
+  private readonly warnings: RepeatLimitedLog
   private readonly ingested = new WeakSet<object>()
+  private readonly outbound: OutboundBound
+  private readonly expiry: ExpiryWheel<Client>
   private closing = false
 
   private constructor(
@@ -57,12 +78,22 @@ export class GatewayBroker implements DeviceChannel {
   ) {
     this.aedes = aedes
     this.log = options.logger.child({ component: 'broker' })
+    this.warnings = new RepeatLimitedLog(this.log, options.repeatIntervalMs, options.metrics.logLinesLeftOut)
+    this.outbound = {
+      maxBytes: options.limits.maxOutboundBytes,
+      drainMs: options.limits.outboundDrainSeconds * 1000,
+      overflow: (client, error) => this.closeFor(client, error),
+    }
+    this.expiry = new ExpiryWheel((client) => this.tokenExpired(client))
   }
 
   static async create(options: GatewayBrokerOptions): Promise<GatewayBroker> {
     let self: GatewayBroker | null = null
     const hooks: AedesOptions = {
       connectTimeout: options.connectTimeoutMs,
+      // Packets a client sends before its CONNACK wait in memory, unauthenticated: few, and small (packet-guard.ts).
+      queueLimit: options.limits.maxPacketsBeforeConnack,
+      drainTimeout: options.limits.outboundDrainSeconds * 1000,
       authenticate: (client, username, password, done) => self!.authenticate(client, username, password, done),
       authorizePublish: (client, packet, done) => self!.authorizePublish(client, packet, done),
       authorizeSubscribe: (client, sub, done) => self!.authorizeSubscribe(client, sub, done),
@@ -71,24 +102,38 @@ export class GatewayBroker implements DeviceChannel {
       authorizeForward: (_client, packet) => packet,
     }
     const aedes = await Aedes.createBroker(hooks)
+    try {
+      checkInternals(aedes)
+    } catch (err) {
+      await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      throw err
+    }
     self = new GatewayBroker(aedes, options)
     const broker = self
-    setPacketGuard(aedes, options.maxPayloadBytes, (client) => broker.onOversize(client))
+    setPacketGuard(aedes, options.limits, (client, error) => broker.refusedByGuard(client, error))
     self.keepDevicePublishesOffFanOut()
+    keepSubscriptionsOutOfAedes(aedes)
     attachSessionHooks(aedes, options.sessions, options.deliveryObserver)
-    self.wireEvents()
+    wireConnectionEvents(aedes, options.observer, options.metrics, self.log, (client) => broker.expiry.cancel(client))
     return self
   }
 
-  /** Hand a new transport connection to Aedes. */
-  /** `tlsSocket`: the TLS connection under an mqtts or wss stream, for its client certificate. */
-  handle(stream: Parameters<Aedes['handle']>[0], transport: Transport, remoteAddress: string, req?: Parameters<Aedes['handle']>[1], tlsSocket?: TLSSocket): void {
+  /**
+   * Hand a new transport connection to Aedes. `tlsSocket`: the TLS connection under an mqtts or
+   * wss stream, for its client certificate; `admissionKey`: the socket's key in the admission control.
+   */
+  handle(stream: Parameters<Aedes['handle']>[0], transport: Transport, remoteAddress: string, req?: Parameters<Aedes['handle']>[1], tlsSocket?: TLSSocket, admissionKey?: string): void {
     if (this.closing) {
       stream.destroy()
       return
     }
     const client = this.aedes.handle(stream, req)
-    connectionMeta.set(client, { transport, remoteAddress, ...(tlsSocket ? { peerCertificates: () => presentedCertificates(tlsSocket) } : {}) })
+    connectionMeta.set(client, {
+      transport,
+      remoteAddress,
+      ...(admissionKey === undefined ? {} : { admissionKey }),
+      ...(tlsSocket ? { peerCertificates: () => presentedCertificates(tlsSocket) } : {}),
+    })
     guardPacketSize(client)
   }
 
@@ -100,7 +145,7 @@ export class GatewayBroker implements DeviceChannel {
 
   isSubscribed(deviceId: string, topic: string): boolean {
     const client = this.liveClient(deviceId)
-    if (!client || !isReady(client)) return false
+    if (!client || !client.connected) return false
     for (const filter of this.options.sessions.subscriptions(deviceId).keys()) {
       if (topicMatches(filter, topic)) return true
     }
@@ -110,9 +155,10 @@ export class GatewayBroker implements DeviceChannel {
   send(deviceId: string, topic: string, payload: Buffer, qos: 0 | 1, dup = false): SendResult | null {
     const client = this.liveClient(deviceId)
     const ctx = client ? contexts.get(client) : undefined
-    if (!client || !ctx || ctx.closed || !isReady(client)) return null
+    // `connected`: CONNACK written and the session's queue emptied (aedes connect.js).
+    if (!client || !ctx || ctx.closed || !client.connected) return null
     const messageId = qos === 1 ? nextMessageId(client) : null
-    const written = writePublish(client, { topic, payload, qos, dup, ...(messageId === null ? {} : { messageId }) })
+    const written = writePublish(client, { topic, payload, qos, dup, ...(messageId === null ? {} : { messageId }) }, this.outbound)
     return { ctx, messageId, written }
   }
 
@@ -134,19 +180,16 @@ export class GatewayBroker implements DeviceChannel {
   async close(): Promise<void> {
     if (this.closing) return
     this.closing = true
-    for (const client of Object.values(this.clients())) {
+    this.expiry.stop()
+    for (const client of Object.values(brokerClients(this.aedes))) {
       const ctx = contexts.get(client)
       if (ctx && !ctx.closeReason) ctx.closeReason = 'gateway-shutdown'
     }
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
   }
 
-  private clients(): Record<string, Client> {
-    return (this.aedes as unknown as { clients: Record<string, Client> }).clients
-  }
-
   private liveClient(deviceId: string): Client | null {
-    const client = this.clients()[deviceId]
+    const client = brokerClients(this.aedes)[deviceId]
     return client && !client.closed ? client : null
   }
 
@@ -159,18 +202,17 @@ export class GatewayBroker implements DeviceChannel {
     const meta = connectionMeta.get(client) ?? { transport: 'tcp' as Transport, remoteAddress: 'unknown' }
     const peer = meta.peerCertificates?.()
     const attempt = { clientId: client.id, username, password, remoteAddress: meta.remoteAddress, peerCertificate: peer?.cert, peerChain: peer?.chain }
-    const run = async (): Promise<DeviceConnection> => {
+    const run = async (): Promise<{ ctx: DeviceConnection; expiresAt: number | undefined }> => {
       if (this.closing) throw new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down')
-      if (this.aedes.connectedClients >= this.options.maxConnections) {
-        throw new GatewayError('E_CONNECTION_LIMIT', `the gateway holds its maximum of ${this.options.maxConnections} connections`)
-      }
       const who = await this.options.authenticator.authenticate(attempt)
-      return new DeviceConnection(who.deviceId, meta.remoteAddress, meta.transport, who.method)
+      return { ctx: new DeviceConnection(who.deviceId, meta.remoteAddress, meta.transport, who.method), expiresAt: who.tokenExpiresAt }
     }
     run().then(
-      (ctx) => {
+      ({ ctx, expiresAt }) => {
         contexts.set(client, ctx)
         releaseConnectPacket(client)
+        if (meta.admissionKey !== undefined) this.options.admission?.established(meta.admissionKey)
+        if (expiresAt !== undefined) this.expiry.schedule(client, expiresAt * 1000 + this.options.tokenGraceMs)
         restoreSession(client, ctx.deviceId, this.options.sessions)
         const previous = this.liveClient(ctx.deviceId)
         const previousCtx = previous && previous !== client ? contexts.get(previous) : undefined
@@ -181,7 +223,7 @@ export class GatewayBroker implements DeviceChannel {
         const gerr = toGatewayError(err)
         this.options.metrics.authFailures.inc({ code: gerr.code })
         // The client id is the claimed device id; the credentials themselves are never logged.
-        this.log.warn({ code: gerr.code, clientId: client.id, remoteAddress: meta.remoteAddress, transport: meta.transport }, `connect refused: ${gerr.message}`)
+        this.warnings.warn(gerr.code, { clientId: client.id, remoteAddress: meta.remoteAddress, transport: meta.transport }, `connect refused: ${gerr.message}`)
         done(Object.assign(new Error(gerr.message), { returnCode: gerr.returnCode, code: gerr.code }), false)
       },
     )
@@ -195,7 +237,10 @@ export class GatewayBroker implements DeviceChannel {
       return
     }
     const inbound = { topic: packet.topic, payload: toBuffer(packet.payload), qos: packet.qos as 0 | 1 | 2, retain: packet.retain === true }
-    this.options.publishHandler.handlePublish(ctx, inbound).then(
+    // A device that does not read what it is sent is not read either (outbound.ts).
+    const ready = drained(client, this.outbound)
+    const handled = ready ? ready.then(() => this.options.publishHandler.handlePublish(ctx, inbound)) : this.options.publishHandler.handlePublish(ctx, inbound)
+    handled.then(
       () => {
         this.ingested.add(packet)
         done(null)
@@ -211,26 +256,43 @@ export class GatewayBroker implements DeviceChannel {
       const qos = this.options.subscriptionPolicy.authorizeSubscription(ctx, sub.topic, sub.qos)
       done(null, { ...sub, qos: qos as Subscription['qos'] })
     } catch (err) {
-      // A refused filter closes the connection: the Azure SDK treats SUBACK 0x80 as success,
-      // so a silent refusal would break the feature without anyone noticing (protocol note §7).
+      // A refused filter closes the connection: the Azure SDK treats SUBACK 0x80 as success, so a
+      // silent refusal would break the feature without anyone noticing. Nothing of the packet is
+      // stored (session-hooks.ts).
       done(this.refuse(client, ctx, toGatewayError(err), 'subscribe'))
     }
   }
 
-  /** Log, count and turn a refusal into the error that makes Aedes close the connection. */
-  private refuse(client: Client, ctx: DeviceConnection | undefined, err: GatewayError, action: 'publish' | 'subscribe'): Error {
-    if (ctx) ctx.closeReason = `error:${err.code}`
+  /** Log (once per code per interval), count and turn a refusal into the error that makes Aedes close the connection. */
+  private refuse(client: Client, ctx: DeviceConnection | undefined, err: GatewayError, action: 'publish' | 'subscribe' | 'packet'): Error {
+    if (ctx && !ctx.closeReason) ctx.closeReason = `error:${err.code}`
     if (err.code === 'E_TOPIC_FORBIDDEN') this.options.metrics.aclDenials.inc({ action, code: err.code })
     else this.options.metrics.protocolErrors.inc({ code: err.code })
-    const level = err.code === 'E_SHUTTING_DOWN' ? 'info' : 'warn'
-    this.log[level]({ code: err.code, deviceId: ctx?.deviceId ?? client.id, action }, `closing connection: ${err.message}`)
+    const fields = { deviceId: ctx?.deviceId ?? client.id ?? undefined, remoteAddress: connectionMeta.get(client)?.remoteAddress, action }
+    if (err.code === 'E_SHUTTING_DOWN') this.log.info({ code: err.code, ...fields }, `closing connection: ${err.message}`)
+    else this.warnings.warn(err.code, fields, `closing connection: ${err.message}`)
     return err
   }
 
-  private onOversize(client: Client): void {
+  /** The packet guard stopped a connection's parser (oversize, bad UTF-8, protocol level). */
+  private refusedByGuard(client: Client, error: GatewayError): void {
+    this.refuse(client, contexts.get(client), error, 'packet')
+  }
+
+  /** Close a connection the gateway gave up on (slow consumer), counted and logged once per interval. */
+  private closeFor(client: Client, error: GatewayError): void {
+    if (client.closed) return
+    this.refuse(client, contexts.get(client), error, 'packet')
+    client.close()
+  }
+
+  /** IoT Hub closes a connection when its SAS token expires; the device reconnects with a new one. */
+  private tokenExpired(client: Client): void {
     const ctx = contexts.get(client)
-    const err = new GatewayError('E_PAYLOAD_TOO_LARGE', `a packet exceeds the maximum payload of ${this.options.maxPayloadBytes} bytes`)
-    this.refuse(client, ctx, err, 'publish')
+    if (!ctx || ctx.closed || client.closed) return
+    if (!ctx.closeReason) ctx.closeReason = 'token-expired'
+    this.log.info({ deviceId: ctx.deviceId, code: 'E_AUTH_EXPIRED' }, 'closing connection: its SAS token expired')
+    client.close()
   }
 
   /**
@@ -240,82 +302,19 @@ export class GatewayBroker implements DeviceChannel {
    * device publishes never reaches mqemitter (whose recursion crashed bare Aedes, aedes #193).
    */
   private keepDevicePublishesOffFanOut(): void {
-    // Aedes' runtime signature is publish(packet, client?, done?); its typings show two arguments.
-    type Done = (error?: Error) => void
-    const original = this.aedes.publish.bind(this.aedes) as unknown as (packet: object, client: unknown, done?: Done) => void
     const ingested = this.ingested
-    const patched = (packet: object, client: unknown, done?: Done): void => {
+    wrapPublish(this.aedes, (original) => (packet, client, done) => {
       if (ingested.has(packet)) {
         ingested.delete(packet)
-        const cb = typeof client === 'function' ? (client as Done) : done
+        const cb = typeof client === 'function' ? (client as typeof done) : done
         if (cb) cb()
         return
       }
       original(packet, client, done)
-    }
-    ;(this.aedes as unknown as { publish: typeof patched }).publish = patched
-  }
-
-  private wireEvents(): void {
-    const a = this.aedes
-    a.on('client', (client) => {
-      const ctx = contexts.get(client)
-      if (!ctx) return
-      ctx.announced = true
-      this.options.metrics.connects.inc()
-      this.options.metrics.connections.set(a.connectedClients)
-      this.options.observer.connected(ctx)
-    })
-    a.on('clientDisconnect', (client) => this.onGone(client))
-    a.on('keepaliveTimeout', (client) => {
-      const ctx = contexts.get(client)
-      if (ctx && !ctx.closeReason) ctx.closeReason = 'keepalive-timeout'
-    })
-    a.on('clientError', (client, err) => {
-      const ctx = contexts.get(client)
-      if (ctx && !ctx.closeReason) ctx.closeReason = `error:${(err as Partial<GatewayError>).code ?? 'E_PROTOCOL_ERROR'}`
-      this.log.debug({ deviceId: client.id, err: err.message }, 'client error')
-    })
-    a.on('connectionError', (client, err) => {
-      this.log.debug({ clientId: client?.id, err: err.message }, 'connection error before CONNECT completed')
     })
   }
-
-  private onGone(client: Client): void {
-    const ctx = contexts.get(client)
-    this.options.metrics.connections.set(this.aedes.connectedClients)
-    if (!ctx || ctx.closed) return
-    ctx.closed = true
-    if (!ctx.announced) return
-    // A DISCONNECT packet sets this flag in Aedes [MQTT-3.14.4-3].
-    const disconnected = (client as unknown as { _disconnected?: boolean })._disconnected === true
-    const reason: DisconnectReason = ctx.closeReason ?? (disconnected ? 'client-disconnect' : 'socket-closed')
-    this.options.observer.disconnected(ctx, reason)
-  }
-}
-
-/** CONNACK written and the session's queue emptied (aedes connect.js sets `connected`). */
-function isReady(client: Client): boolean {
-  return (client as unknown as { connected?: boolean }).connected === true
 }
 
 function toBuffer(payload: PublishPacket['payload']): Buffer {
   return typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
-}
-
-/**
- * The client certificate of a TLS connection and the certificates it sent after its own
- * (intermediate CAs), as Node links them (issuerCertificate), each once. One call for both:
- * after getPeerX509Certificate() Node's getPeerCertificate(true) no longer links the chain.
- */
-function presentedCertificates(socket: TLSSocket): { cert: X509Certificate; chain: X509Certificate[] } | undefined {
-  const leaf: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true)
-  if (!leaf?.raw) return undefined
-  const chain: X509Certificate[] = []
-  const seen = new Set<string>([leaf.fingerprint256])
-  for (let c = leaf.issuerCertificate; c?.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
-    seen.add(c.fingerprint256)
-    chain.push(new X509Certificate(c.raw))
-  }
-  return { cert: new X509Certificate(leaf.raw), chain }
 }

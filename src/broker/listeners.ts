@@ -1,12 +1,15 @@
-import { createServer, type Server, type AddressInfo } from 'node:net'
+import { createServer, type Server, type AddressInfo, type Socket } from 'node:net'
 import type { Server as HttpServer, IncomingMessage } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { createServer as createTlsServer, type TLSSocket, type SecureContextOptions } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, createWebSocketStream } from 'ws'
+import { GatewayError } from '../errors/catalogue.js'
 import type { GatewayBroker } from './gateway-broker.js'
+import { connectionKey, type ConnectionAdmission } from './admission.js'
+import { answerUpgrade, attachUpgradeRouter, type UpgradeRoute } from './upgrade-router.js'
 
-/** Paths on the HTTP port that carry MQTT over WebSocket (mqtt.js default and IoT Hub's). */
+/** Paths that carry MQTT over WebSocket (mqtt.js default and IoT Hub's). */
 export const WEBSOCKET_PATHS = ['/mqtt', '/$iothub/websocket']
 
 export interface Listener {
@@ -30,53 +33,69 @@ export interface TlsMaterial {
   minVersion: 'TLSv1.2' | 'TLSv1.3'
 }
 
+/** What every listener shares: the broker, admission control, and where accept() failures go. */
+export interface ListenerContext {
+  broker: GatewayBroker
+  admission: ConnectionAdmission
+  /** A TLS handshake must be done within this (mqtt.connectTimeoutSeconds). */
+  handshakeTimeoutMs: number
+  /** An accept() failed (EMFILE, ...): counted and logged, never thrown at the process. */
+  onAcceptError(err: NodeJS.ErrnoException, listener: string): void
+}
+
 function tlsServerOptions(tls: TlsMaterial): SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
   return {
     cert: tls.cert,
     key: tls.key,
     ...(tls.ca && tls.ca.length > 0 ? { ca: tls.ca } : {}),
     minVersion: tls.minVersion,
-    // Ask every device for a certificate (X.509 devices authenticate with it, protocol note §1)
-    // but let SAS devices without one through: the authenticator decides, per device, at CONNECT.
+    // Ask every device for a certificate (X.509 devices authenticate with it, as in IoT Hub) but
+    // let SAS devices without one through: the authenticator decides, per device, at CONNECT.
     requestCert: true,
     rejectUnauthorized: false,
   }
 }
 
-export async function listenTcp(broker: GatewayBroker, host: string, port: number): Promise<Listener> {
+export async function listenTcp(ctx: ListenerContext, host: string, port: number): Promise<Listener> {
   const server: Server = createServer((socket) => {
+    if (!ctx.admission.admit(socket, 'mqtt')) return
     // Device traffic is many small packets; Nagle would add up to 40 ms to every PUBACK.
     socket.setNoDelay(true)
-    broker.handle(socket, 'tcp', socket.remoteAddress ?? 'unknown')
+    ctx.broker.handle(socket, 'tcp', socket.remoteAddress ?? 'unknown', undefined, undefined, connectionKey(socket))
   })
-  return listen(server, host, port)
+  return listen(server, host, port, ctx, 'mqtt')
 }
 
 /** MQTT over TLS (mqtts, port 8883 by default): what the Azure SDK's `Mqtt` transport dials. */
-export async function listenTls(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial): Promise<TlsListener> {
-  const server = createTlsServer(tlsServerOptions(tls), (socket: TLSSocket) => {
+export async function listenTls(ctx: ListenerContext, host: string, port: number, tls: TlsMaterial): Promise<TlsListener> {
+  const server = createTlsServer({ ...tlsServerOptions(tls), handshakeTimeout: ctx.handshakeTimeoutMs }, (socket: TLSSocket) => {
     socket.setNoDelay(true)
-    broker.handle(socket, 'tls', socket.remoteAddress ?? 'unknown', undefined, socket)
+    ctx.broker.handle(socket, 'tls', socket.remoteAddress ?? 'unknown', undefined, socket, connectionKey(socket))
   })
+  // Counted from the raw socket, before the handshake: a handshake costs a descriptor too.
+  server.on('connection', (raw: Socket) => void ctx.admission.admit(raw, 'mqtt'))
   // A failed handshake (plain TCP, wrong CA on the device) must not reach the process.
   server.on('tlsClientError', () => undefined)
-  return { ...(await listen(server, host, port)), reloadTls: (next) => server.setSecureContext(tlsServerOptions(next)) }
+  return { ...(await listen(server, host, port, ctx, 'mqtts')), reloadTls: (next) => server.setSecureContext(tlsServerOptions(next)) }
 }
 
 /**
  * MQTT over secure WebSocket on its own HTTPS port: the SDK's `MqttWs` transport always dials
- * wss://host:443/$iothub/websocket (protocol note §2). Plain HTTP requests get 404.
+ * wss://host:443/$iothub/websocket. Plain HTTP requests get 404, other upgrades 404 or 400.
  */
-export async function listenWss(broker: GatewayBroker, host: string, port: number, tls: TlsMaterial, maxMessageBytes: number): Promise<TlsListener> {
-  const server = createHttpsServer(tlsServerOptions(tls), (_req, res) => {
+export async function listenWss(ctx: ListenerContext, host: string, port: number, tls: TlsMaterial, maxMessageBytes: number, headersTimeoutMs: number): Promise<TlsListener> {
+  const server = createHttpsServer({ ...tlsServerOptions(tls), handshakeTimeout: ctx.handshakeTimeoutMs, headersTimeout: headersTimeoutMs, requestTimeout: headersTimeoutMs }, (_req, res) => {
     res.writeHead(404, { 'content-length': '0' }).end()
   })
+  server.on('connection', (raw: Socket) => void ctx.admission.admit(raw, 'mqtt'))
   server.on('tlsClientError', () => undefined)
-  const ws = attachWebSocket(broker, server, maxMessageBytes, 'wss')
-  const listener = await listen(server, host, port)
+  const ws = mqttOverWebSocket(ctx, maxMessageBytes, 'wss')
+  const router = attachUpgradeRouter(server, [ws.route])
+  const listener = await listen(server, host, port, ctx, 'wss')
   return {
     address: listener.address,
     close: async () => {
+      router.close()
       await ws.close()
       await listener.close()
     },
@@ -84,27 +103,39 @@ export async function listenWss(broker: GatewayBroker, host: string, port: numbe
   }
 }
 
-async function listen(server: Server, host: string, port: number): Promise<Listener> {
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    // A connect storm (a fleet reconnecting after an outage) overflows Node's default backlog of
-    // 511 and costs devices SYN retransmits of 1, 3, 7 s; the kernel caps this at somaxconn.
-    server.listen({ host, port, backlog: 8192 }, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+async function listen(server: Server, host: string, port: number, ctx: ListenerContext, name: string): Promise<Listener> {
+  await listenOn(server, host, port)
+  reportAcceptErrors(server, ctx, name)
   return {
     address: () => server.address() as AddressInfo,
     close: () => closeServer(server),
   }
 }
 
+/** Bind, or fail with E_LISTEN_FAILED naming the address (in use, a privileged port, ...). */
+export async function listenOn(server: Server, host: string, port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const failed = (err: NodeJS.ErrnoException): void => {
+      const where = `${host.includes(':') ? `[${host}]` : host}:${port}`
+      const why = err.code === 'EADDRINUSE' ? 'the address is in use' : err.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : err.message
+      reject(new GatewayError('E_LISTEN_FAILED', `cannot listen on ${where}: ${why}`, { address: where, errno: err.code }, { cause: err }))
+    }
+    server.once('error', failed)
+    // A connect storm (a fleet reconnecting after an outage) overflows Node's default backlog of
+    // 511 and costs devices SYN retransmits of 1, 3, 7 s; the kernel caps this at somaxconn.
+    server.listen({ host, port, backlog: 8192 }, () => {
+      server.off('error', failed)
+      resolve()
+    })
+  })
+}
+
 /**
- * Serve MQTT over WebSocket on an existing HTTP server (the API's), at WEBSOCKET_PATHS, with the
- * `mqtt` sub-protocol the Azure SDK's MqttWs transport asks for. Other upgrade requests are refused.
+ * MQTT over WebSocket as an upgrade route, at WEBSOCKET_PATHS, with the `mqtt` sub-protocol the
+ * Azure SDK's MqttWs transport asks for. On the API port (`moveFromHttp`) the socket moves from
+ * the HTTP count to the MQTT count of admission control first, or is refused with 503.
  */
-export function attachWebSocket(broker: GatewayBroker, httpServer: HttpServer, maxMessageBytes: number, transport: 'ws' | 'wss' = 'ws'): { close(): Promise<void> } {
+export function mqttOverWebSocket(ctx: ListenerContext, maxMessageBytes: number, transport: 'ws' | 'wss', moveFromHttp = false): { route: UpgradeRoute; close(): Promise<void> } {
   const wss = new WebSocketServer({
     noServer: true,
     // mqtt.js asks for 'mqtt' (MQTT 3.1.1) or 'mqttv3.1'; answer with the first one we know.
@@ -112,28 +143,45 @@ export function attachWebSocket(broker: GatewayBroker, httpServer: HttpServer, m
     // A WebSocket message is buffered whole; bound it like an MQTT packet (see packet-guard.ts).
     maxPayload: maxMessageBytes,
   })
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const path = (req.url ?? '').split('?')[0] ?? ''
-    // The API's own WebSocket routes (the live tail, api/tail-socket.ts) answer for themselves.
-    if (path.startsWith('/api/')) return
-    if (!WEBSOCKET_PATHS.includes(decodeURIComponent(path))) {
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
-      return
-    }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const stream = createWebSocketStream(ws)
-      stream.on('error', () => stream.destroy())
-      broker.handle(stream, transport, req.socket.remoteAddress ?? 'unknown', req, transport === 'wss' ? (req.socket as TLSSocket) : undefined)
-    })
+  const route: UpgradeRoute = {
+    name: 'mqtt',
+    matches: (path) => WEBSOCKET_PATHS.includes(path),
+    handle: (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (moveFromHttp && !ctx.admission.upgradeToMqtt(req.socket)) {
+        answerUpgrade(socket, 503, 'E_CONNECTION_LIMIT', 'the gateway holds its maximum of connections; retry later')
+        return
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws)
+        stream.on('error', () => stream.destroy())
+        const tlsSocket = transport === 'wss' ? (req.socket as TLSSocket) : undefined
+        ctx.broker.handle(stream, transport, req.socket.remoteAddress ?? 'unknown', req, tlsSocket, connectionKey(req.socket))
+      })
+    },
   }
-  httpServer.on('upgrade', onUpgrade)
   return {
+    route,
     close: async () => {
-      httpServer.off('upgrade', onUpgrade)
       for (const ws of wss.clients) ws.terminate()
       await new Promise<void>((resolve) => wss.close(() => resolve()))
     },
   }
+}
+
+/** The API's HTTP server under admission control: counted at accept, eviction candidates until their first request. */
+export function admitHttpConnections(server: HttpServer, ctx: ListenerContext, headersTimeoutMs: number): void {
+  server.headersTimeout = headersTimeoutMs
+  server.on('connection', (socket: Socket) => void ctx.admission.admit(socket, 'http'))
+  server.on('request', (req: IncomingMessage) => ctx.admission.requestSeen(req.socket))
+  server.on('upgrade', (req: IncomingMessage) => ctx.admission.requestSeen(req.socket))
+}
+
+/**
+ * Once a server listens, an 'error' is a failed accept(): out of descriptors, say. Unhandled it
+ * would end the process; handled, the kernel backlog waits and admission control catches up.
+ */
+export function reportAcceptErrors(server: Server, ctx: ListenerContext, name: string): void {
+  server.on('error', (err: NodeJS.ErrnoException) => ctx.onAcceptError(err, name))
 }
 
 function closeServer(server: Server): Promise<void> {

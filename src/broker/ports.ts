@@ -27,8 +27,11 @@ export interface ConnectAttempt {
 }
 
 export interface DeviceAuthenticator {
-  /** Resolves with the device identity or rejects with a GatewayError (its connack code is sent). */
-  authenticate(attempt: ConnectAttempt): Promise<{ deviceId: string; method: string }>
+  /**
+   * Resolves with the device identity or rejects with a GatewayError (its connack code is sent).
+   * `tokenExpiresAt` (seconds since the epoch): the credential's end; the connection is closed then.
+   */
+  authenticate(attempt: ConnectAttempt): Promise<{ deviceId: string; method: string; tokenExpiresAt?: number }>
 }
 
 export interface InboundPublish {
@@ -57,6 +60,7 @@ export type DisconnectReason =
   | 'keepalive-timeout'
   | 'replaced'
   | 'kicked'
+  | 'token-expired'
   | 'gateway-shutdown'
   | `error:${string}`
 
@@ -67,8 +71,8 @@ export interface ConnectionObserver {
 
 /**
  * Subscriptions of devices, kept across reconnects and gateway restarts: the Azure SDK connects
- * with clean session 0 and never re-subscribes after a token-renewal reconnect (protocol note §1,
- * §7). Synchronous: the broker reads it on every delivery.
+ * with clean session 0 and never re-subscribes after a token-renewal reconnect (MQTT 3.1.1 section
+ * 3.1.2.4 makes subscriptions session state). Synchronous: the broker reads it on every delivery.
  */
 export interface SessionStore {
   subscriptions(deviceId: string): ReadonlyMap<string, number>
@@ -90,7 +94,10 @@ export interface DeliveryObserver {
   acknowledged(ctx: ConnectionContext, messageId: number): void
 }
 
-/** Sends to the one connection of a device (never a broker-wide publish, protocol note §8). */
+/**
+ * Sends to the one connection of a device, never a broker-wide publish: every device subscribes to
+ * the same `$iothub/...` filters, which IoT Hub scopes to the connection.
+ */
 export interface DeviceChannel {
   /** The live connection of a device, if it is on this gateway. */
   connectionOf(deviceId: string): ConnectionContext | null

@@ -1,13 +1,21 @@
 import type { Aedes, Client } from 'aedes'
-import { contexts } from './device-connection.js'
+import { contexts, isCleanSession } from './device-connection.js'
+import { persistenceOf } from './aedes-internals.js'
 import type { DeliveryObserver, SessionStore } from './ports.js'
 
 /**
  * Persistent sessions on the gateway's own store instead of Aedes' in-memory persistence: the
  * Azure SDK connects with clean session 0 and never re-subscribes after a token renewal, and after
- * a network drop not to the twin topics (protocol note §1, §7), so a device's subscriptions must
- * outlive its connections and the gateway process. Delivery consults the store directly
- * (GatewayBroker.isSubscribed), so Aedes needs no copy of restored subscriptions.
+ * a network drop not to the twin topics (azure-iot-device-mqtt 1.16, exercised by test/e2e), so a
+ * device's subscriptions must outlive its connections and the gateway process. Delivery consults
+ * the store directly (GatewayBroker.isSubscribed), so Aedes needs no copy of them.
+ *
+ * Aedes keeps none at all (`keepSubscriptionsOutOfAedes`): its persistence stores every filter of
+ * a SUBSCRIBE as soon as the first one is authorised, the refused ones too, and at the next
+ * clean-session-0 CONNECT it re-authorises what it stored and closes the connection on the refused
+ * filter, before CONNACK, at every attempt. The SessionStore is written only from the 'subscribe'
+ * event, which Aedes emits once every filter of the packet was authorised and the SUBACK written:
+ * a SUBSCRIBE is stored whole or not at all.
  */
 
 /**
@@ -16,8 +24,16 @@ import type { DeliveryObserver, SessionStore } from './ports.js'
  * may have had the device last).
  */
 export function restoreSession(client: Client, deviceId: string, sessions: SessionStore): void {
-  if ((client as unknown as { clean: boolean }).clean) sessions.clearSubscriptions(deviceId)
+  if (isCleanSession(client)) sessions.clearSubscriptions(deviceId)
   else sessions.loadSubscriptions(deviceId)
+}
+
+/** Aedes' persistence stores, restores and removes no subscription (see above). */
+export function keepSubscriptionsOutOfAedes(aedes: Aedes): void {
+  const persistence = persistenceOf(aedes)
+  persistence.addSubscriptions = async () => undefined
+  persistence.removeSubscriptions = async () => undefined
+  persistence.subscriptionsByClient = async () => []
 }
 
 /** Record SUBSCRIBE/UNSUBSCRIBE in the store and tell the observer about readiness, grants and PUBACKs. */
@@ -43,12 +59,11 @@ export function attachSessionHooks(aedes: Aedes, sessions: SessionStore, observe
 /**
  * Aedes handles a PUBACK by clearing the packet identifier from its persistence (aedes 1.2
  * lib/handlers/puback.js) and then emits 'ack' with the stored packet, which is undefined for
- * packets it did not store (protocol note §4). Packets written by `send` are not stored there,
- * so the identifier is taken here, on the way in.
+ * packets it did not store. Packets written by `send` are not stored there, so the identifier is
+ * taken here, on the way in.
  */
 function observeAcknowledgements(aedes: Aedes, observer: DeliveryObserver): void {
-  type Clear = (client: Client, packet: { messageId?: number }) => Promise<unknown>
-  const persistence = (aedes as unknown as { persistence: { outgoingClearMessageId: Clear } }).persistence
+  const persistence = persistenceOf(aedes)
   const original = persistence.outgoingClearMessageId.bind(persistence)
   persistence.outgoingClearMessageId = (client, packet) => {
     const ctx = contexts.get(client)

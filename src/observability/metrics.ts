@@ -47,6 +47,22 @@ export class GatewayMetrics {
     registers: [this.registry],
   })
   readonly deviceEvents = new Counter({ name: 'streamgate_device_events_total', help: 'Lifecycle events written to device-events', labelNames: ['type'], registers: [this.registry] })
+  readonly disconnects = new Counter({ name: 'streamgate_mqtt_disconnects_total', help: 'Device connections ended, by reason (client-disconnect, socket-closed, keepalive-timeout, replaced, kicked, token-expired, gateway-shutdown, error:<code>)', labelNames: ['reason'], registers: [this.registry] })
+  readonly connectionsRefused = new Counter({ name: 'streamgate_connections_refused_total', help: 'Sockets closed by admission control before a word was read, by reason (max-connections, pending-per-address, pending-evicted, http-connections, http-evicted)', labelNames: ['reason'], registers: [this.registry] })
+  readonly acceptErrors = new Counter({ name: 'streamgate_accept_errors_total', help: 'Failed accept() calls on a listener, by errno code (EMFILE: out of file descriptors)', labelNames: ['code'], registers: [this.registry] })
+  readonly upgradeRefusals = new Counter({ name: 'streamgate_http_upgrade_refusals_total', help: 'WebSocket upgrade requests answered with an error status, by status', labelNames: ['status'], registers: [this.registry] })
+  readonly logLinesLeftOut = new Counter({ name: 'streamgate_log_lines_left_out_total', help: 'Client-caused warnings not logged because one of the same code was logged within log.repeatIntervalSeconds', labelNames: ['code'], registers: [this.registry] })
+
+  /** Admission control's counts, read at each scrape (broker/admission.ts). */
+  watchAdmission(read: () => { pending: number; mqtt: number; http: number; maxConnections: number }): void {
+    const gauge = (name: string, help: string, key: 'pending' | 'mqtt' | 'http' | 'maxConnections'): void => {
+      new Gauge({ name, help, registers: [this.registry], collect() { this.set(read()[key]) } })
+    }
+    gauge('streamgate_connections_pending', 'MQTT sockets accepted and not yet authenticated (TLS handshake, waiting for CONNECT, credentials being checked)', 'pending')
+    gauge('streamgate_connections_open', 'MQTT sockets open on all listeners, authenticated or not', 'mqtt')
+    gauge('streamgate_http_connections', 'HTTP sockets open on the API port (not upgraded to MQTT)', 'http')
+    gauge('streamgate_connections_max', 'MQTT connections admitted at most (limits.maxConnections, or what the open-file limit allows)', 'maxConnections')
+  }
 
   /**
    * Cloud-to-device backlog, read from the command store at each scrape: messages queued for all

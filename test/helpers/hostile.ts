@@ -31,6 +31,8 @@ export interface HostileGateway extends ChildGateway {
   addSasDevice(deviceId: string, ttlSeconds?: number): Promise<{ deviceId: string; token: string; primaryKey: string }>
   /** Add a password device through the API. */
   addPasswordDevice(deviceId: string, password: string): Promise<void>
+  /** The MQTT/TLS or secure WebSocket port, as the banner printed it (when enabled). */
+  tlsPort(listener: 'mqtts' | 'wss'): number
   /** Resident set size of the gateway process now, in bytes. */
   rss(): number
   /** True while the process runs and /healthz answers 200. */
@@ -43,12 +45,15 @@ export interface HostileGateway extends ChildGateway {
 export interface HostileOptions extends ChildOptions {
   /** STREAMGATE_* variables on top of the defaults (free ports, admin token, log level warn). */
   env?: Record<string, string>
+  /** Runs on the new data dir before the gateway starts (e.g. `initDevCerts` for TLS). */
+  prepare?: (dataDir: string) => Promise<void> | void
 }
 
 export async function startHostileGateway(options: HostileOptions = {}): Promise<HostileGateway> {
   ensureBuilt()
   const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-hostile-'))
   const env = { STREAMGATE_ADMIN_TOKEN: ADMIN_TOKEN, ...options.env }
+  await options.prepare?.(dataDir)
   const child = await startChildGateway(dataDir, env, options)
   const httpUrl = `http://127.0.0.1:${child.httpPort}`
   const api = (method: string, path: string, body?: unknown): Promise<Response> =>
@@ -72,6 +77,11 @@ export async function startHostileGateway(options: HostileOptions = {}): Promise
     addPasswordDevice: async (deviceId, password) => {
       const res = await api('POST', '/api/devices', { deviceId, authMethod: 'password', password })
       if (res.status !== 201) throw new Error(`adding ${deviceId}: ${res.status} ${await res.text()}`)
+    },
+    tlsPort: (listener) => {
+      const m = (listener === 'mqtts' ? /MQTT over TLS\s+mqtts:\/\/[^:]+:(\d+)/ : /MQTT over secure WS\s+wss:\/\/[^:]+:(\d+)/).exec(child.output())
+      if (!m) throw new Error(`the gateway runs no ${listener} listener:\n${child.output()}`)
+      return Number(m[1])
     },
     rss: () => rssOf(child.pid),
     alive: async () => {
