@@ -40,7 +40,7 @@ export const INTERNALS = [
 
 // ---- parser ----
 
-export interface BufferListLike {
+interface BufferListLike {
   length: number
   append(buf: Buffer): unknown
   consume(bytes: number): unknown
@@ -50,7 +50,7 @@ export interface BufferListLike {
   toString(encoding: 'utf8', start?: number, end?: number): string
 }
 
-export interface ParserInternals {
+interface ParserInternals {
   packet: { cmd?: string; length: number }
   settings: { protocolVersion?: number; bridgeMode?: boolean }
   client?: Client
@@ -62,25 +62,122 @@ export interface ParserInternals {
   _emitError(err: Error): void
 }
 
-export type ParserStep = '_parseLength' | '_parsePayload' | '_parseString'
-
 const requireHere = createRequire(import.meta.url)
 /** The mqtt-packet Aedes itself loads, and the bl that mqtt-packet loads. */
 const requireFromAedes = createRequire(requireHere.resolve('aedes'))
 const mqttPacketEntry = requireFromAedes.resolve('mqtt-packet')
 const requireFromMqttPacket = createRequire(mqttPacketEntry)
 const ParserClass = requireFromMqttPacket('./parser.js') as { prototype: ParserInternals }
-
 /** The plain BufferList mqtt-packet's parser can buffer in (it uses append, consume, read*, slice). */
-export const BufferList = requireFromMqttPacket('bl/BufferList.js') as new () => BufferListLike
+const BufferList = requireFromMqttPacket('bl/BufferList.js') as new () => BufferListLike
+const parseLength = ParserClass.prototype._parseLength
+const parsePayload = ParserClass.prototype._parsePayload
+const parseString = ParserClass.prototype._parseString
 
-/** The parser's own step (the class method), for a guard that wraps it on one instance. */
-export function parserStep<K extends ParserStep>(name: K): ParserInternals[K] {
-  return ParserClass.prototype[name]
+/**
+ * What a connection's parser asks before going on (broker/packet-guard.ts holds the policy).
+ * Returning false stops the parser: the packet is never emitted to Aedes.
+ */
+export interface ParserPolicy {
+  /** The fixed header is read: `length` bytes follow. */
+  lengthRead(client: Client, cmd: string | undefined, length: number): boolean
+  /**
+   * A CONNECT's body is about to be parsed; `level` is its protocol level byte, 'wait' while fewer
+   * bytes than that are buffered (return false: asked again with more), 'unknown' when the protocol
+   * name is not MQTT's (mqtt-packet refuses it).
+   */
+  connectBody(client: Client, level: number | 'wait' | 'unknown', length: number): boolean
+  /** A string was read; `bytes()` gives its encoded form. */
+  stringRead(client: Client, cmd: string | undefined, text: string, bytes: () => Buffer): boolean
 }
 
-export function parserOf(client: Client): ParserInternals {
-  return (client as unknown as { _parser: ParserInternals })._parser
+const policies = new WeakMap<Aedes, ParserPolicy>()
+
+export function setParserPolicy(aedes: Aedes, policy: ParserPolicy): void {
+  policies.set(aedes, policy)
+}
+
+function policyOf(parser: ParserInternals): { policy: ParserPolicy; client: Client } | undefined {
+  const client = parser.client
+  const policy = client ? policies.get((client as unknown as ClientInternals).broker) : undefined
+  return policy && client ? { policy, client } : undefined
+}
+
+/** Runs as a parser's `_parseLength` (`this` is the parser). */
+function guardedParseLength(this: ParserInternals): boolean {
+  const p = policyOf(this)
+  if (!p || !parseLength.call(this)) return false
+  return p.policy.lengthRead(p.client, this.packet.cmd, this.packet.length)
+}
+
+/** Runs as a parser's `_parsePayload`. */
+function guardedParsePayload(this: ParserInternals): boolean {
+  if (this.packet.cmd === 'connect') {
+    const p = policyOf(this)
+    if (!p || !p.policy.connectBody(p.client, protocolLevel(this._list), this.packet.length)) return false
+  }
+  return parsePayload.call(this)
+}
+
+/** Runs as a parser's `_parseString`; `_pos` is at the string's length prefix before the call. */
+function guardedParseString(this: ParserInternals, maybeBuffer?: boolean): string | null {
+  const start = this._pos
+  const text = parseString.call(this, maybeBuffer)
+  if (text === null) return text
+  const p = policyOf(this)
+  if (p && !p.policy.stringRead(p.client, this.packet.cmd, text, () => this._list.slice(start + 2, this._pos))) {
+    // Stop the parse loop: the packet is not emitted; the policy has closed the connection.
+    ;(this as unknown as { error: Error }).error = new Error('string refused')
+  }
+  return text
+}
+
+/** The protocol level of a CONNECT body in `list` (name length, name, level: MQTT 3.1.1 section 3.1.2). */
+function protocolLevel(list: BufferListLike): number | 'wait' | 'unknown' {
+  if (list.length < 2) return 'wait'
+  const nameLength = list.readUInt16BE(0)
+  if (nameLength !== 4 && nameLength !== 6) return 'unknown'
+  if (list.length < 2 + nameLength + 1) return 'wait'
+  const name = list.toString('utf8', 2, 2 + nameLength)
+  if (name !== 'MQTT' && name !== 'MQIsdp') return 'unknown'
+  return list.readUInt8(2 + nameLength)
+}
+
+/**
+ * Put a connection's parser under its broker's ParserPolicy, and let it buffer in a plain
+ * BufferList instead of its default BufferListStream (a Duplex that is never piped but costs its
+ * two stream states per connection). Call right after aedes.handle(), before the first read.
+ * Per-parser property writes of shared functions: no closure per connection.
+ */
+export function guardParser(client: Client): void {
+  const parser = (client as unknown as { _parser: ParserInternals })._parser
+  parser._parseLength = guardedParseLength
+  parser._parsePayload = guardedParsePayload
+  parser._parseString = guardedParseString
+  if (parser._list.length === 0) parser._list = new BufferList()
+}
+
+/** End a connection's parsing with an error; Aedes closes the connection for it. */
+export function failParser(client: Client, error: Error): void {
+  ;(client as unknown as { _parser: ParserInternals })._parser._emitError(error)
+}
+
+/** What the parser reads of its settings after CONNECT, one frozen object per protocol version. */
+const settingsByVersion = new Map<number, Readonly<{ protocolVersion: number }>>()
+
+/**
+ * Let go of the CONNECT packet once it is authenticated: the parser keeps it as its `settings` for
+ * the life of the connection but reads only `protocolVersion` (and `bridgeMode`) from it, and its
+ * password is a slice of the socket's read buffer, which it kept alive as well.
+ */
+export function releaseConnectPacket(client: Client): void {
+  const parser = (client as unknown as { _parser: ParserInternals })._parser
+  const version = parser.settings.protocolVersion
+  // A bridge's CONNECT keeps its settings: `bridgeMode` changes how SUBSCRIBE is parsed.
+  if (typeof version !== 'number' || parser.settings.bridgeMode) return
+  let settings = settingsByVersion.get(version)
+  if (!settings) settingsByVersion.set(version, (settings = Object.freeze({ protocolVersion: version })))
+  parser.settings = settings
 }
 
 // ---- client ----
@@ -111,10 +208,6 @@ export function sentDisconnect(client: Client): boolean {
 /** True once the CONNACK is written (aedes connect.js doConnack). */
 export function connackSent(client: Client): boolean {
   return internalsOf(client).connackSent === true
-}
-
-export function brokerOf(client: Client): Aedes {
-  return internalsOf(client).broker
 }
 
 // ---- broker ----

@@ -11,6 +11,8 @@ export class DeviceConnection implements ConnectionContext {
   /** Why the gateway is closing this connection, when it decided to. */
   closeReason: DisconnectReason | null = null
   announced = false
+  /** The last device request of this connection in processing (see `serialize`). */
+  private requests: Promise<void> | undefined
 
   constructor(
     readonly deviceId: string,
@@ -21,6 +23,17 @@ export class DeviceConnection implements ConnectionContext {
 
   isClosed(): boolean {
     return this.closed
+  }
+
+  /**
+   * Run `task` after the ones before it on this connection; skipped once the connection is closed.
+   * Device requests go one at a time: one socket chunk can hold thousands of twin GETs, and
+   * answering them all at once would hold thousands of answers in memory before the first is sent.
+   */
+  serialize(task: () => Promise<void>): Promise<void> {
+    const run = (this.requests ?? Promise.resolve()).then(() => (this.closed ? undefined : task()))
+    this.requests = run.catch(() => undefined)
+    return run
   }
 }
 

@@ -4,8 +4,8 @@ import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import { RepeatLimitedLog } from '../observability/repeat-log.js'
 import { GatewayError, toGatewayError } from '../errors/catalogue.js'
-import { brokerClients, checkInternals, nextMessageId, wrapPublish } from './aedes-internals.js'
-import { guardPacketSize, releaseConnectPacket, setPacketGuard } from './packet-guard.js'
+import { brokerClients, checkInternals, nextMessageId, releaseConnectPacket, wrapPublish } from './aedes-internals.js'
+import { guardPacketSize, setPacketGuard } from './packet-guard.js'
 import { drained, topicMatches, writePublish, type OutboundBound } from './outbound.js'
 import { connectionMeta, contexts, DeviceConnection } from './device-connection.js'
 import { attachSessionHooks, keepSubscriptionsOutOfAedes, restoreSession } from './session-hooks.js'
@@ -13,6 +13,7 @@ import { wireConnectionEvents } from './connection-events.js'
 import { ExpiryWheel } from './token-expiry.js'
 import { presentedCertificates } from './tls-peer.js'
 import type { ConnectionAdmission } from './admission.js'
+import { isIotHubTopic } from '../protocol/topics.js'
 import type {
   ConnectionContext,
   ConnectionObserver,
@@ -237,9 +238,13 @@ export class GatewayBroker implements DeviceChannel {
       return
     }
     const inbound = { topic: packet.topic, payload: toBuffer(packet.payload), qos: packet.qos as 0 | 1 | 2, retain: packet.retain === true }
-    // A device that does not read what it is sent is not read either (outbound.ts).
-    const ready = drained(client, this.outbound)
-    const handled = ready ? ready.then(() => this.options.publishHandler.handlePublish(ctx, inbound)) : this.options.publishHandler.handlePublish(ctx, inbound)
+    const handle = (): Promise<void> => {
+      // A device that does not read what it is sent is not read either (outbound.ts).
+      const ready = drained(client, this.outbound)
+      return ready ? ready.then(() => this.options.publishHandler.handlePublish(ctx, inbound)) : this.options.publishHandler.handlePublish(ctx, inbound)
+    }
+    // Requests on IoT Hub's topics are answered one at a time per connection (DeviceConnection.serialize).
+    const handled = isIotHubTopic(packet.topic) ? ctx.serialize(handle) : handle()
     handled.then(
       () => {
         this.ingested.add(packet)

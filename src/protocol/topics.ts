@@ -43,6 +43,11 @@ function forbidden(reason: string, details?: Record<string, unknown>): GatewayEr
  * NUL ([MQTT-4.7.1-1], [MQTT-4.7.3-1], [MQTT-4.7.3-2]). IoT Hub's id rules already exclude these;
  * checking again keeps `devices/+/...` from ever being built from a bad id.
  */
+/** IoT Hub's own topics (twins, methods) start with this; everything else a device sends is telemetry. */
+export function isIotHubTopic(topic: string): boolean {
+  return topic.startsWith('$iothub/')
+}
+
 export function isTopicSafeDeviceId(deviceId: string): boolean {
   return deviceId.length > 0 && !/[/+#]/.test(deviceId) && !deviceId.includes('\u0000')
 }
