@@ -11,10 +11,12 @@ import { api, feedbackRecords } from '../helpers/commands.js'
 
 /**
  * The unmodified Azure IoT device SDK against the gateway's own TLS listeners: `Mqtt` (mqtts on
- * 8883) and `MqttWs` (wss on 443, the port the SDK hard-codes, protocol note §2), trusting the
+ * 8883) and `MqttWs` (wss on 443, the port the SDK hard-codes), trusting the
  * `certs init` development CA. One run per transport and per authentication:
  * - `sas`: the device keeps a real-looking hub name in HostName and reaches the gateway through
- *   GatewayHostName; the SDK renews its token every 4 s throughout (protocol note §1).
+ *   GatewayHostName; the SDK renews its token (valid 8 s) every 4 s throughout, and the gateway,
+ *   with 2 s of clock skew allowed, closes a connection whose token expired: the SDK must renew
+ *   in time, as it must with IoT Hub.
  * - `x509`: a certificate issued by the dev CA (registered with `ca add`), CN = device id. In
  *   X.509 mode the SDK ignores GatewayHostName (device_client.js builds the X509 provider from
  *   HostName and DeviceId only), so HostName names the gateway, `localhost`, on the default port.
@@ -35,7 +37,7 @@ export function sdkSuite(name: string, transport: typeof Mqtt | typeof MqttWs, e
     const c2d: Message[] = []
     const desired: Array<Record<string, unknown>> = []
     const listener: Record<string, string> = expected === 'tls' ? { 'mqtt.tls.enabled': 'true', 'mqtt.tls.port': '8883' } : { 'http.wss.enabled': 'true', 'http.wss.port': '443' }
-    const overrides: Record<string, string> = { hostname: auth === 'sas' ? HUB : 'localhost', ...listener }
+    const overrides: Record<string, string> = { hostname: auth === 'sas' ? HUB : 'localhost', 'auth.clockSkewSeconds': '2', ...listener }
 
     beforeAll(async () => {
       dataDir = mkdtempSync(join(tmpdir(), 'streamgate-e2e-'))
@@ -139,6 +141,13 @@ export function sdkSuite(name: string, transport: typeof Mqtt | typeof MqttWs, e
         // when the machine is loaded, since the SDK's next timer starts after its reconnect.
         await waitFor(async () => (await connectionSeq()) >= before + 4, 30_000, 'two token renewals')
         await roundTrip('after-renewal')
+        // Each renewal was the SDK's own reconnect before its token expired, never a close for expiry.
+        const reasons = (await readAll(gw.gateway, 'device-events'))
+          .map((r) => JSON.parse(r.value.toString()) as { type: string; deviceId: string; reason?: string })
+          .filter((e) => e.deviceId === deviceId && e.type === 'disconnected')
+          .map((e) => e.reason)
+        expect(reasons.length).toBeGreaterThanOrEqual(2)
+        expect(reasons.filter((r) => r !== 'client-disconnect')).toEqual([])
       }, 60_000)
     }
 
