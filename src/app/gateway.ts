@@ -15,12 +15,11 @@ import { FailureLimiter } from '../auth/rate-limit.js'
 import { TrustedCaStore } from '../auth/ca-store.js'
 import { GatewayError } from '../errors/catalogue.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
-import { admitHttpConnections, listenTcp, reportAcceptErrors, listenTls, listenWss, mqttOverWebSocket, type Listener, type ListenerContext, type TlsListener } from '../broker/listeners.js'
-import { ConnectionAdmission } from '../broker/admission.js'
-import { attachUpgradeRouter, type UpgradeRouter } from '../broker/upgrade-router.js'
-import { RepeatLimitedLog } from '../observability/repeat-log.js'
+import { listenOn, listenTcp, listenTls, listenWss, reportAcceptErrors, type Listener, type ListenerContext, type TlsListener, type TlsMaterial } from '../broker/listeners.js'
+import type { ConnectionAdmission } from '../broker/admission.js'
 import { loadTlsMaterial } from './tls-material.js'
-import { connectionBudget } from '../broker/fd-limit.js'
+import { attachHttpEdge, createAdmission, listenerContext, wsMaxMessageBytes } from './edge.js'
+import { Lifecycle, type StartStep } from './lifecycle.js'
 import { IotHubSubscriptionPolicy } from '../protocol/subscription-policy.js'
 import { BatchingAppender } from '../ingest/batcher.js'
 import { InFlightGate } from '../ingest/in-flight-gate.js'
@@ -53,9 +52,11 @@ export interface GatewayAddresses {
 }
 
 /**
- * The composition root: the one place where backends are chosen and wired. start() brings the
- * parts up in dependency order; stop() takes them down in reverse (stop listeners, drain ingest,
- * flush the stream, close the stores). Both are safe to call twice.
+ * The composition root: the one place where backends are chosen and wired. start() runs
+ * START_STEPS in dependency order, each registering its stop (app/lifecycle.ts): a failed step
+ * stops what the steps before it started, and stop() takes everything down in reverse (listeners,
+ * then the API, the broker and its device connections, the ingest and what it still holds, the
+ * stream, the stores). Both are safe to call twice.
  */
 export class Gateway {
   readonly config: GatewayConfig
@@ -66,20 +67,21 @@ export class Gateway {
   stream!: EventStream
   broker!: GatewayBroker
   adminToken!: { token: string; source: 'config' | 'file' | 'generated' }
-  private api!: FastifyInstance
-  private ingest!: TelemetryIngest
-  private appender!: BatchingAppender
   events!: DeviceEventWriter
   /** Queued cloud-to-device messages and persistent subscriptions (`<dataDir>/commands.db`). */
   commandStore!: SqliteCommandStore
   commands!: CommandChannel
+  admission!: ConnectionAdmission
+  private api!: FastifyInstance
+  private ingest!: TelemetryIngest
+  private tlsMaterial: TlsMaterial | null = null
+  private edge!: ListenerContext
+  /** Listeners closing: they stop accepting at once and are done once the broker closed their connections. */
+  private readonly closingListeners: Array<Promise<void>> = []
   private tcp: Listener | null = null
   private tls: TlsListener | null = null
   private wss: TlsListener | null = null
-  private ws: { close(): Promise<void> } | null = null
-  private tail: { close(): Promise<void> } | null = null
-  private upgrades: UpgradeRouter | null = null
-  admission!: ConnectionAdmission
+  private readonly lifecycle: Lifecycle
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   private startPromise: Promise<GatewayAddresses> | null = null
   private stopPromise: Promise<void> | null = null
@@ -88,6 +90,7 @@ export class Gateway {
     this.config = options.config
     this.logger = options.logger ?? createLogger(this.config.log.level)
     this.dataDir = resolve(this.config.dataDir)
+    this.lifecycle = new Lifecycle(this.logger.child({ component: 'lifecycle' }))
   }
 
   start(): Promise<GatewayAddresses> {
@@ -101,7 +104,7 @@ export class Gateway {
   }
 
   get addresses(): GatewayAddresses {
-    const http = this.api.server.address()
+    const http = this.api?.server.address()
     const httpPort = typeof http === 'object' && http ? http.port : this.config.http.port
     const mqttPort = this.tcp?.address().port ?? this.config.mqtt.port
     const { mqtt, http: h } = this.config
@@ -117,29 +120,88 @@ export class Gateway {
     return topicNames(this.config)
   }
 
+  /** The start-up, in order; each step's stop is registered as it completes. */
+  private steps(): StartStep[] {
+    const { config } = this
+    return [
+      { name: 'data-dir', run: () => this.prepareDataDir() },
+      { name: 'registry', run: () => this.startRegistry() },
+      { name: 'stream', run: () => this.startStream() },
+      { name: 'device-events', run: () => this.startDeviceEvents() },
+      { name: 'ingest', run: () => this.startIngest() },
+      { name: 'command-store', run: () => this.startCommandStore() },
+      { name: 'broker', run: () => this.startBroker() },
+      { name: 'api', run: () => this.startApi() },
+      // After the API and before any listener: pending method calls are answered (E_SHUTTING_DOWN)
+      // at stop before the API waits for its requests to end.
+      { name: 'commands', run: () => this.startCommands() },
+      { name: 'http-listener', run: () => this.listenHttp() },
+      { name: 'mqtt-listener', run: async () => this.stopsListener((this.tcp = await listenTcp(this.edge, config.mqtt.host, config.mqtt.port))) },
+      { name: 'mqtts-listener', run: () => this.listenMqtts() },
+      { name: 'wss-listener', run: () => this.listenWss() },
+      { name: 'runtime-file', run: () => this.writeRuntime() },
+    ]
+  }
+
   private async doStart(): Promise<GatewayAddresses> {
     this.state = 'starting'
-    const { config } = this
+    try {
+      await this.lifecycle.start(this.steps())
+    } catch (err) {
+      this.state = 'stopped'
+      throw err
+    }
+    this.state = 'started'
+    return this.addresses
+  }
+
+  private async doStop(): Promise<void> {
+    if (this.startPromise) await this.startPromise.catch(() => undefined)
+    this.state = 'stopping'
+    await this.lifecycle.stop()
+    this.state = 'stopped'
+  }
+
+  private prepareDataDir(): void {
     mkdirSync(this.dataDir, { recursive: true })
     // Read before anything opens: a missing certificate fails the start-up at once.
-    const tls = loadTlsMaterial(config, this.dataDir, new TrustedCaStore(this.dataDir).list())
-    this.adminToken = resolveAdminToken(config)
+    this.tlsMaterial = loadTlsMaterial(this.config, this.dataDir, new TrustedCaStore(this.dataDir).list())
+    this.adminToken = resolveAdminToken(this.config)
+  }
 
-    this.registry = createDeviceRegistry(config)
+  private async startRegistry(): Promise<() => Promise<void>> {
+    this.registry = createDeviceRegistry(this.config)
     await this.registry.start()
-    this.stream = createEventStream(config)
-    await this.stream.start(this.topicSpecs())
+    return () => this.registry.stop()
+  }
 
-    const topics = this.topics
-    this.events = new DeviceEventWriter(this.stream, topics.deviceEvents, this.registry, this.metrics, this.logger)
+  private async startStream(): Promise<() => Promise<void>> {
+    this.stream = createEventStream(this.config)
+    const partitions = this.config.stream.partitions
+    const specs: TopicSpec[] = Object.values(this.topics).map((name) => ({ name, partitions }))
+    await this.stream.start(specs)
+    return () => this.stream.stop()
+  }
+
+  private startDeviceEvents(): () => Promise<void> {
+    this.events = new DeviceEventWriter(this.stream, this.topics.deviceEvents, this.registry, this.metrics, this.logger)
     // Not awaited: with the stream unreachable at start the gateway must still come up (not ready);
     // the events are written once it is back, and a failure is logged by the writer.
     void this.closeStaleConnections().catch((err: unknown) => this.logger.error({ err }, 'could not close stale connections'))
+    return () => this.events.drain()
+  }
 
+  private startIngest(): () => Promise<void> {
+    const { config } = this
     const maxBatch = config.stream.backend === 'kafka' ? config.stream.kafka.maxBatchRecords : config.stream.embedded.maxBatchRecords
-    this.appender = new BatchingAppender(this.stream, topics.telemetry, maxBatch)
+    const appender = new BatchingAppender(this.stream, this.topics.telemetry, maxBatch)
     const gate = new InFlightGate(config.limits.maxInFlightRecords, config.limits.maxInFlightBytes, this.metrics)
-    this.ingest = new TelemetryIngest({ appender: this.appender, gate, metrics: this.metrics, logger: this.logger, maxPayloadBytes: config.limits.maxPayloadBytes })
+    this.ingest = new TelemetryIngest({ appender, gate, metrics: this.metrics, logger: this.logger, maxPayloadBytes: config.limits.maxPayloadBytes })
+    // The broker (stopped before this) has closed every device connection: drain what they left.
+    return () => appender.drain()
+  }
+
+  private startCommandStore(): () => void {
     this.commandStore = new SqliteCommandStore(join(this.dataDir, 'commands.db'))
     this.commandStore.start()
     this.commands = new CommandChannel({
@@ -149,26 +211,18 @@ export class Gateway {
       stream: this.stream,
       events: this.events,
       logger: this.logger,
-      topics,
-      limits: { ...config.commands, maxPayloadBytes: config.limits.maxPayloadBytes },
+      topics: this.topics,
+      limits: { ...this.config.commands, maxPayloadBytes: this.config.limits.maxPayloadBytes },
       metrics: this.metrics,
-      expiryCheckIntervalMs: this.options.expiryCheckIntervalMs ?? config.commands.expiryCheckIntervalMs,
+      expiryCheckIntervalMs: this.options.expiryCheckIntervalMs ?? this.config.commands.expiryCheckIntervalMs,
     })
-    const budget = connectionBudget(config.limits.maxConnections, config.limits.fdReserve, config.http.maxConnections)
-    if (budget.lowered !== undefined) {
-      this.logger.warn({ configured: budget.lowered, maxConnections: budget.maxConnections, openFiles: budget.openFiles }, `limits.maxConnections ${budget.lowered} is more than the open-file limit allows; using ${budget.maxConnections}`)
-    }
-    const refusals = new RepeatLimitedLog(this.logger.child({ component: 'admission' }), config.log.repeatIntervalSeconds * 1000, this.metrics.logLinesLeftOut)
-    this.admission = new ConnectionAdmission(
-      { maxConnections: budget.maxConnections, maxPending: config.limits.maxPendingConnections, maxPendingPerAddress: config.limits.maxPendingConnectionsPerAddress, maxHttp: config.http.maxConnections },
-      {
-        refused: (reason, code, address) => {
-          this.metrics.connectionsRefused.inc({ reason })
-          refusals.warn(code, { reason, address }, `connection closed at accept: ${reason}`)
-        },
-      },
-    )
-    this.metrics.watchAdmission(() => ({ pending: this.admission.pending, mqtt: this.admission.mqtt, http: this.admission.http, maxConnections: budget.maxConnections }))
+    return () => this.commandStore.stop()
+  }
+
+  private async startBroker(): Promise<() => Promise<void>> {
+    const { config } = this
+    const { admission, refusals } = createAdmission(config, this.metrics, this.logger)
+    this.admission = admission
     this.broker = await GatewayBroker.create({
       authenticator: this.createAuthenticator(),
       publishHandler: new DevicePublishRouter(this.ingest, this.commands.requests),
@@ -181,12 +235,20 @@ export class Gateway {
       limits: config.limits,
       connectTimeoutMs: config.mqtt.connectTimeoutSeconds * 1000,
       tokenGraceMs: config.auth.clockSkewSeconds * 1000,
-      admission: this.admission,
+      admission,
       repeatIntervalMs: config.log.repeatIntervalSeconds * 1000,
     })
+    this.edge = listenerContext(config, this.broker, admission, this.metrics, refusals)
+    return async () => {
+      // Publishes still waiting for the stream fail now (E_SHUTTING_DOWN) instead of retrying.
+      this.ingest.stop()
+      await this.broker.close()
+      await Promise.all(this.closingListeners)
+    }
+  }
 
-    await this.commands.start(this.broker)
-
+  private async startApi(): Promise<() => Promise<void>> {
+    const { config } = this
     this.api = await createApiServer({
       registry: this.registry,
       commands: this.commands,
@@ -215,20 +277,6 @@ export class Gateway {
         return ctx ? { connectedAt: new Date(ctx.connectedAt).toISOString(), remoteAddress: ctx.remoteAddress, transport: ctx.transport } : null
       },
     })
-    const listenerContext: ListenerContext = {
-      broker: this.broker,
-      admission: this.admission,
-      handshakeTimeoutMs: config.mqtt.connectTimeoutSeconds * 1000,
-      onAcceptError: (err, listener) => {
-        this.metrics.acceptErrors.inc({ code: err.code ?? 'unknown' })
-        refusals.warn(err.code ?? 'E_INTERNAL', { listener, err: err.message }, 'accept() failed on a listener')
-      },
-    }
-    const headersTimeoutMs = config.http.headersTimeoutSeconds * 1000
-    admitHttpConnections(this.api.server, listenerContext, headersTimeoutMs)
-    const wsMaxMessageBytes = config.limits.maxPayloadBytes + 70 * 1024
-    const ws = mqttOverWebSocket(listenerContext, wsMaxMessageBytes, 'ws', true)
-    this.ws = ws
     const tail = tailRoute({
       stream: this.stream,
       adminToken: this.adminToken.token,
@@ -238,25 +286,53 @@ export class Gateway {
       logger: this.logger,
       maxBufferedBytes: config.http.tailMaxBufferedBytes,
     })
-    this.tail = tail
-    this.upgrades = attachUpgradeRouter(this.api.server, [ws.route, tail.route], (status) => this.metrics.upgradeRefusals.inc({ status: String(status) }))
-    await this.api.listen({ host: config.http.host, port: config.http.port })
-    reportAcceptErrors(this.api.server, listenerContext, 'http')
-    this.tcp = await listenTcp(listenerContext, config.mqtt.host, config.mqtt.port)
-    if (tls && config.mqtt.tls.enabled) this.tls = await listenTls(listenerContext, config.mqtt.tls.host || config.mqtt.host, config.mqtt.tls.port, tls)
-    if (tls && config.http.wss.enabled) this.wss = await listenWss(listenerContext, config.http.wss.host || config.http.host, config.http.wss.port, tls, wsMaxMessageBytes, headersTimeoutMs)
-
-    const addresses = this.addresses
-    if (this.options.writeRuntimeFile !== false) {
-      writeRuntimeFile(this.dataDir, {
-        pid: process.pid,
-        httpUrl: `http://${urlHost(addresses.http.host)}:${addresses.http.port}`,
-        mqttUrl: `mqtt://${urlHost(addresses.mqtt.host)}:${addresses.mqtt.port}`,
-        startedAt: new Date().toISOString(),
-      })
+    const edge = attachHttpEdge(this.api.server, config, this.edge, this.metrics, [tail.route])
+    return async () => {
+      await edge.close()
+      await tail.close()
+      await this.api.close()
     }
-    this.state = 'started'
-    return addresses
+  }
+
+  private async startCommands(): Promise<() => Promise<void>> {
+    await this.commands.start(this.broker)
+    return () => this.commands.stop()
+  }
+
+  private async listenHttp(): Promise<void> {
+    await listenOn(this.api.server, this.config.http.host, this.config.http.port)
+    reportAcceptErrors(this.api.server, this.edge, 'http')
+  }
+
+  private async listenMqtts(): Promise<(() => void) | void> {
+    const { config } = this
+    if (!this.tlsMaterial || !config.mqtt.tls.enabled) return
+    this.tls = await listenTls(this.edge, config.mqtt.tls.host || config.mqtt.host, config.mqtt.tls.port, this.tlsMaterial)
+    return this.stopsListener(this.tls)
+  }
+
+  private async listenWss(): Promise<(() => void) | void> {
+    const { config } = this
+    if (!this.tlsMaterial || !config.http.wss.enabled) return
+    this.wss = await listenWss(this.edge, config.http.wss.host || config.http.host, config.http.wss.port, this.tlsMaterial, wsMaxMessageBytes(config), config.http.headersTimeoutSeconds * 1000)
+    return this.stopsListener(this.wss)
+  }
+
+  /** A listener stops taking connections at once; its device connections close with the broker. */
+  private stopsListener(listener: Listener): () => void {
+    return () => void this.closingListeners.push(listener.close())
+  }
+
+  private writeRuntime(): (() => void) | void {
+    if (this.options.writeRuntimeFile === false) return
+    const a = this.addresses
+    writeRuntimeFile(this.dataDir, {
+      pid: process.pid,
+      httpUrl: `http://${urlHost(a.http.host)}:${a.http.port}`,
+      mqttUrl: `mqtt://${urlHost(a.mqtt.host)}:${a.mqtt.port}`,
+      startedAt: new Date().toISOString(),
+    })
+    return () => removeRuntimeFile(this.dataDir)
   }
 
   /**
@@ -280,39 +356,6 @@ export class Gateway {
     for (const l of listeners) l.reloadTls(tls)
     this.logger.info({ subject, validTo, listeners: listeners.length }, 'TLS certificate reloaded')
     return { subject, validTo, listeners: listeners.length }
-  }
-
-  private async doStop(): Promise<void> {
-    if (this.startPromise) await this.startPromise.catch(() => undefined)
-    this.state = 'stopping'
-    // 1. stop taking new connections and close the device connections
-    const tcpClosed = this.tcp?.close()
-    const tlsClosed = this.tls?.close()
-    await this.wss?.close()
-    this.upgrades?.close()
-    await this.ws?.close()
-    await this.tail?.close()
-    this.ingest?.stop()
-    await this.broker?.close()
-    await tcpClosed
-    await tlsClosed
-    // Before the API: pending method calls are answered (E_SHUTTING_DOWN) so that it can close.
-    await this.commands?.stop()
-    await this.api?.close()
-    // 2. drain what is still on its way into the stream
-    await this.appender?.drain()
-    await this.events?.drain()
-    // 3. close the stores
-    await this.stream?.stop()
-    this.commandStore?.stop()
-    await this.registry?.stop()
-    if (this.options.writeRuntimeFile !== false) removeRuntimeFile(this.dataDir)
-    this.state = 'stopped'
-  }
-
-  private topicSpecs(): TopicSpec[] {
-    const partitions = this.config.stream.partitions
-    return Object.values(this.topics).map((name) => ({ name, partitions }))
   }
 
   private createAuthenticator(): Authenticator {

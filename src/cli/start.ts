@@ -21,7 +21,13 @@ export async function startCommand(argv: string[]): Promise<number> {
   }
   const config = configFromFlags(values)
   const gateway = new Gateway({ config })
-  const addresses = await gateway.start()
+  const addresses = await gateway.start().catch((err: unknown) => {
+    // Start-up rolled back what it had started (app/lifecycle.ts); a handle something left open
+    // must not keep a failed gateway alive, so that a supervisor sees the exit.
+    setTimeout(() => process.exit(process.exitCode ?? 1), 5000).unref()
+    gateway.logger.flush()
+    throw err
+  })
   process.stdout.write(banner(config, addresses, gateway))
 
   await new Promise<void>((resolve) => {
