@@ -14,11 +14,13 @@ const MAX_CONCURRENT = 2
 const MAX_QUEUED_PER_ADDRESS = 8
 /**
  * The legitimate device's connect during the flood. Without admission control it waited behind
- * every guess (8.2 s in the issue, 13.6 s on the shared 2-core test machine); with it, behind at
- * most one check per address in turn. The bound leaves room for a loaded machine, where even a
- * connect without any flood took 0.15 to 0.25 s and one scrypt check up to 0.25 s.
+ * every guess (8.2 s in the issue, 13.6 s on the shared 2-core test machine, about 100 times its
+ * connect without a flood); with it, behind at most one check per address in turn. The bound is
+ * 3 s, or 8 times the same device's connect just before the flood when the machine is so loaded
+ * (other suites running) that one connect takes longer than 0.375 s.
  */
 const LEGIT_CONNECT_BOUND_MS = 3000
+const LEGIT_CONNECT_BOUND_QUIET_CONNECTS = 8
 
 const samples = async (gw: HostileGateway): Promise<Map<string, number>> => {
   const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
@@ -73,6 +75,7 @@ describe('hostile: a flood of password CONNECTs from one address', () => {
     sampling = false
     await sampler
     const { flood, legit } = outcome.result
+    const bound = Math.max(LEGIT_CONNECT_BOUND_MS, LEGIT_CONNECT_BOUND_QUIET_CONNECTS * quiet.ms)
     const counts = tally(flood)
     const refused = flood.filter((o) => o.code === 3)
     const refusalMs = refused.map((o) => o.ms).sort((a, b) => a - b)
@@ -80,11 +83,11 @@ describe('hostile: a flood of password CONNECTs from one address', () => {
     const m = await samples(gw)
     console.log(
       `[hostile] password flood: ${FLOOD} CONNECTs from 127.0.0.2 -> ${JSON.stringify(counts)}; CONNACK 3 after p50 ${at(0.5)} / p90 ${at(0.9)} / max ${at(1)} ms; ` +
-        `legit password device from 127.0.0.3: CONNACK ${legit.code} in ${legit.ms.toFixed(0)} ms (${quiet.ms.toFixed(0)} ms without the flood; bound ${LEGIT_CONNECT_BOUND_MS}); ` +
+        `legit password device from 127.0.0.3: CONNACK ${legit.code} in ${legit.ms.toFixed(0)} ms (${quiet.ms.toFixed(0)} ms without the flood; bound ${bound.toFixed(0)}); ` +
         `peak checks running ${peakRunning}, waiting ${peakWaiting}; scrypt runs ${m.get('streamgate_auth_password_checks_total')}`,
     )
     expect(legit.code, 'legitimate password device from another address').toBe(0)
-    expect(legit.ms, 'its connect time during the flood (ms)').toBeLessThan(LEGIT_CONNECT_BOUND_MS)
+    expect(legit.ms, 'its connect time during the flood (ms)').toBeLessThan(bound)
     // Every guess is answered: refused unchecked (3), or checked and wrong (5, like an unknown device).
     expect((counts['3'] ?? 0) + (counts['5'] ?? 0)).toBe(FLOOD)
     expect(refused.length, 'refused with CONNACK 3').toBeGreaterThan(FLOOD / 2)
