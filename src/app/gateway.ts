@@ -10,8 +10,8 @@ import { GatewayMetrics } from '../observability/metrics.js'
 import type { DeviceRegistry } from '../registry/types.js'
 import type { EventStream, TopicSpec } from '../stream/types.js'
 import { createDeviceRegistry, createEventStream } from './backends.js'
-import { Authenticator } from '../auth/authenticator.js'
-import { FailureLimiter } from '../auth/rate-limit.js'
+import type { Authenticator } from '../auth/authenticator.js'
+import { createAuthenticator } from '../auth/create-authenticator.js'
 import { TrustedCaStore } from '../auth/ca-store.js'
 import { GatewayError } from '../errors/catalogue.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
@@ -359,20 +359,8 @@ export class Gateway {
   }
 
   private createAuthenticator(): Authenticator {
-    const a = this.config.auth
-    const windowMs = a.failureWindowSeconds * 1000
     const cas = new TrustedCaStore(this.dataDir)
-    return new Authenticator({
-      trustedCas: () => cas.list(),
-      x509MaxIntermediates: a.x509MaxIntermediates,
-      registry: this.registry,
-      hostname: this.config.hostname,
-      clockSkewSeconds: a.clockSkewSeconds,
-      limiters: {
-        address: new FailureLimiter({ maxFailures: a.maxFailuresPerAddress, windowMs }),
-        device: new FailureLimiter({ maxFailures: a.maxFailuresPerDevice, windowMs }),
-      },
-    })
+    return createAuthenticator(this.config, this.registry, { trustedCas: () => cas.list(), metrics: this.metrics })
   }
 
   /** Devices marked connected by a gateway that died get their `disconnected` event now. */

@@ -1,29 +1,25 @@
 import type { X509Certificate } from 'node:crypto'
-import { isIPv6 } from 'node:net'
-import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, toGatewayError, type ErrorCode } from '../errors/catalogue.js'
 import { hostsMatch, parseUsername, type ParsedUsername } from '../protocol/username.js'
 import type { Device, DeviceRegistry } from '../registry/types.js'
-import { verifyPassword } from './password.js'
-import { FailureLimiter } from './rate-limit.js'
+import type { PasswordAttempt, PasswordGuard } from './password-guard.js'
 import { parseSasToken, SAS_PREFIX, verifySasToken, type SasToken } from './sas.js'
 import { verifyDeviceCertificate } from './x509.js'
 
 /**
- * The CONNECT flow (STYLE.md 2: flows are data): CONNECT_STEPS below, run in order, each a
- * small named function over one state object. A failure ends the flow with a GatewayError whose
- * `returnCode` is the CONNACK code; identity and credential failures are also counted on both
- * failure limiters.
+ * The CONNECT flow: CONNECT_STEPS below, run in order, each a small named function over one state
+ * object. A failure ends the flow with a GatewayError whose `returnCode` is the CONNACK code.
  *
- * Not revealing which devices exist (docs/iothub-mqtt.md section 1; IoT Hub answers an unknown
- * device like a bad token): the log gets distinct codes, and the steps are ordered so that the
- * CONNACK 4 outcomes that do not need the registry (no credentials, malformed token, bad user
- * name) are decided before the device is looked up. For SAS tokens every registry-dependent
- * outcome is then CONNACK 5. For passwords the catalogue maps E_AUTH_PASSWORD to 4 but
- * E_DEVICE_NOT_FOUND to 5, so a password guesser can still tell the two apart until that
- * mapping changes (MQTT 3.1.1 section 3.2.2.3 reserves 4 for malformed credentials). A password
- * attempt on an unknown, disabled or password-less device still runs one scrypt, so at least
- * the timing does not tell.
+ * Not revealing which devices exist (IoT Hub answers an unknown device like a bad credential):
+ * the log gets distinct codes, the device only the CONNACK code, and
+ * - the outcomes that do not need the registry (CONNACK 2 for a client id other than the device
+ *   id, 4 for a missing or unparsable credential or user name, 3 for a password attempt refused
+ *   by the PasswordGuard) are decided before the device is looked up;
+ * - every outcome that depends on the registry is CONNACK 5 (MQTT 3.1.1 section 3.2.2.3, "not
+ *   authorized"), whatever the device's state or authentication method: unknown, disabled, wrong
+ *   token, wrong password, or a credential of a kind the device does not use;
+ * - every password attempt costs exactly one scrypt check through the same gate, real or dummy,
+ *   so for passwords neither the answer nor its timing tells a registered device from another.
  */
 
 export interface ConnectInput {
@@ -43,7 +39,8 @@ export interface AuthenticatorDeps {
   /** Configured gateway host name (config `hostname`). */
   hostname: string
   clockSkewSeconds: number
-  limiters: { address: FailureLimiter; device: FailureLimiter }
+  /** Failed-password limits and the password check queue. */
+  passwords: PasswordGuard
   /** Clock in milliseconds. */
   now?: () => number
   /** CAs registered with `streamgate ca add`, for `x509-ca` devices (default: none). */
@@ -68,10 +65,10 @@ export interface ConnectState {
   readonly input: ConnectInput
   username?: ParsedUsername
   credentials?: Credentials
+  /** Set for password credentials once the PasswordGuard admitted the attempt. */
+  passwordAttempt?: PasswordAttempt
   device?: Device
   result?: AuthResult
-  /** Set once the attempt has been counted against the device limiter (see checkRateLimits). */
-  deviceCharged?: boolean
 }
 
 export interface ConnectStep {
@@ -87,45 +84,6 @@ function need<T>(value: T | undefined, what: string): T {
   return value
 }
 
-/**
- * Failed attempts are counted per source address and per claimed device. The device key is the
- * client id: the flow refuses any client id other than the user name's device id before
- * credentials are checked, so every guess that reaches a credential check is counted under the
- * device it targets. IPv4-mapped IPv6 addresses count as IPv4; IPv6 addresses count per /64,
- * the block one subscriber normally holds, or changing address would reset the count.
- */
-export function addressKey(remoteAddress: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(remoteAddress)
-  if (mapped) return mapped[1]!
-  if (!isIPv6(remoteAddress)) return remoteAddress
-  const [head = '', tail] = remoteAddress.split('%')[0]!.split('::')
-  // An embedded IPv4 tail (`::ffff:1.2.3.4` forms) stands for two groups.
-  const groups = (part: string): string[] => (part === '' ? [] : part.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])))
-  const left = groups(head)
-  const right = tail === undefined ? [] : groups(tail)
-  const all = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right]
-  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`
-}
-
-/**
- * Refuse a limited address or device; otherwise charge the attempt to the device up front.
- * Charging first means N parallel guesses at one device cannot all pass `check` while the first
- * scrypt runs; a success is forgiven afterwards. The address is charged only on failure: many
- * legitimate devices may connect at once from one NAT address, so its limit is approximate
- * under concurrency, the per-device one is exact.
- */
-function checkRateLimits(state: ConnectState, deps: Required<AuthenticatorDeps>): void {
-  const { address, device } = deps.limiters
-  if (!address.check(addressKey(state.input.remoteAddress))) {
-    throw new GatewayError('E_AUTH_RATE_LIMITED', 'Too many failed attempts from this address; retry later', { limiter: 'address' })
-  }
-  if (!device.check(state.input.clientId)) {
-    throw new GatewayError('E_AUTH_RATE_LIMITED', 'Too many failed attempts for this device; retry later', { limiter: 'device' })
-  }
-  device.recordFailure(state.input.clientId)
-  state.deviceCharged = true
-}
-
 function parseUsernameStep(state: ConnectState): void {
   const username = parseUsername(state.input.username)
   if (username.moduleId !== undefined) {
@@ -134,7 +92,11 @@ function parseUsernameStep(state: ConnectState): void {
   state.username = username
 }
 
-/** The SDK sends clientId = deviceId (docs/iothub-mqtt.md section 1); IoT Hub requires it. */
+/**
+ * IoT Hub requires the client id to be the device id (IoT Hub docs, "Communicate with an IoT hub
+ * using the MQTT protocol": ClientId is the deviceId). It also makes the claimed device id the
+ * one every later step and counter sees.
+ */
 function checkClientId(state: ConnectState): void {
   const { deviceId } = need(state.username, 'user name')
   if (state.input.clientId !== deviceId) {
@@ -154,7 +116,8 @@ function checkHostname(state: ConnectState, deps: Required<AuthenticatorDeps>): 
 function readCredentials(state: ConnectState): void {
   const { password, peerCertificate } = state.input
   if ((password === undefined || password.length === 0) && peerCertificate !== undefined) {
-    // X.509 mode: the SDK sends no password; the identity is the TLS client certificate (§1).
+    // X.509 mode: the SDK sends no password; the identity is the TLS client certificate (IoT Hub
+    // docs, "Communicate with an IoT hub using the MQTT protocol", X.509 authentication).
     state.credentials = { kind: 'x509', cert: peerCertificate }
     return
   }
@@ -165,6 +128,16 @@ function readCredentials(state: ConnectState): void {
   state.credentials = text.startsWith(SAS_PREFIX) ? { kind: 'sas', token: parseSasToken(text) } : { kind: 'password', password: text }
 }
 
+/**
+ * Password attempts only, before the lookup so that a refusal (CONNACK 3) does not depend on the
+ * registry. CONNACK 3 is "server unavailable", which the Azure SDK retries with back-off
+ * (ServiceUnavailableError is retryable in azure-iot-common), unlike 4 and 5.
+ */
+function admitPassword(state: ConnectState, deps: Required<AuthenticatorDeps>): void {
+  if (need(state.credentials, 'credentials').kind !== 'password') return
+  state.passwordAttempt = deps.passwords.admit(state.input.clientId, state.input.remoteAddress)
+}
+
 async function loadDevice(state: ConnectState, deps: Required<AuthenticatorDeps>): Promise<void> {
   const credentials = need(state.credentials, 'credentials')
   const device = await deps.registry.get(need(state.username, 'user name').deviceId)
@@ -172,7 +145,7 @@ async function loadDevice(state: ConnectState, deps: Required<AuthenticatorDeps>
     state.device = device
     return
   }
-  if (credentials.kind === 'password') await verifyPassword(credentials.password, DUMMY_PASSWORD_HASH)
+  if (credentials.kind === 'password') await need(state.passwordAttempt, 'password admission').check(credentials.password, DUMMY_PASSWORD_HASH)
   // Messages go to the log only; the device sees nothing but the CONNACK code.
   if (device === null) throw new GatewayError('E_DEVICE_NOT_FOUND', 'No device with this id is registered')
   throw new GatewayError('E_DEVICE_DISABLED', 'The device is disabled')
@@ -182,52 +155,61 @@ async function verifyCredentials(state: ConnectState, deps: Required<Authenticat
   const device = need(state.device, 'device')
   const credentials = need(state.credentials, 'credentials')
   if (device.authMethod === 'x509-thumbprint' || device.authMethod === 'x509-ca') {
-    // An X.509 device proves itself with its certificate only; a password beside it is ignored.
-    const cert = state.input.peerCertificate
-    if (cert === undefined) throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'This device authenticates with an X.509 certificate over TLS and sent none')
-    verifyDeviceCertificate(cert, device, deps.trustedCas(), deps.now(), state.input.peerChain ?? [], deps.x509MaxIntermediates)
-    state.result = { device, deviceId: device.deviceId, method: device.authMethod }
-    return
+    await verifyX509Device(state, device, deps)
+  } else if (credentials.kind === 'x509') {
+    // A SAS or password device that sent a certificate and no password: answered like an unknown
+    // device (CONNACK 5), or the answer would tell which ids are registered.
+    throw new GatewayError('E_AUTH_METHOD', 'This device authenticates with a SAS token or password, not a certificate')
+  } else if (credentials.kind === 'sas') {
+    verifySas(state, device, credentials.token, deps)
+  } else {
+    // A SAS device takes its password too if one was set; without one the check runs on the dummy.
+    const ok = await need(state.passwordAttempt, 'password admission').check(credentials.password, device.passwordHash ?? DUMMY_PASSWORD_HASH)
+    if (!ok || device.passwordHash === null) throw new GatewayError('E_AUTH_PASSWORD', 'Bad user name or password')
+    state.result = { device, deviceId: device.deviceId, method: 'password' }
   }
-  if (credentials.kind === 'x509') {
-    // A SAS or password device that also sent a certificate (and no password): nothing to check.
-    throw new GatewayError('E_AUTH_CREDENTIALS_MISSING', 'The CONNECT carried no password or SAS token')
-  }
-  if (credentials.kind === 'sas') {
-    // A device registered for password authentication takes only its password; a SAS device
-    // takes tokens and, if one was set, its password too.
-    if (device.authMethod !== 'sas') throw new GatewayError('E_AUTH_METHOD', 'This device authenticates with a password, not a SAS token')
-    const match = verifySasToken(credentials.token, {
-      host: need(state.username, 'user name').host ?? deps.hostname,
-      deviceId: device.deviceId,
-      keys: [device.primaryKey, device.secondaryKey],
-      nowSeconds: Math.floor(deps.now() / 1000),
-      clockSkewSeconds: deps.clockSkewSeconds,
-    })
-    const method = match.keyIndex === 0 ? 'sas-primary' : 'sas-secondary'
-    state.result = { device, deviceId: device.deviceId, method, tokenExpiresAt: match.expiresAt }
-    return
-  }
-  const ok = await verifyPassword(credentials.password, device.passwordHash ?? DUMMY_PASSWORD_HASH)
-  if (!ok || device.passwordHash === null) {
-    throw new GatewayError('E_AUTH_PASSWORD', 'Bad user name or password')
-  }
-  state.result = { device, deviceId: device.deviceId, method: 'password' }
+}
+
+/**
+ * An X.509 device proves itself with its certificate only; a password beside it is ignored, but
+ * still costs the dummy check an unknown device's password costs, so that timing does not tell a
+ * registered X.509 device from an unknown one.
+ */
+async function verifyX509Device(state: ConnectState, device: Device, deps: Required<AuthenticatorDeps>): Promise<void> {
+  if (state.credentials?.kind === 'password') await need(state.passwordAttempt, 'password admission').check(state.credentials.password, DUMMY_PASSWORD_HASH)
+  const cert = state.input.peerCertificate
+  if (cert === undefined) throw new GatewayError('E_AUTH_CERT_UNTRUSTED', 'This device authenticates with an X.509 certificate over TLS and sent none')
+  verifyDeviceCertificate(cert, device, deps.trustedCas(), deps.now(), state.input.peerChain ?? [], deps.x509MaxIntermediates)
+  state.result = { device, deviceId: device.deviceId, method: device.authMethod as 'x509-thumbprint' | 'x509-ca' }
+}
+
+/** A password device takes only its password, so a SAS token for it fails even if made with its keys. */
+function verifySas(state: ConnectState, device: Device, token: SasToken, deps: Required<AuthenticatorDeps>): void {
+  if (device.authMethod !== 'sas') throw new GatewayError('E_AUTH_METHOD', 'This device authenticates with a password, not a SAS token')
+  const match = verifySasToken(token, {
+    host: need(state.username, 'user name').host ?? deps.hostname,
+    deviceId: device.deviceId,
+    keys: [device.primaryKey, device.secondaryKey],
+    nowSeconds: Math.floor(deps.now() / 1000),
+    clockSkewSeconds: deps.clockSkewSeconds,
+  })
+  const method = match.keyIndex === 0 ? 'sas-primary' : 'sas-secondary'
+  state.result = { device, deviceId: device.deviceId, method, tokenExpiresAt: match.expiresAt }
 }
 
 export const CONNECT_STEPS: readonly ConnectStep[] = Object.freeze([
-  { name: 'rate-limit', run: checkRateLimits },
   { name: 'parse-username', run: parseUsernameStep },
   { name: 'client-id', run: checkClientId },
   { name: 'hostname', run: checkHostname },
   { name: 'read-credentials', run: readCredentials },
+  { name: 'password-admission', run: admitPassword },
   { name: 'load-device', run: loadDevice },
   { name: 'verify-credentials', run: verifyCredentials },
 ])
 
-/** Failures that count against the limiters: the client's fault, not the gateway's. */
+/** Failures that count against the password limits: the client's fault, not the gateway's. */
 function countsAsFailure(code: ErrorCode): boolean {
-  return code !== 'E_AUTH_RATE_LIMITED' && (code.startsWith('E_AUTH_') || code.startsWith('E_DEVICE_'))
+  return code !== 'E_AUTH_RATE_LIMITED' && code !== 'E_AUTH_BUSY' && (code.startsWith('E_AUTH_') || code.startsWith('E_DEVICE_'))
 }
 
 export class Authenticator {
@@ -239,42 +221,15 @@ export class Authenticator {
 
   async authenticate(input: ConnectInput): Promise<AuthResult> {
     const state: ConnectState = { input }
-    const { address, device } = this.deps.limiters
     try {
       for (const step of this.steps) await step.run(state, this.deps)
       const result = need(state.result, 'result')
-      if (state.deviceCharged === true) device.forgive(input.clientId)
+      state.passwordAttempt?.settle('accepted')
       return result
     } catch (err) {
       const error = toGatewayError(err)
-      if (countsAsFailure(error.code)) {
-        address.recordFailure(addressKey(input.remoteAddress))
-        if (state.deviceCharged !== true) device.recordFailure(input.clientId)
-      } else if (state.deviceCharged === true) {
-        device.forgive(input.clientId)
-      }
+      state.passwordAttempt?.settle(countsAsFailure(error.code) ? 'failed' : 'not-counted')
       throw error
     }
   }
-}
-
-/** The Authenticator as configured by `hostname` and `auth.*`. */
-export function createAuthenticator(
-  config: Pick<GatewayConfig, 'hostname' | 'auth'>,
-  registry: Pick<DeviceRegistry, 'get'>,
-  now?: () => number,
-): Authenticator {
-  const { auth } = config
-  const windowMs = auth.failureWindowSeconds * 1000
-  const limiterClock = now === undefined ? {} : { now }
-  return new Authenticator({
-    registry,
-    hostname: config.hostname,
-    clockSkewSeconds: auth.clockSkewSeconds,
-    limiters: {
-      address: new FailureLimiter({ maxFailures: auth.maxFailuresPerAddress, windowMs, ...limiterClock }),
-      device: new FailureLimiter({ maxFailures: auth.maxFailuresPerDevice, windowMs, ...limiterClock }),
-    },
-    ...(now === undefined ? {} : { now }),
-  })
 }

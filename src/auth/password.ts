@@ -2,8 +2,9 @@ import { scrypt, randomBytes, timingSafeEqual, type ScryptOptions } from 'node:c
 
 /**
  * Device passwords are stored only as scrypt hashes: `scrypt$N$r$p$<salt b64>$<hash b64>`.
- * N=16384, r=8, p=1 (the OWASP floor for scrypt); about 50 ms of CPU per check here, which is
- * why failed attempts are rate limited before this runs.
+ * N=16384, r=8, p=1 (the OWASP floor for scrypt); about 50 ms of CPU and 128*N*r = 16 MiB of
+ * memory per check, which is why the CONNECT flow runs verifyPassword only through the bounded
+ * queue of hash-gate.ts, after the failed-password limits of password-guard.ts.
  */
 const N = 16384
 const R = 8

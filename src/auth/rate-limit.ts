@@ -1,20 +1,21 @@
 import { createHash } from 'node:crypto'
 
 /**
- * Counts failed CONNECT attempts per key (a source address, a device id) in a fixed window that
- * opens at the key's first failure. Once `maxFailures` failures fall in the window, `check`
- * refuses the key until the window ends, even with correct credentials: that is what makes
- * guessing a password (scrypt, ~50 ms each) or a key unattractive. IoT Hub throttles new
- * connections too (docs/iothub-mqtt.md section 9); this is the failed-attempt part of it.
+ * Counts failed CONNECT attempts per key in a fixed window that opens at the key's first failure.
+ * Once `maxFailures` failures fall in the window, `check` answers false until the window ends.
+ * PasswordGuard uses two: per (source address, device id) pair, whose `check` refuses that pair's
+ * password attempts, and per source address, whose `check` only moves the address to the back of
+ * the password check queue. IoT Hub throttles new connections too (IoT Hub docs, "IoT Hub quotas
+ * and throttling": device connections per unit); this is the failed-attempt part of it.
  *
  * Memory is bounded: at most `maxKeys` keys are tracked; expired entries are dropped when next
  * touched and, when full, the least recently failed key is forgotten. An attacker who floods
- * distinct keys can thus make the limiter forget a key early; with the default cap that takes
- * thousands of attempts (themselves limited per address) for each guess it frees.
+ * distinct keys can thus make the limiter forget a key early; PasswordGuard counts only attempts
+ * that waited for a full scrypt check, so with the default cap that takes about 10,000 checks.
  */
 
 export interface FailureLimiterOptions {
-  /** Failures within one window after which the key is refused. */
+  /** Failures within one window after which `check` answers false. */
   maxFailures: number
   /** Window length in milliseconds (config `auth.failureWindowSeconds` * 1000). */
   windowMs: number
@@ -54,10 +55,15 @@ export class FailureLimiter {
     this.now = options.now ?? Date.now
   }
 
-  /** True when the key may try again (it has fewer than maxFailures failures in its window). */
+  /** True while the key has fewer than maxFailures failures in its window. */
   check(key: string): boolean {
     const entry = this.live(storedKey(key))
     return entry === undefined || entry.failures < this.maxFailures
+  }
+
+  /** Failures of the key in its open window (0 when none). */
+  failures(key: string): number {
+    return this.live(storedKey(key))?.failures ?? 0
   }
 
   recordFailure(rawKey: string): void {

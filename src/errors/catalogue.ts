@@ -31,7 +31,7 @@ export const ERROR_CODES = {
   E_AUTH_AUDIENCE: { http: 401, connack: 5, summary: 'The SAS token resource (`sr`) names another host or device.' },
   E_AUTH_SIGNATURE: { http: 401, connack: 5, summary: 'The SAS token signature matches neither device key.' },
   E_AUTH_PASSWORD: { http: 401, connack: 5, summary: 'The device password is wrong, or the device has no password.' },
-  E_AUTH_METHOD: { http: 401, connack: 5, summary: 'The credential kind is not allowed for this device (a password device presented a SAS token).' },
+  E_AUTH_METHOD: { http: 401, connack: 5, summary: 'The credential kind is not allowed for this device (a password device presented a SAS token, or a SAS or password device only a client certificate).' },
   E_AUTH_CERT_EXPIRED: { http: 401, connack: 5, summary: 'The device certificate presented over TLS has expired.' },
   E_AUTH_CERT_NOT_YET_VALID: { http: 401, connack: 5, summary: 'The device certificate presented over TLS is not valid yet.' },
   E_AUTH_CERT_UNTRUSTED: { http: 401, connack: 5, summary: 'The device certificate matches neither the registered thumbprint nor a registered CA (with subject CN = device id), or an X.509 device connected without one.' },

@@ -10,6 +10,38 @@ export class GatewayMetrics {
   readonly connections = new Gauge({ name: 'streamgate_mqtt_connections', help: 'Device connections currently open', registers: [this.registry] })
   readonly connects = new Counter({ name: 'streamgate_mqtt_connects_total', help: 'Successful device CONNECTs', registers: [this.registry] })
   readonly authFailures = new Counter({ name: 'streamgate_auth_failures_total', help: 'Refused CONNECTs by error code', labelNames: ['code'], registers: [this.registry] })
+  /** Set by the authenticator: password checks holding a slot and waiting for one (auth/hash-gate.ts). */
+  passwordCheckStats: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 })
+  readonly passwordChecksRunning = (() => {
+    const source = (): number => this.passwordCheckStats().running
+    return new Gauge({
+      name: 'streamgate_auth_password_checks_running',
+      help: 'Password checks (scrypt) running now, at most auth.maxConcurrentHashes',
+      registers: [this.registry],
+      collect() {
+        this.set(source())
+      },
+    })
+  })()
+  readonly passwordChecksWaiting = (() => {
+    const source = (): number => this.passwordCheckStats().waiting
+    return new Gauge({
+      name: 'streamgate_auth_password_checks_waiting',
+      help: 'Password checks waiting for a slot, at most auth.maxQueuedHashes',
+      registers: [this.registry],
+      collect() {
+        this.set(source())
+      },
+    })
+  })()
+  readonly passwordChecks = new Counter({ name: 'streamgate_auth_password_checks_total', help: 'Password checks (scrypt) started, including the dummy check for unknown devices', registers: [this.registry] })
+  readonly passwordRefusals = new Counter({ name: 'streamgate_auth_password_refusals_total', help: 'Password CONNECTs refused unchecked, by reason: rate-limited (address and device pair), address-queue-full, queue-full', labelNames: ['reason'], registers: [this.registry] })
+  readonly passwordWaitSeconds = new Histogram({
+    name: 'streamgate_auth_password_wait_seconds',
+    help: 'Time a password check waited for a slot before scrypt ran',
+    buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  })
   readonly aclDenials = new Counter({ name: 'streamgate_acl_denials_total', help: 'Publishes or subscriptions refused by the per-device ACL (connection closed)', labelNames: ['action', 'code'], registers: [this.registry] })
   readonly protocolErrors = new Counter({ name: 'streamgate_protocol_errors_total', help: 'Connections closed for a protocol error, by code', labelNames: ['code'], registers: [this.registry] })
   readonly telemetryRecords = new Counter({ name: 'streamgate_telemetry_records_total', help: 'Telemetry records written durably to the stream', labelNames: ['qos'], registers: [this.registry] })

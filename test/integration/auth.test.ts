@@ -105,31 +105,43 @@ describe('device authentication (CONNECT)', () => {
   })
 })
 
-describe('rate limiting of failed CONNECTs', () => {
+describe('limits on failed CONNECTs', () => {
   let gw: TestGateway
   afterAll(async () => {
     await gw.stop()
   })
 
-  it('refuses even valid credentials for a device after too many failures, with CONNACK 3', async () => {
+  it('never refuses a valid SAS token for earlier bad ones', async () => {
     gw = await startTestGateway({ 'auth.maxFailuresPerDevice': '3', 'auth.maxFailuresPerAddress': '100' })
     const d = await gw.gateway.registry.create({ deviceId: 'rl-dev' })
     const bad = sasFor(d, 'localhost', 3600, randomBytes(32).toString('base64'))
-    for (let i = 0; i < 3; i++) expect(await connackCode(gw.mqttUrl, deviceOptions(d.deviceId, bad))).toBe(NOT_AUTHORIZED)
-    expect(await connackCode(gw.mqttUrl, deviceOptions(d.deviceId, sasFor(d)))).toBe(SERVER_UNAVAILABLE)
-    // Another device from the same address is not affected by the per-device limit.
-    const e = await gw.gateway.registry.create({ deviceId: 'rl-other' })
-    expect(await connackCode(gw.mqttUrl, deviceOptions(e.deviceId, sasFor(e)))).toBe(ACCEPTED)
+    for (let i = 0; i < 5; i++) expect(await connackCode(gw.mqttUrl, deviceOptions(d.deviceId, bad))).toBe(NOT_AUTHORIZED)
+    expect(await connackCode(gw.mqttUrl, deviceOptions(d.deviceId, sasFor(d)))).toBe(ACCEPTED)
   })
 
-  it('limits failures per source address across device ids', async () => {
+  it("refuses an address's password attempts at one device after too many failures, with CONNACK 3, and only those", async () => {
+    const p = await gw.gateway.registry.create({ deviceId: 'rl-pwd', authMethod: 'password', password: 'right password 1' })
+    const q = await gw.gateway.registry.create({ deviceId: 'rl-pwd-2', authMethod: 'password', password: 'right password 2' })
+    for (let i = 0; i < 3; i++) expect(await connackCode(gw.mqttUrl, deviceOptions(p.deviceId, `wrong ${i}`))).toBe(NOT_AUTHORIZED)
+    expect(await connackCode(gw.mqttUrl, deviceOptions(p.deviceId, 'right password 1'))).toBe(SERVER_UNAVAILABLE)
+    // The same address for another device is not affected (other addresses: test/hostile/auth-limiter).
+    expect(await connackCode(gw.mqttUrl, deviceOptions(q.deviceId, 'right password 2'))).toBe(ACCEPTED)
+    const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
+    expect(text).toMatch(/streamgate_auth_failures_total\{code="E_AUTH_RATE_LIMITED"\} 1/)
+    expect(text).toMatch(/streamgate_auth_password_refusals_total\{reason="rate-limited"\} 1/)
+  })
+
+  it('does not refuse an address for its failures at other devices', async () => {
     await gw.stop()
     gw = await startTestGateway({ 'auth.maxFailuresPerDevice': '100', 'auth.maxFailuresPerAddress': '4' })
     const d = await gw.gateway.registry.create({ deviceId: 'rl-addr' })
-    for (let i = 0; i < 4; i++) {
+    const p = await gw.gateway.registry.create({ deviceId: 'rl-addr-pwd', authMethod: 'password', password: 'right password 3' })
+    for (let i = 0; i < 6; i++) {
       const ghost = `ghost-${i}`
-      expect(await connackCode(gw.mqttUrl, deviceOptions(ghost, sasFor({ ...d, deviceId: ghost })))).toBe(NOT_AUTHORIZED)
+      const credential = i % 2 === 0 ? 'guess' : sasFor({ ...d, deviceId: ghost })
+      expect(await connackCode(gw.mqttUrl, deviceOptions(ghost, credential))).toBe(NOT_AUTHORIZED)
     }
-    expect(await connackCode(gw.mqttUrl, deviceOptions(d.deviceId, sasFor(d)))).toBe(SERVER_UNAVAILABLE)
+    expect(await connackCode(gw.mqttUrl, deviceOptions(d.deviceId, sasFor(d)))).toBe(ACCEPTED)
+    expect(await connackCode(gw.mqttUrl, deviceOptions(p.deviceId, 'right password 3'))).toBe(ACCEPTED)
   })
 })

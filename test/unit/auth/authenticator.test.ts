@@ -1,12 +1,16 @@
-import { randomBytes } from 'node:crypto'
-import { beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
-import { addressKey, Authenticator, CONNECT_STEPS, createAuthenticator, type ConnectInput } from '../../../src/auth/authenticator.js'
+import { X509Certificate, randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
+import { Authenticator, CONNECT_STEPS, type ConnectInput } from '../../../src/auth/authenticator.js'
+import { addressKey } from '../../../src/auth/address-key.js'
 import { hashPassword, verifyPassword } from '../../../src/auth/password.js'
-import { FailureLimiter } from '../../../src/auth/rate-limit.js'
-import { generateSasToken } from '../../../src/auth/sas.js'
-import { configSchema } from '../../../src/config/schema.js'
-import { GatewayError } from '../../../src/errors/catalogue.js'
-import type { Device, DeviceRegistry } from '../../../src/registry/types.js'
+import type { PasswordGuard } from '../../../src/auth/password-guard.js'
+import { selfSignedDeviceCert } from '../../../src/app/dev-certs.js'
+import type { GatewayError } from '../../../src/errors/catalogue.js'
+import type { Device } from '../../../src/registry/types.js'
+import { attempt, FakeRegistry, HOST, PASSWORD, refusal as refusedBy, reportingGuard, sasFor, T0, UA } from './fixtures.js'
 
 // Count scrypt runs without changing them (timing equalisation for unknown devices).
 vi.mock('../../../src/auth/password.js', async (importOriginal) => {
@@ -14,92 +18,35 @@ vi.mock('../../../src/auth/password.js', async (importOriginal) => {
   return { ...actual, verifyPassword: vi.fn(actual.verifyPassword) }
 })
 
-/** In-memory stand-in for the DeviceRegistry port; only `get` is used by the flow. */
-class FakeRegistry implements Pick<DeviceRegistry, 'get'> {
-  readonly devices = new Map<string, Device>()
-  lookups = 0
-  failWith: Error | null = null
-
-  async get(deviceId: string): Promise<Device | null> {
-    this.lookups += 1
-    if (this.failWith) throw this.failWith
-    return this.devices.get(deviceId) ?? null
-  }
-
-  add(deviceId: string, extra: Partial<Device> = {}): Device {
-    const at = new Date(0).toISOString()
-    const device: Device = {
-      deviceId,
-      status: 'enabled',
-      authMethod: 'sas',
-      primaryKey: randomBytes(32).toString('base64'),
-      secondaryKey: randomBytes(32).toString('base64'),
-      passwordHash: null,
-      x509Thumbprint: null,
-      createdAt: at,
-      updatedAt: at,
-      lastActivityAt: null,
-      connectionState: 'disconnected',
-      connectionStateUpdatedAt: null,
-      connectionSeq: 0,
-      ...extra,
-    }
-    this.devices.set(deviceId, device)
-    return device
-  }
-}
-
-const HOST = 'gw.example.com'
-const UA = encodeURIComponent('azure-iot-device/1.18.4 (node v20.20.2; Debian 12; x64)')
-const T0 = 1_900_000_000_000
-const WINDOW_MS = 60_000
-
 let passwordHash: string
+const certDir = mkdtempSync(join(tmpdir(), 'streamgate-auth-flow-'))
+/** Any client certificate: the oracle tests need one that no SAS or password device uses. */
+let anyCert: X509Certificate
 
 beforeAll(async () => {
-  passwordHash = await hashPassword('correct horse battery')
+  passwordHash = await hashPassword(PASSWORD)
+  anyCert = new X509Certificate(readFileSync((await selfSignedDeviceCert('stranger', certDir, 30)).cert))
 })
+afterAll(() => rmSync(certDir, { recursive: true, force: true }))
 
 describe('Authenticator', () => {
   let registry: FakeRegistry
   let time: number
   let auth: Authenticator
-  let limiters: { address: FailureLimiter; device: FailureLimiter }
+  let guard: PasswordGuard
+  let checks: () => number
   let dev: Device
   let pwd: Device
 
   const now = (): number => time
-  const sas = (device: Device, o: { host?: string; deviceId?: string; key?: string; ttl?: number } = {}): string =>
-    generateSasToken({
-      host: o.host ?? HOST,
-      deviceId: o.deviceId ?? device.deviceId,
-      key: o.key ?? device.primaryKey,
-      expiresAt: Math.floor(time / 1000) + (o.ttl ?? 3600),
-    })
-  const attempt = (deviceId: string, password: string | undefined, o: Partial<ConnectInput> = {}): ConnectInput => ({
-    clientId: deviceId,
-    username: `${HOST}/${deviceId}/?api-version=2021-04-12&DeviceClientType=${UA}`,
-    password: password === undefined ? undefined : Buffer.from(password),
-    remoteAddress: '192.0.2.10',
-    ...o,
-  })
-  async function refusal(input: ConnectInput): Promise<GatewayError> {
-    const err = await auth.authenticate(input).then(
-      () => new Error('expected a refusal'),
-      (e: unknown) => e,
-    )
-    expect(err).toBeInstanceOf(GatewayError)
-    return err as GatewayError
-  }
+  const sas = (device: Device, o: { host?: string; deviceId?: string; key?: string; ttl?: number } = {}): string => sasFor(device, time, o)
+  const refusal = (input: ConnectInput): Promise<GatewayError> => refusedBy(auth, input)
 
   beforeEach(() => {
     time = T0
     registry = new FakeRegistry()
-    limiters = {
-      address: new FailureLimiter({ maxFailures: 5, windowMs: WINDOW_MS, now }),
-      device: new FailureLimiter({ maxFailures: 3, windowMs: WINDOW_MS, now }),
-    }
-    auth = new Authenticator({ registry, hostname: HOST, clockSkewSeconds: 30, limiters, now })
+    ;({ guard, checks } = reportingGuard(now))
+    auth = new Authenticator({ registry, hostname: HOST, clockSkewSeconds: 30, passwords: guard, now })
     dev = registry.add('dev1')
     pwd = registry.add('pwd1', { authMethod: 'password', passwordHash })
     vi.mocked(verifyPassword).mockClear()
@@ -107,11 +54,11 @@ describe('Authenticator', () => {
 
   it('runs its steps in the documented order', () => {
     expect(CONNECT_STEPS.map((s) => s.name)).toEqual([
-      'rate-limit',
       'parse-username',
       'client-id',
       'hostname',
       'read-credentials',
+      'password-admission',
       'load-device',
       'verify-credentials',
     ])
@@ -178,21 +125,28 @@ describe('Authenticator', () => {
       expect(new Set([unknown.returnCode, disabled.returnCode, badSig.returnCode])).toEqual(new Set([5]))
     })
 
-    it('runs one scrypt for a password attempt on an unknown or disabled device, so timing does not tell', async () => {
+    it('runs one scrypt, through the password check gate, for a password attempt on an unknown or disabled device', async () => {
       registry.add('off', { status: 'disabled', passwordHash })
       expect((await refusal(attempt('ghost', 'guess'))).code).toBe('E_DEVICE_NOT_FOUND')
-      expect((await refusal(attempt('off', 'correct horse battery'))).code).toBe('E_DEVICE_DISABLED')
+      expect((await refusal(attempt('off', PASSWORD))).code).toBe('E_DEVICE_DISABLED')
       expect(verifyPassword).toHaveBeenCalledTimes(2)
+      expect(checks()).toBe(2)
     })
 
     it('answers E_INTERNAL (CONNACK 3) when the registry fails, without counting a failure', async () => {
       registry.failWith = new Error('disk on fire')
+      // More attempts than the per-pair budget (3): none is charged.
       for (let i = 0; i < 5; i++) {
-        const err = await refusal(attempt('dev1', sas(dev)))
-        expect(err.code).toBe('E_INTERNAL')
-        expect(err.returnCode).toBe(3)
+        for (const input of [attempt('dev1', sas(dev)), attempt('pwd1', PASSWORD)]) {
+          const err = await refusal(input)
+          expect(err.code).toBe('E_INTERNAL')
+          expect(err.returnCode).toBe(3)
+        }
       }
-      expect(limiters.device.size + limiters.address.size).toBe(0)
+      expect(guard.pairs.size + guard.addresses.size).toBe(0)
+      expect(guard.gate.stats).toEqual({ running: 0, waiting: 0 })
+      registry.failWith = null
+      expect((await auth.authenticate(attempt('pwd1', PASSWORD))).method).toBe('password')
     })
   })
 
@@ -217,7 +171,7 @@ describe('Authenticator', () => {
     })
 
     it('refuses two different ports when the configured host names one', async () => {
-      const strict = new Authenticator({ registry, hostname: `${HOST}:8883`, clockSkewSeconds: 30, limiters, now })
+      const strict = new Authenticator({ registry, hostname: `${HOST}:8883`, clockSkewSeconds: 30, passwords: guard, now })
       const username = `${HOST}:1883/dev1/?x=1`
       const err = await strict.authenticate(attempt('dev1', sas(dev, { host: `${HOST}:1883` }), { username })).catch((e: unknown) => e)
       expect((err as GatewayError).code).toBe('E_AUTH_USERNAME_INVALID')
@@ -226,7 +180,7 @@ describe('Authenticator', () => {
 
   describe('passwords', () => {
     it('accepts the right password', async () => {
-      expect(await auth.authenticate(attempt('pwd1', 'correct horse battery'))).toEqual({ device: pwd, deviceId: 'pwd1', method: 'password' })
+      expect(await auth.authenticate(attempt('pwd1', PASSWORD))).toEqual({ device: pwd, deviceId: 'pwd1', method: 'password' })
     })
 
     it('refuses a wrong password, and any password for a device without one, with E_AUTH_PASSWORD', async () => {
@@ -254,82 +208,47 @@ describe('Authenticator', () => {
     })
   })
 
-  describe('rate limiting', () => {
-    it('refuses even correct credentials for a device after N failures, until the window passes', async () => {
-      for (let i = 0; i < 3; i++) expect((await refusal(attempt('pwd1', `wrong ${i}`))).code).toBe('E_AUTH_PASSWORD')
-      const limited = await refusal(attempt('pwd1', 'correct horse battery'))
-      expect(limited.code).toBe('E_AUTH_RATE_LIMITED')
-      expect(limited.returnCode).toBe(3)
-      expect(limited.details).toEqual({ limiter: 'device' })
-      // Another device from the same address is not affected by the per-device limit.
-      expect((await auth.authenticate(attempt('dev1', sas(dev)))).method).toBe('sas-primary')
-      time += WINDOW_MS - 1
-      expect((await refusal(attempt('pwd1', 'correct horse battery'))).code).toBe('E_AUTH_RATE_LIMITED')
-      time += 1
-      expect((await auth.authenticate(attempt('pwd1', 'correct horse battery'))).method).toBe('password')
-    })
+  describe('not telling which devices exist', () => {
+    const withCert = (deviceId: string): ConnectInput => attempt(deviceId, undefined, { peerCertificate: anyCert })
 
-    it('lets at most N parallel guesses at one device reach the password check', async () => {
-      const outcomes = await Promise.all(
-        Array.from({ length: 10 }, (_, i) => auth.authenticate(attempt('pwd1', `guess ${i}`)).catch((e: GatewayError) => e.code)),
-      )
-      expect(outcomes.filter((c) => c === 'E_AUTH_PASSWORD')).toHaveLength(3)
-      expect(outcomes.filter((c) => c === 'E_AUTH_RATE_LIMITED')).toHaveLength(7)
-      expect(verifyPassword).toHaveBeenCalledTimes(3)
-    })
-
-    it('does not count successful attempts', async () => {
-      await refusal(attempt('pwd1', 'wrong 1'))
-      await refusal(attempt('pwd1', 'wrong 2'))
-      for (let i = 0; i < 5; i++) expect((await auth.authenticate(attempt('pwd1', 'correct horse battery'))).method).toBe('password')
-      await refusal(attempt('pwd1', 'wrong 3'))
-      expect((await refusal(attempt('pwd1', 'correct horse battery'))).code).toBe('E_AUTH_RATE_LIMITED')
-    })
-
-    it('refuses an address after N failures across device ids, other addresses unaffected', async () => {
-      for (let i = 0; i < 5; i++) {
-        const id = `ghost-${i}`
-        expect((await refusal(attempt(id, sas({ ...dev, deviceId: id })))).code).toBe('E_DEVICE_NOT_FOUND')
+    it('answers a SAS or password device that presents a certificate and no password like an unknown device', async () => {
+      const unknown = await refusal(withCert('ghost'))
+      expect(unknown.code).toBe('E_DEVICE_NOT_FOUND')
+      for (const id of ['dev1', 'pwd1']) {
+        const err = await refusal(withCert(id))
+        // A distinct code for the log, the same CONNACK for the device.
+        expect(err.code).toBe('E_AUTH_METHOD')
+        expect(err.returnCode).toBe(unknown.returnCode)
       }
-      const lookups = registry.lookups
-      const limited = await refusal(attempt('dev1', sas(dev)))
-      expect(limited.code).toBe('E_AUTH_RATE_LIMITED')
-      expect(limited.details).toEqual({ limiter: 'address' })
-      expect(registry.lookups).toBe(lookups) // refused before any lookup or crypto
-      expect((await auth.authenticate(attempt('dev1', sas(dev), { remoteAddress: '192.0.2.11' }))).method).toBe('sas-primary')
-      time += WINDOW_MS
-      expect((await auth.authenticate(attempt('dev1', sas(dev)))).method).toBe('sas-primary')
+      expect(unknown.returnCode).toBe(5)
+      expect(verifyPassword).not.toHaveBeenCalled()
     })
 
-    it('counts every kind of identity or credential failure', async () => {
-      const codes = [
-        await refusal(attempt('a1', sas(dev), { clientId: 'a1x' })),
-        await refusal(attempt('a2', undefined)),
-        await refusal(attempt('a3', 'SharedAccessSignature junk')),
-        await refusal(attempt('a4', sas(dev), { username: 'other.example/a4/?x=1' })),
-        await refusal(attempt('a5', sas(dev), { username: 'a/b/c/d/e' })),
-      ].map((e) => e.code)
-      expect(codes).toEqual(['E_AUTH_CLIENT_ID_MISMATCH', 'E_AUTH_CREDENTIALS_MISSING', 'E_AUTH_TOKEN_MALFORMED', 'E_AUTH_USERNAME_INVALID', 'E_AUTH_USERNAME_INVALID'])
-      expect((await refusal(attempt('dev1', sas(dev)))).details).toEqual({ limiter: 'address' })
+    it('costs an X.509 device offered a password the same one scrypt an unknown device costs, and answers 5', async () => {
+      registry.add('cam1', { authMethod: 'x509-thumbprint', x509Thumbprint: 'AB'.repeat(32) })
+      const x509 = await refusal(attempt('cam1', 'guess'))
+      expect(x509.code).toBe('E_AUTH_CERT_UNTRUSTED')
+      const unknown = await refusal(attempt('ghost', 'guess'))
+      expect([x509.returnCode, unknown.returnCode]).toEqual([5, 5])
+      expect(verifyPassword).toHaveBeenCalledTimes(2)
     })
 
-    it('counts IPv6 clients per /64', async () => {
-      for (let i = 1; i <= 5; i++) {
-        const id = `ghost${i}`
-        await refusal(attempt(id, sas({ ...dev, deviceId: id }), { remoteAddress: `2001:db8:1:2::${i}` }))
+    it('gives every registry-dependent password outcome CONNACK 5 after exactly one check', async () => {
+      registry.add('off', { status: 'disabled', passwordHash })
+      const inputs = [attempt('ghost', 'guess'), attempt('off', 'guess'), attempt('pwd1', 'guess'), attempt('dev1', 'guess')]
+      const errors = []
+      for (const input of inputs) errors.push(await refusal({ ...input, remoteAddress: `192.0.2.${20 + errors.length}` }))
+      expect(errors.map((e) => e.code)).toEqual(['E_DEVICE_NOT_FOUND', 'E_DEVICE_DISABLED', 'E_AUTH_PASSWORD', 'E_AUTH_PASSWORD'])
+      expect(new Set(errors.map((e) => e.returnCode))).toEqual(new Set([5]))
+      expect(checks()).toBe(inputs.length)
+    })
+
+    it('limits password guesses at an unknown device exactly like those at a registered one', async () => {
+      for (const [id, failure] of [['ghost', 'E_DEVICE_NOT_FOUND'], ['pwd1', 'E_AUTH_PASSWORD']]) {
+        const codes = []
+        for (let i = 0; i < 4; i++) codes.push((await refusal(attempt(id!, `guess ${i}`))).code)
+        expect(codes).toEqual([failure, failure, failure, 'E_AUTH_RATE_LIMITED'])
       }
-      expect((await refusal(attempt('dev1', sas(dev), { remoteAddress: '2001:db8:1:2:ffff::9' }))).details).toEqual({ limiter: 'address' })
-      expect((await auth.authenticate(attempt('dev1', sas(dev), { remoteAddress: '2001:db8:1:3::1' }))).method).toBe('sas-primary')
-    })
-  })
-
-  it('is built from config defaults by createAuthenticator', async () => {
-    const config = configSchema.parse({ hostname: HOST })
-    const built = createAuthenticator(config, registry, now)
-    expect((await built.authenticate(attempt('dev1', sas(dev)))).method).toBe('sas-primary')
-    for (let i = 0; i < config.auth.maxFailuresPerDevice; i++) await built.authenticate(attempt('dev1', 'nope')).catch(() => undefined)
-    expect((await built.authenticate(attempt('dev1', sas(dev))).catch((e: GatewayError) => e)) as GatewayError).toMatchObject({
-      code: 'E_AUTH_RATE_LIMITED',
     })
   })
 })

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Authenticator } from '../../../src/auth/authenticator.js'
-import { FailureLimiter } from '../../../src/auth/rate-limit.js'
+import { PasswordGuard } from '../../../src/auth/password-guard.js'
 import { selfSignedDeviceCert } from '../../../src/app/dev-certs.js'
 import { GatewayError } from '../../../src/errors/catalogue.js'
 import type { Device } from '../../../src/registry/types.js'
@@ -25,11 +25,16 @@ describe('X.509 device authentication', () => {
   })
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-  const authAt = async (nowMs: number, d: Device = device): Promise<{ code: string; connack: number } | 'ok'> => {
-    const limiter = (): FailureLimiter => new FailureLimiter({ maxFailures: 100, windowMs: 60_000 })
-    const auth = new Authenticator({ registry: { get: async () => d }, hostname: 'localhost', clockSkewSeconds: 30, limiters: { address: limiter(), device: limiter() }, now: () => nowMs })
+  let checks = 0
+  const authAt = async (nowMs: number, d: Device = device, password?: string): Promise<{ code: string; connack: number } | 'ok'> => {
+    const passwords = new PasswordGuard({
+      maxFailuresPerPair: 100, maxFailuresPerAddress: 100, windowMs: 60_000, maxConcurrentHashes: 1, maxQueuedHashes: 8, maxQueuedHashesPerAddress: 8,
+      observer: { refused: () => undefined, started: () => void (checks += 1) },
+    })
+    const auth = new Authenticator({ registry: { get: async () => d }, hostname: 'localhost', clockSkewSeconds: 30, passwords, now: () => nowMs })
     try {
-      await auth.authenticate({ clientId: 'cam-1', username: 'localhost/cam-1/?api-version=2021-04-12', remoteAddress: '127.0.0.1', peerCertificate: cert })
+      const secret = password === undefined ? {} : { password: Buffer.from(password) }
+      await auth.authenticate({ clientId: 'cam-1', username: 'localhost/cam-1/?api-version=2021-04-12', remoteAddress: '127.0.0.1', peerCertificate: cert, ...secret })
       return 'ok'
     } catch (err) {
       const e = err as GatewayError
@@ -49,5 +54,12 @@ describe('X.509 device authentication', () => {
   it('refuses an unknown certificate (other thumbprint) and an x509-ca device without a registered CA', async () => {
     expect(await authAt(Date.now(), { ...device, x509Thumbprint: 'A'.repeat(64) })).toEqual({ code: 'E_AUTH_CERT_UNTRUSTED', connack: 5 })
     expect(await authAt(Date.now(), { ...device, authMethod: 'x509-ca', x509Thumbprint: null })).toEqual({ code: 'E_AUTH_CERT_UNTRUSTED', connack: 5 })
+  })
+  it('accepts the certificate with a password beside it, after the dummy check an unknown device would cost', async () => {
+    checks = 0
+    expect(await authAt(Date.now(), device, 'ignored')).toBe('ok')
+    expect(checks).toBe(1)
+    expect(await authAt(Date.now())).toBe('ok')
+    expect(checks).toBe(1)
   })
 })
