@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net'
-import { addressKey } from '../auth/authenticator.js'
+import { addressKey } from '../auth/address-key.js'
 import type { ErrorCode } from '../errors/catalogue.js'
 
 /**
