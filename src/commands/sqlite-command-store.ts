@@ -1,7 +1,6 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs'
-import { dirname } from 'node:path'
 import BetterSqlite3, { type Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
+import { createPrivateFile } from '../sqlite/private-file.js'
 import type { SessionStore } from '../broker/ports.js'
 import type { AckMode, CommandQueue, Feedback, FeedbackStatus, NewMessage, PendingFeedback, QueuedMessage } from './types.js'
 
@@ -73,12 +72,7 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
 
   start(): void {
     if (this.db) return
-    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 })
-    try {
-      closeSync(openSync(this.file, 'wx', 0o600))
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    }
+    createPrivateFile(this.file)
     const db = new BetterSqlite3(this.file)
     db.pragma('busy_timeout = 5000')
     db.pragma('journal_mode = WAL')

@@ -1,8 +1,7 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs'
-import { dirname } from 'node:path'
 import BetterSqlite3, { type Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
 import { hashPassword } from '../auth/password.js'
+import { createPrivateFile } from '../sqlite/private-file.js'
 import { migrate } from './sqlite-schema.js'
 import {
   assertDeviceId,
@@ -298,20 +297,6 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
         sqliteCode: code,
       }, { cause: err })
     }
-  }
-}
-
-/**
- * The file holds every device key: create it (and its directory) readable by the owner only.
- * SQLite gives its -wal and -shm files the database file's permissions, so they follow.
- * An existing file keeps whatever mode its operator chose.
- */
-function createPrivateFile(file: string): void {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
-  try {
-    closeSync(openSync(file, 'wx', 0o600))
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
   }
 }
 
