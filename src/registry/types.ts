@@ -87,7 +87,10 @@ export interface DeviceRegistry {
   patchTwin(deviceId: string, section: TwinSectionName, patch: TwinProperties, options: TwinPatchOptions): Promise<Twin>
 }
 
-/** IoT Hub device id rules: up to 128 chars of [A-Za-z0-9-.%_*?!(),:=@$']. */
+/**
+ * IoT Hub's device id characters: up to 128 of [A-Za-z0-9-.%_*?!(),:=@$']. Registration also
+ * refuses the ids `.` and `..` (validation.ts: URL clients drop them from a path).
+ */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$/
 
 export function toDeviceView(device: Device): DeviceView {

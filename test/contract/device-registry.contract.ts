@@ -101,6 +101,8 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         ['128 characters', 'x'.repeat(128)],
         ['every allowed punctuation mark', ALL_PUNCTUATION],
         ['letters, digits and punctuation', `Dev-01${ALL_PUNCTUATION}Z9`],
+        ['three dots', '...'],
+        ['a leading dot', '.a'],
       ]
       it.each(valid)('accepts %s', async (_label, id) => {
         const device = await registry.create({ deviceId: id! })
@@ -117,10 +119,21 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         ['a plus', 'a+b'],
         ['non-ASCII', 'dé'],
         ['a newline', 'a\nb'],
+        // URL clients remove these path segments: the device could never be managed over the API.
+        ['a dot', '.'],
+        ['two dots', '..'],
       ]
       it.each(invalid)('rejects %s with E_DEVICE_ID_INVALID', async (_label, id) => {
         await expectCode(registry.create({ deviceId: id! }), 'E_DEVICE_ID_INVALID')
         expect(await registry.list()).toEqual([])
+      })
+
+      it('names the rule, and the length instead of a very long id, in the message', async () => {
+        await expect(registry.create({ deviceId: '..' })).rejects.toThrow(/other than "\." and "\.\."/)
+        const long = 'x'.repeat(10_000)
+        const err = await registry.create({ deviceId: long }).catch((e: Error) => e)
+        expect((err as Error).message).toContain('of 10000 characters')
+        expect((err as Error).message.length).toBeLessThan(300)
       })
     })
 
