@@ -4,7 +4,7 @@ import { ERROR_CODES, GatewayError, isGatewayError, type ErrorCode } from '../er
 import { DEVICE_ID_RULE } from '../registry/validation.js'
 
 /**
- * Error mapping at the HTTP edge (STYLE.md 4): every failure leaves as
+ * Error mapping at the HTTP edge: every failure leaves as
  * `{ "error": { "code", "message" } }` with the catalogue's status for that code. A 5xx body carries
  * only the catalogue's summary of its code; the real message, details and stack go to the log.
  */

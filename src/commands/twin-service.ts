@@ -6,7 +6,7 @@ import { formatDesiredPatchTopic, formatTwinResponseTopic } from '../protocol/to
 import { sectionDocument, type TwinProperties } from '../registry/twin-document.js'
 import type { DeviceRegistry, Twin } from '../registry/types.js'
 
-/** A twin as the API and the device GET show it (protocol note §5). */
+/** A twin as the API and the device GET show it (IoT Hub MQTT support: "Retrieving a device twin's properties"). */
 export interface TwinView {
   deviceId: string
   desired: TwinProperties
@@ -35,7 +35,7 @@ export class TwinService {
     private readonly registry: DeviceRegistry,
     private readonly channel: DeviceChannel,
     private readonly events: DeviceEventWriter,
-    private readonly maxSectionBytes: number,
+    private readonly limits: { maxSectionBytes: number; maxDepth: number },
     logger: Logger,
   ) {
     this.log = logger.child({ component: 'twin' })
@@ -50,7 +50,7 @@ export class TwinService {
   }
 
   async patchDesired(deviceId: string, patch: TwinProperties, ifVersion?: number): Promise<TwinView> {
-    const twin = await this.registry.patchTwin(deviceId, 'desired', patch, { maxBytes: this.maxSectionBytes, ...(ifVersion === undefined ? {} : { ifVersion }) })
+    const twin = await this.registry.patchTwin(deviceId, 'desired', patch, { ...this.patchLimits(), ...(ifVersion === undefined ? {} : { ifVersion }) })
     const version = twin.desired.version
     void this.events.emit({ type: 'twin-desired', deviceId, details: { version, patch } })
     await this.notifyDesired(deviceId, patch, version)
@@ -69,11 +69,15 @@ export class TwinService {
   async handlePatchReported(ctx: ConnectionContext, rid: string, payload: Buffer): Promise<void> {
     await this.answer(ctx, rid, async () => {
       const patch = parseJson(payload)
-      const twin = await this.registry.patchTwin(ctx.deviceId, 'reported', patch as TwinProperties, { maxBytes: this.maxSectionBytes })
+      const twin = await this.registry.patchTwin(ctx.deviceId, 'reported', patch as TwinProperties, this.patchLimits())
       const version = twin.reported.version
       void this.events.emit({ type: 'twin-reported', deviceId: ctx.deviceId, details: { version, patch } })
       return { status: 204, body: Buffer.alloc(0), version }
     })
+  }
+
+  private patchLimits(): { maxBytes: number; maxDepth: number } {
+    return { maxBytes: this.limits.maxSectionBytes, maxDepth: this.limits.maxDepth }
   }
 
   /** Run a device request and write its response, or its error, back on the device's connection. */
@@ -93,7 +97,10 @@ export class TwinService {
     if (this.channel.isSubscribed(ctx.deviceId, RESPONSE_PROBE)) await this.channel.send(ctx.deviceId, topic, response.body, 0)?.written.catch(() => undefined)
   }
 
-  /** Pushed only while connected and subscribed; devices re-GET after a reconnect (protocol note §5). */
+  /**
+   * Pushed only while connected and subscribed; devices re-GET after a reconnect (IoT Hub MQTT
+   * support: "Receiving desired properties update notifications").
+   */
   private async notifyDesired(deviceId: string, patch: TwinProperties, version: number): Promise<void> {
     if (!this.channel.isSubscribed(deviceId, DESIRED_PROBE)) return
     const body = Buffer.from(JSON.stringify({ ...patch, $version: version }))

@@ -25,7 +25,7 @@ import type {
   TwinProperties,
   TwinSectionName,
 } from './types.js'
-import { assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
+import { assertTwinDepth, assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
 
 /** A devices row as SQLite returns it (column names as in sqlite-schema.ts). */
 interface DeviceRow {
@@ -245,6 +245,8 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   async patchTwin(deviceId: string, section: TwinSectionName, patch: TwinProperties, options: TwinPatchOptions): Promise<Twin> {
+    // Depth first: everything after it recurses.
+    assertTwinDepth(patch, options.maxDepth)
     const checked = validateTwinPatch(patch)
     const column = section === 'desired' ? 'twin_desired' : 'twin_reported'
     // Read, merge and write in one IMMEDIATE transaction: a CLI or second gateway patching the same

@@ -11,6 +11,8 @@ export type { Twin, TwinProperties, TwinSection, TwinSectionName } from './twin-
 export interface TwinPatchOptions {
   /** Largest section after the patch, in bytes of JSON (E_TWIN_TOO_LARGE past it). */
   maxBytes: number
+  /** Levels of objects and arrays below the patch's root (E_TWIN_TOO_DEEP past it; commands.maxTwinDepth). */
+  maxDepth: number
   /** Optimistic concurrency: the section's current version must equal this (E_TWIN_VERSION_MISMATCH). */
   ifVersion?: number
 }
@@ -82,7 +84,8 @@ export interface DeviceRegistry {
   getTwin(deviceId: string): Promise<Twin | null>
   /**
    * Merge a patch into one twin section (null deletes a key) and bump its version, atomically.
-   * Rejects E_DEVICE_NOT_FOUND, E_BAD_REQUEST, E_TWIN_TOO_LARGE, E_TWIN_VERSION_MISMATCH.
+   * Rejects E_DEVICE_NOT_FOUND, E_BAD_REQUEST, E_TWIN_TOO_DEEP (checked first, without recursion),
+   * E_TWIN_TOO_LARGE, E_TWIN_VERSION_MISMATCH; a refused patch changes nothing.
    */
   patchTwin(deviceId: string, section: TwinSectionName, patch: TwinProperties, options: TwinPatchOptions): Promise<Twin>
 }

@@ -298,7 +298,7 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
     })
 
     describe('device twins', () => {
-      const limits = { maxBytes: 32 * 1024 }
+      const limits = { maxBytes: 32 * 1024, maxDepth: 10 }
 
       it('starts with empty sections at version 1 and null for an unknown device', async () => {
         await registry.create({ deviceId: 'tw' })
@@ -321,10 +321,34 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         expect(await code(registry.patchTwin('nobody', 'desired', { a: 1 }, limits))).toBe('E_DEVICE_NOT_FOUND')
         expect(await code(registry.patchTwin('tw', 'desired', { $version: 4 }, limits))).toBe('E_BAD_REQUEST')
         expect(await code(registry.patchTwin('tw', 'desired', [] as unknown as Record<string, unknown>, limits))).toBe('E_BAD_REQUEST')
-        expect(await code(registry.patchTwin('tw', 'desired', { a: 'x'.repeat(100) }, { maxBytes: 50 }))).toBe('E_TWIN_TOO_LARGE')
+        expect(await code(registry.patchTwin('tw', 'desired', { a: 'x'.repeat(100) }, { ...limits, maxBytes: 50 }))).toBe('E_TWIN_TOO_LARGE')
         expect(await code(registry.patchTwin('tw', 'desired', { a: 1 }, { ...limits, ifVersion: 7 }))).toBe('E_TWIN_VERSION_MISMATCH')
         expect(await registry.getTwin('tw')).toMatchObject({ desired: { version: 1, properties: {} } })
         expect((await registry.patchTwin('tw', 'desired', { a: 1 }, { ...limits, ifVersion: 1 })).desired.version).toBe(2)
+      })
+
+      it('refuses a patch nested deeper than maxDepth with E_TWIN_TOO_DEEP, without recursing, and changes nothing', async () => {
+        await registry.create({ deviceId: 'deep' })
+        const nest = (levels: number, leaf: unknown, inArray = false): Record<string, unknown> => {
+          let value: unknown = leaf
+          for (let i = 0; i < levels; i++) value = inArray && i % 2 === 0 ? [value] : { [`l${levels - i}`]: value }
+          return { root: value }
+        }
+        // `root` holds level 1: ten levels below the section root are allowed, eleven are not.
+        expect((await registry.patchTwin('deep', 'reported', nest(9, { leaf: 1 }), limits)).reported.version).toBe(2)
+        await expectCode(registry.patchTwin('deep', 'reported', nest(10, { leaf: 1 }), limits), 'E_TWIN_TOO_DEEP')
+        await expectCode(registry.patchTwin('deep', 'reported', nest(10, [1], true), limits), 'E_TWIN_TOO_DEEP')
+        // 5,000 levels built by JSON.parse, as from a device: refused, no RangeError from a recursion.
+        const hostile = JSON.parse('{"a":'.repeat(5000) + '1' + '}'.repeat(5000)) as Record<string, unknown>
+        await expectCode(registry.patchTwin('deep', 'desired', hostile, limits), 'E_TWIN_TOO_DEEP')
+        const arrays = JSON.parse('{"a":' + '['.repeat(5000) + ']'.repeat(5000) + '}') as Record<string, unknown>
+        await expectCode(registry.patchTwin('deep', 'desired', arrays, limits), 'E_TWIN_TOO_DEEP')
+        // Checked before the reserved-key rule: a deep patch with a `$` key is still too deep.
+        await expectCode(registry.patchTwin('deep', 'desired', { $bad: nest(11, 1) }, limits), 'E_TWIN_TOO_DEEP')
+        expect(await registry.getTwin('deep')).toMatchObject({ desired: { version: 1, properties: {} }, reported: { version: 2 } })
+        // A smaller configured depth is honoured too.
+        await expectCode(registry.patchTwin('deep', 'desired', { a: { b: { c: 1 } } }, { ...limits, maxDepth: 1 }), 'E_TWIN_TOO_DEEP')
+        expect((await registry.patchTwin('deep', 'desired', { a: { b: { c: 1 } } }, { ...limits, maxDepth: 2 })).desired.version).toBe(2)
       })
     })
 
