@@ -26,7 +26,8 @@ const RESPONSE_PROBE = '$iothub/twin/res/200/?$rid=0'
  * answered, not punished with a disconnect, and its body is `{"errorCode":N,"message":...}`
  * because the Node SDK ignores the status and fails the call only on a body with `errorCode`.
  * Service: GET and PATCH desired (optional If-Match version); a desired change is pushed to the
- * device when it is connected and subscribed. Every change is written to `device-events`.
+ * device when it is connected and subscribed. Every change is written to `device-events` (the
+ * registry puts the event in its outbox in the patch's transaction).
  */
 export class TwinService {
   private readonly log: Logger
@@ -34,7 +35,7 @@ export class TwinService {
   constructor(
     private readonly registry: DeviceRegistry,
     private readonly channel: DeviceChannel,
-    private readonly events: DeviceEventWriter,
+    private readonly events: Pick<DeviceEventWriter, 'flush'>,
     private readonly limits: { maxSectionBytes: number; maxDepth: number },
     logger: Logger,
   ) {
@@ -51,9 +52,9 @@ export class TwinService {
 
   async patchDesired(deviceId: string, patch: TwinProperties, ifVersion?: number): Promise<TwinView> {
     const twin = await this.registry.patchTwin(deviceId, 'desired', patch, { ...this.patchLimits(), ...(ifVersion === undefined ? {} : { ifVersion }) })
-    const version = twin.desired.version
-    void this.events.emit({ type: 'twin-desired', deviceId, details: { version, patch } })
-    await this.notifyDesired(deviceId, patch, version)
+    // The registry wrote the twin-desired event with the change; the writer takes it to the stream.
+    void this.events.flush()
+    await this.notifyDesired(deviceId, patch, twin.desired.version)
     return toTwinView(twin)
   }
 
@@ -70,9 +71,8 @@ export class TwinService {
     await this.answer(ctx, rid, async () => {
       const patch = parseJson(payload)
       const twin = await this.registry.patchTwin(ctx.deviceId, 'reported', patch as TwinProperties, this.patchLimits())
-      const version = twin.reported.version
-      void this.events.emit({ type: 'twin-reported', deviceId: ctx.deviceId, details: { version, patch } })
-      return { status: 204, body: Buffer.alloc(0), version }
+      void this.events.flush()
+      return { status: 204, body: Buffer.alloc(0), version: twin.reported.version }
     })
   }
 

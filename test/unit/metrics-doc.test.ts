@@ -8,6 +8,7 @@ describe('docs/metrics.md', () => {
   const documented = new Map([...doc.matchAll(/^\| `(streamgate_\w+)` \| (\w+) \|/gm)].map((m) => [m[1]!, m[2]!]))
   const metrics = new GatewayMetrics({ defaultMetrics: false })
   metrics.watchCommandQueue(async () => ({ messages: 0, feedback: 0 }))
+  metrics.watchDeviceEventOutbox(async () => 0)
   requestCounter(metrics.registry)
   const registered = metrics.registry.getMetricsAsArray().map((m) => ({ name: m.name, type: m.constructor.name.toLowerCase() }))
 
