@@ -62,7 +62,7 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
     metrics?.watchCommandQueue(() => queue.depth())
     this.twins = new TwinService(registry, channel, events, { maxSectionBytes: limits.maxTwinSectionBytes, maxDepth: limits.maxTwinDepth }, logger)
     this.requests = new DeviceRequests(this.twins, this.methods, limits.maxPayloadBytes)
-    this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger)
+    this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger, limits.maxTtlSeconds)
   }
 
   /** Start delivering over `channel`: sweep timer, commands topic, feedback left by a previous run. */
