@@ -14,7 +14,7 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['E_REGISTRY_UNAVAI
 /**
  * Attempts before any other failure (E_INTERNAL: a bug, or a store error without a code of its
  * own) ends the command as `rejected` with that code: it neither blocks its partition for good
- * nor vanishes. With the back-off below that is about half a minute of retries.
+ * nor vanishes. With the back-off below that is about 20 seconds of retries.
  */
 const MAX_ATTEMPTS = 8
 const MAX_RETRY_MS = 5000
