@@ -7,8 +7,8 @@ export interface QueueUnderTest {
 }
 
 /**
- * The CommandQueue contract (STYLE.md 6): every implementation runs this suite unchanged.
- * The promise under test is STYLE.md 10: every message ends exactly once, with its feedback.
+ * The CommandQueue contract: every implementation runs this suite unchanged. The promise under
+ * test: every message ends exactly once, with its feedback, and a stream record is taken once.
  */
 export function commandQueueContract(name: string, factory: () => Promise<QueueUnderTest>): void {
   describe(`CommandQueue contract: ${name}`, () => {
