@@ -1,9 +1,10 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { z } from 'zod'
 import { ERROR_CODES, GatewayError, isGatewayError, type ErrorCode } from '../errors/catalogue.js'
+import { DEVICE_ID_RULE } from '../registry/validation.js'
 
 /**
- * Error mapping at the HTTP edge (STYLE.md 4): every failure leaves as
+ * Error mapping at the HTTP edge: every failure leaves as
  * `{ "error": { "code", "message" } }` with the catalogue's status for that code. A 5xx body carries
  * only the catalogue's summary of its code; the real message, details and stack go to the log.
  */
@@ -67,4 +68,38 @@ export function registerErrorHandlers(app: FastifyInstance): void {
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
     return reply.code(404).send(errorBody('E_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`))
   })
+}
+
+/**
+ * Answers for what fails in Fastify's router before any route or hook runs (Fastify's
+ * `frameworkErrors`): without this, a path parameter over `routerOptions.maxParamLength` gets
+ * Fastify's own 414 body and a malformed percent-escape its own 400, both outside the envelope.
+ * A path segment that long in the device-id place can be no valid id (128 characters, 384 when
+ * percent-encoded), so it gets the code a bad id gets anywhere: 400 E_DEVICE_ID_INVALID. Neither
+ * answer repeats the path: it may be kilobytes.
+ */
+export function frameworkErrorHandler(maxParamLength: number): (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void {
+  return (err, request, reply) => {
+    const mapped = mapFrameworkError(err, request.url, maxParamLength)
+    if (mapped.status >= 500) request.log.error({ err, code: mapped.code }, 'request failed in the router')
+    else request.log.debug({ code: mapped.code, fastifyCode: err.code }, 'request rejected by the router')
+    void reply.code(mapped.status).send(errorBody(mapped.code, mapped.message))
+  }
+}
+
+function mapFrameworkError(err: FastifyError, url: string, maxParamLength: number): Mapped {
+  switch (err.code) {
+    case 'FST_ERR_MAX_PARAM_LENGTH': {
+      const segments = url.split('?')[0]!.split('/')
+      // ['', 'api', 'devices', '<id>', ...]
+      if (segments[1] === 'api' && segments[2] === 'devices' && (segments[3]?.length ?? 0) > maxParamLength) {
+        return { status: 400, code: 'E_DEVICE_ID_INVALID', message: `the device id in the path is ${segments[3]!.length} characters long: ${DEVICE_ID_RULE}` }
+      }
+      return { status: 400, code: 'E_BAD_REQUEST', message: `a path parameter is longer than ${maxParamLength} characters` }
+    }
+    case 'FST_ERR_BAD_URL':
+      return { status: 400, code: 'E_BAD_REQUEST', message: 'the path is not valid percent-encoded UTF-8' }
+    default:
+      return mapError(err)
+  }
 }

@@ -3,13 +3,19 @@ import { bearerAuth } from './auth.js'
 import type { ApiDeps } from './deps.js'
 import { registerDeviceRoutes } from './devices.js'
 import { registerCommandRoutes } from './commands.js'
-import { registerErrorHandlers } from './errors.js'
+import { frameworkErrorHandler, registerErrorHandlers } from './errors.js'
 import { registerHealthRoutes } from './health.js'
 import { registerRequestObservers } from './http-metrics.js'
 
 export type { ApiDeps, CommandsApi, DeviceChange, LiveConnection, ReadinessReport } from './deps.js'
 
 const DEFAULT_BODY_LIMIT = 64 * 1024
+/**
+ * Ids may be long and percent-encoded (128 chars, each up to 3 when encoded); the router's
+ * default of 100 would answer for a valid id before its route runs. Longer parameters are
+ * answered by frameworkErrorHandler.
+ */
+const MAX_PARAM_LENGTH = 512
 
 /**
  * Build the HTTP API without listening: the composition root calls `listen()` and attaches its
@@ -28,9 +34,8 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     // (http-metrics.ts) are at debug and list chosen fields only.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimit ?? DEFAULT_BODY_LIMIT,
-    // Ids may be long and percent-encoded (128 chars, each up to 3 when encoded); the default
-    // of 100 would answer 404 for a valid id.
-    routerOptions: { maxParamLength: 512 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors: frameworkErrorHandler(MAX_PARAM_LENGTH),
   })
 
   registerErrorHandlers(app)

@@ -185,8 +185,10 @@ export class Gateway {
 
   private startDeviceEvents(): () => Promise<void> {
     this.events = new DeviceEventWriter(this.stream, this.topics.deviceEvents, this.registry, this.metrics, this.logger)
-    // Not awaited: with the stream unreachable at start the gateway must still come up (not ready);
-    // the events are written once it is back, and a failure is logged by the writer.
+    // Writes what the outbox holds (a previous run's, the CLI's) and keeps at it. Not awaited:
+    // with the stream unreachable at start the gateway must still come up (not ready); the
+    // events wait in the registry's outbox until it is back.
+    this.events.start()
     void this.closeStaleConnections().catch((err: unknown) => this.logger.error({ err }, 'could not close stale connections'))
     return () => this.events.drain()
   }
@@ -263,12 +265,12 @@ export class Gateway {
       // once: the device must prove itself again with what is valid now.
       onDeviceChanged: (deviceId, change) => {
         if (change === 'created') {
-          void this.events.emit({ type: 'created', deviceId })
+          void this.events.flush()
           return
         }
         this.broker.kick(deviceId)
         if (change === 'removed') {
-          void this.events.emit({ type: 'deleted', deviceId })
+          void this.events.flush()
           void this.commands.deviceRemoved(deviceId).catch((err: unknown) => this.logger.error({ err, deviceId }, 'could not purge the queue of a removed device'))
         }
       },
@@ -363,13 +365,13 @@ export class Gateway {
     return createAuthenticator(this.config, this.registry, { trustedCas: () => cas.list(), metrics: this.metrics })
   }
 
-  /** Devices marked connected by a gateway that died get their `disconnected` event now. */
+  /**
+   * Devices marked connected by a gateway that died get their `disconnected` event now (the
+   * registry writes it to its outbox with the reset).
+   */
   private async closeStaleConnections(): Promise<void> {
-    const at = new Date()
-    const ids = await this.registry.resetConnections(at)
-    for (const deviceId of ids) {
-      await this.events.emit({ type: 'disconnected', deviceId, reason: 'gateway-restart', time: at.toISOString() })
-    }
+    await this.registry.resetConnections(new Date())
+    await this.events.flush()
   }
 
   private readiness(): { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> } {

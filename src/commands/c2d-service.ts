@@ -29,8 +29,15 @@ export interface SendRequest {
   sentAt?: number
 }
 
-/** IoT Hub's lower TTL bound (protocol note §9); the upper one is commands.maxTtlSeconds. */
+/** IoT Hub's lower TTL bound (IoT Hub quotas: cloud-to-device TTL 1 minute to 2 days); the upper one is commands.maxTtlSeconds. */
 export const MIN_TTL_SECONDS = 60
+/**
+ * Source refs of stream commands are dropped this long after their keep-until time (the expiry
+ * of the message they queued): a wall-clock step or a batch handled late still finds its ref.
+ */
+export const SOURCE_REF_MARGIN_MS = 60 * 60 * 1000
+/** The refs table is pruned at most this often, by the sweep. */
+const PRUNE_EVERY_MS = 60 * 1000
 const MAX_MESSAGE_ID_LENGTH = 128
 
 /**
@@ -39,6 +46,7 @@ const MAX_MESSAGE_ID_LENGTH = 128
  */
 export class C2dService {
   private readonly log: Logger
+  private lastPruneAt = Number.NEGATIVE_INFINITY
 
   constructor(
     private readonly queue: CommandQueue,
@@ -96,11 +104,22 @@ export class C2dService {
     return n
   }
 
-  /** End every expired message (`expired` feedback) and write pending feedback. */
+  /**
+   * End every expired message (`expired` feedback), write pending feedback, and (once a minute)
+   * forget the refs of stream commands that a replay could no longer queue alive. A replay after
+   * that is queued already expired and ends `expired` again: a second end for the same messageId,
+   * which is why feedback consumers dedupe on it.
+   */
   async sweep(): Promise<string[]> {
-    const touched = await this.queue.expire(this.now())
+    const now = this.now()
+    const touched = await this.queue.expire(now)
     for (const deviceId of touched) void this.delivery.revalidate(deviceId)
     await this.feedback.flush()
+    if (now - this.lastPruneAt >= PRUNE_EVERY_MS) {
+      this.lastPruneAt = now
+      const pruned = await this.queue.pruneSources(now - SOURCE_REF_MARGIN_MS)
+      if (pruned > 0) this.log.debug({ pruned }, 'source refs of old stream commands pruned')
+    }
     return touched
   }
 

@@ -24,7 +24,7 @@ export interface CommandChannelOptions {
   /** Feedback, method calls and the queue depth are measured when given. */
   metrics?: GatewayMetrics
   topics: { commands: string; commandFeedback: string }
-  limits: C2dLimits & { maxDeliveryCount: number; consumerGroup: string; maxMethodPayloadBytes: number; maxTwinSectionBytes: number; maxPayloadBytes: number }
+  limits: C2dLimits & { maxDeliveryCount: number; consumerGroup: string; maxMethodPayloadBytes: number; maxTwinSectionBytes: number; maxTwinDepth: number; maxPayloadBytes: number }
   /** How often expired messages are ended and other gateways' new messages picked up (ms, default 1000). */
   expiryCheckIntervalMs?: number
   /** Read the `commands` stream topic (default true). */
@@ -60,9 +60,9 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
       if (seconds !== undefined) metrics?.methodSeconds.observe(seconds)
     })
     metrics?.watchCommandQueue(() => queue.depth())
-    this.twins = new TwinService(registry, channel, events, limits.maxTwinSectionBytes, logger)
+    this.twins = new TwinService(registry, channel, events, { maxSectionBytes: limits.maxTwinSectionBytes, maxDepth: limits.maxTwinDepth }, logger)
     this.requests = new DeviceRequests(this.twins, this.methods, limits.maxPayloadBytes)
-    this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger)
+    this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger, limits.maxTtlSeconds)
   }
 
   /** Start delivering over `channel`: sweep timer, commands topic, feedback left by a previous run. */

@@ -1,49 +1,9 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs'
-import { dirname } from 'node:path'
 import BetterSqlite3, { type Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
+import { createPrivateFile } from '../sqlite/private-file.js'
+import { migrateCommandStore } from './sqlite-command-schema.js'
 import type { SessionStore } from '../broker/ports.js'
 import type { AckMode, CommandQueue, Feedback, FeedbackStatus, NewMessage, PendingFeedback, QueuedMessage } from './types.js'
-
-/**
- * Ordered migrations of `<dataDir>/commands.db` (PRAGMA user_version counts the applied ones).
- * Kept apart from the registry and the stream: C2D settles and subscription writes never wait on
- * telemetry group commits.
- */
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE subscriptions (
-     device_id TEXT NOT NULL,
-     filter TEXT NOT NULL,
-     qos INTEGER NOT NULL,
-     PRIMARY KEY (device_id, filter)
-   ) STRICT;
-   CREATE TABLE c2d_messages (
-     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-     message_id TEXT NOT NULL,
-     device_id TEXT NOT NULL,
-     payload BLOB NOT NULL,
-     properties TEXT NOT NULL,
-     content_type TEXT,
-     content_encoding TEXT,
-     ack TEXT NOT NULL,
-     enqueued_at INTEGER NOT NULL,
-     expires_at INTEGER NOT NULL,
-     delivery_count INTEGER NOT NULL DEFAULT 0,
-     source_ref TEXT
-   ) STRICT;
-   CREATE INDEX c2d_by_device ON c2d_messages (device_id, seq);
-   CREATE INDEX c2d_by_expiry ON c2d_messages (expires_at);
-   -- Source refs of stream commands ever taken, so that a replayed record is not queued twice.
-   CREATE TABLE c2d_sources (source_ref TEXT PRIMARY KEY NOT NULL, taken_at INTEGER NOT NULL) STRICT;
-   -- Outbox: feedback is recorded in the transaction that ends the message, written to the
-   -- stream afterwards, then deleted.
-   -- claimed_until: a writer (one of several gateways on this file) holds the row until then.
-   CREATE TABLE c2d_feedback (
-     id INTEGER PRIMARY KEY AUTOINCREMENT,
-     body TEXT NOT NULL,
-     claimed_until INTEGER NOT NULL DEFAULT 0
-   ) STRICT;`,
-]
 
 interface MessageRow {
   seq: number
@@ -73,23 +33,13 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
 
   start(): void {
     if (this.db) return
-    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 })
-    try {
-      closeSync(openSync(this.file, 'wx', 0o600))
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    }
+    createPrivateFile(this.file)
     const db = new BetterSqlite3(this.file)
     db.pragma('busy_timeout = 5000')
     db.pragma('journal_mode = WAL')
     // NORMAL in WAL survives a killed gateway, which is the promise for queued messages (DESIGN.md).
     db.pragma('synchronous = NORMAL')
-    db.transaction(() => {
-      const current = db.pragma('user_version', { simple: true }) as number
-      if (current > MIGRATIONS.length) throw new GatewayError('E_INTERNAL', `${this.file} was written by a newer streamgate`)
-      for (let v = current; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!)
-      if (current !== MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`)
-    }).immediate()
+    migrateCommandStore(db, this.file)
     this.db = db
     this.loadSubscriptions()
   }
@@ -145,7 +95,8 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
     const db = this.conn()
     return db.transaction((): QueuedMessage | null => {
       if (m.sourceRef !== undefined) {
-        const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, taken_at) VALUES (?, ?)').run(m.sourceRef, m.enqueuedAt)
+        // Kept while a replay could still queue a live message: until the message would expire.
+        const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, keep_until) VALUES (?, ?)').run(m.sourceRef, m.expiresAt)
         if (taken.changes === 0) return null
       }
       const { n } = db.prepare<unknown[], { n: number }>('SELECT count(*) AS n FROM c2d_messages WHERE device_id = ?').get(m.deviceId)!
@@ -206,12 +157,16 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
     }).immediate()
   }
 
-  async recordUnqueued(feedback: Feedback, sourceRef: string): Promise<void> {
+  async recordUnqueued(feedback: Feedback, sourceRef: string, keepUntil: number): Promise<void> {
     const db = this.conn()
     db.transaction(() => {
-      const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, taken_at) VALUES (?, ?)').run(sourceRef, Date.parse(feedback.time))
+      const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, keep_until) VALUES (?, ?)').run(sourceRef, keepUntil)
       if (taken.changes > 0) this.addFeedback(feedback)
     }).immediate()
+  }
+
+  async pruneSources(before: number): Promise<number> {
+    return this.conn().prepare('DELETE FROM c2d_sources WHERE keep_until < ?').run(before).changes
   }
 
   async devicesWithMessages(): Promise<string[]> {

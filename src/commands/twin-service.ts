@@ -6,7 +6,7 @@ import { formatDesiredPatchTopic, formatTwinResponseTopic } from '../protocol/to
 import { sectionDocument, type TwinProperties } from '../registry/twin-document.js'
 import type { DeviceRegistry, Twin } from '../registry/types.js'
 
-/** A twin as the API and the device GET show it (protocol note §5). */
+/** A twin as the API and the device GET show it (IoT Hub MQTT support: "Retrieving a device twin's properties"). */
 export interface TwinView {
   deviceId: string
   desired: TwinProperties
@@ -26,7 +26,8 @@ const RESPONSE_PROBE = '$iothub/twin/res/200/?$rid=0'
  * answered, not punished with a disconnect, and its body is `{"errorCode":N,"message":...}`
  * because the Node SDK ignores the status and fails the call only on a body with `errorCode`.
  * Service: GET and PATCH desired (optional If-Match version); a desired change is pushed to the
- * device when it is connected and subscribed. Every change is written to `device-events`.
+ * device when it is connected and subscribed. Every change is written to `device-events` (the
+ * registry puts the event in its outbox in the patch's transaction).
  */
 export class TwinService {
   private readonly log: Logger
@@ -34,8 +35,8 @@ export class TwinService {
   constructor(
     private readonly registry: DeviceRegistry,
     private readonly channel: DeviceChannel,
-    private readonly events: DeviceEventWriter,
-    private readonly maxSectionBytes: number,
+    private readonly events: Pick<DeviceEventWriter, 'flush'>,
+    private readonly limits: { maxSectionBytes: number; maxDepth: number },
     logger: Logger,
   ) {
     this.log = logger.child({ component: 'twin' })
@@ -50,10 +51,10 @@ export class TwinService {
   }
 
   async patchDesired(deviceId: string, patch: TwinProperties, ifVersion?: number): Promise<TwinView> {
-    const twin = await this.registry.patchTwin(deviceId, 'desired', patch, { maxBytes: this.maxSectionBytes, ...(ifVersion === undefined ? {} : { ifVersion }) })
-    const version = twin.desired.version
-    void this.events.emit({ type: 'twin-desired', deviceId, details: { version, patch } })
-    await this.notifyDesired(deviceId, patch, version)
+    const twin = await this.registry.patchTwin(deviceId, 'desired', patch, { ...this.patchLimits(), ...(ifVersion === undefined ? {} : { ifVersion }) })
+    // The registry wrote the twin-desired event with the change; the writer takes it to the stream.
+    void this.events.flush()
+    await this.notifyDesired(deviceId, patch, twin.desired.version)
     return toTwinView(twin)
   }
 
@@ -69,11 +70,14 @@ export class TwinService {
   async handlePatchReported(ctx: ConnectionContext, rid: string, payload: Buffer): Promise<void> {
     await this.answer(ctx, rid, async () => {
       const patch = parseJson(payload)
-      const twin = await this.registry.patchTwin(ctx.deviceId, 'reported', patch as TwinProperties, { maxBytes: this.maxSectionBytes })
-      const version = twin.reported.version
-      void this.events.emit({ type: 'twin-reported', deviceId: ctx.deviceId, details: { version, patch } })
-      return { status: 204, body: Buffer.alloc(0), version }
+      const twin = await this.registry.patchTwin(ctx.deviceId, 'reported', patch as TwinProperties, this.patchLimits())
+      void this.events.flush()
+      return { status: 204, body: Buffer.alloc(0), version: twin.reported.version }
     })
+  }
+
+  private patchLimits(): { maxBytes: number; maxDepth: number } {
+    return { maxBytes: this.limits.maxSectionBytes, maxDepth: this.limits.maxDepth }
   }
 
   /** Run a device request and write its response, or its error, back on the device's connection. */
@@ -93,7 +97,10 @@ export class TwinService {
     if (this.channel.isSubscribed(ctx.deviceId, RESPONSE_PROBE)) await this.channel.send(ctx.deviceId, topic, response.body, 0)?.written.catch(() => undefined)
   }
 
-  /** Pushed only while connected and subscribed; devices re-GET after a reconnect (protocol note §5). */
+  /**
+   * Pushed only while connected and subscribed; devices re-GET after a reconnect (IoT Hub MQTT
+   * support: "Receiving desired properties update notifications").
+   */
   private async notifyDesired(deviceId: string, patch: TwinProperties, version: number): Promise<void> {
     if (!this.channel.isSubscribed(deviceId, DESIRED_PROBE)) return
     const body = Buffer.from(JSON.stringify({ ...patch, $version: version }))

@@ -4,11 +4,11 @@
  * implements both on `<dataDir>/commands.db`; a shared store (PostgreSQL, Redis) comes with scale-out.
  */
 
-/** IoT Hub's `iothub-ack` feedback request (protocol note §4). */
+/** IoT Hub's `iothub-ack` feedback request (IoT Hub "Send cloud-to-device messages": message feedback). */
 export const ACK_MODES = ['none', 'positive', 'negative', 'full'] as const
 export type AckMode = (typeof ACK_MODES)[number]
 
-/** How a cloud-to-device message ended. Every message ends exactly once (STYLE.md 10). */
+/** How a cloud-to-device message ended. Every message ends exactly once, and that end is recorded. */
 export type FeedbackStatus = 'completed' | 'expired' | 'rejected' | 'purged'
 
 export interface NewMessage {
@@ -24,7 +24,11 @@ export interface NewMessage {
   enqueuedAt: number
   /** Absolute expiry, ms since the epoch. */
   expiresAt: number
-  /** Where it came from, e.g. `stream:commands/3/17`: a second enqueue of the same ref is a no-op. */
+  /**
+   * Where it came from: for a `commands` stream record its position and a digest of its content,
+   * `stream:commands/3/17#<digest>`. A second enqueue of the same ref is a no-op (a replayed
+   * record); the ref is kept until the message's expiresAt, after which pruneSources may drop it.
+   */
   sourceRef?: string
 }
 
@@ -74,8 +78,13 @@ export interface CommandQueue {
   purge(deviceId: string, at: number): Promise<number>
   /** Settle every message whose expiry is at or before `now` as expired; resolves with the device ids touched. */
   expire(now: number): Promise<string[]>
-  /** Record feedback for a command that never entered a queue (refused stream command). Idempotent per sourceRef. */
-  recordUnqueued(feedback: Feedback, sourceRef: string): Promise<void>
+  /**
+   * Record feedback for a command that never entered a queue (a refused stream command).
+   * Idempotent per sourceRef, which is kept until `keepUntil` (ms).
+   */
+  recordUnqueued(feedback: Feedback, sourceRef: string, keepUntil: number): Promise<void>
+  /** Forget the source refs kept until before `before` (ms); resolves with how many. */
+  pruneSources(before: number): Promise<number>
   /** Ids of devices that have queued messages. */
   devicesWithMessages(): Promise<string[]>
   /** Messages queued for all devices together, and the feedback records not written to the stream yet. */

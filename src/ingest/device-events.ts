@@ -1,36 +1,51 @@
 import type { ConnectionContext, ConnectionObserver, DisconnectReason } from '../broker/ports.js'
 import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
-import type { DeviceRegistry } from '../registry/types.js'
+import type { DeviceRegistry, PendingDeviceEvent } from '../registry/types.js'
 import type { EventStream } from '../stream/types.js'
 
-export type DeviceEventType = 'connected' | 'disconnected' | 'created' | 'deleted' | 'twin-reported' | 'twin-desired'
+export type { DeviceEvent, DeviceEventType } from '../registry/types.js'
 
-/** The JSON value of a `device-events` record. */
-export interface DeviceEvent {
-  type: DeviceEventType
-  deviceId: string
-  /** Per-device sequence of connection events (connected/disconnected). */
-  sequence?: number
-  time: string
-  reason?: DisconnectReason | string
-  connectionId?: string
-  remoteAddress?: string
-  transport?: string
-  authMethod?: string
-  /** Event-specific facts (twin versions, ...). */
-  details?: Record<string, unknown>
+export interface DeviceEventWriterOptions {
+  /** Events appended in one stream call. Default 200. */
+  batchSize?: number
+  /** First retry after a failed write, doubling up to retryMaxMs. Defaults 100 and 2000 ms. */
+  retryMinMs?: number
+  retryMaxMs?: number
+  /**
+   * How often the outbox is looked at without a change heard of: rows written by another process
+   * on the registry file, or whose claim lapsed (a writer that died). Default 5000 ms.
+   */
+  sweepMs?: number
 }
 
 /**
- * Writes connection lifecycle events to the `device-events` topic and keeps the registry's
- * connection state. Events of one device are handled strictly one after another (a per-device
- * chain), so `connected` and `disconnected` land in the stream, and get sequence numbers, in the
- * order they happened. A stream failure is logged and counted; it never affects the device.
+ * Moves lifecycle events from the registry's outbox to the `device-events` topic, and records
+ * connects and disconnects in the registry (which writes their events in the same transaction,
+ * with the device's next connection sequence number). Nothing is lost while the stream is down:
+ * the events wait in the outbox and are written, in order, once it is back; a device never waits
+ * for them.
+ *
+ * Order: connection changes of one device are recorded one after another (a per-device chain, so
+ * a networked registry cannot reorder them); one drain loop per writer appends claimed rows in
+ * outbox order, and the registry hands no writer a device's event while another holds an older
+ * one. A writer dying between append and removal leaves its claim to lapse and the rows are
+ * written again (at-least-once only then; consumers dedupe on deviceId plus sequence or time).
  */
 export class DeviceEventWriter implements ConnectionObserver {
   private readonly chains = new Map<string, Promise<void>>()
   private readonly log: Logger
+  private readonly batchSize: number
+  private readonly retryMinMs: number
+  private readonly retryMaxMs: number
+  private readonly sweepMs: number
+  private running: Promise<void> | null = null
+  private again = false
+  private retryDelayMs: number
+  private retryTimer: NodeJS.Timeout | null = null
+  private sweepTimer: NodeJS.Timeout | null = null
+  private failing = false
+  private stopped = false
 
   constructor(
     private readonly stream: EventStream,
@@ -38,61 +53,138 @@ export class DeviceEventWriter implements ConnectionObserver {
     private readonly registry: DeviceRegistry,
     private readonly metrics: GatewayMetrics,
     logger: Logger,
+    options: DeviceEventWriterOptions = {},
   ) {
     this.log = logger.child({ component: 'device-events' })
+    this.batchSize = options.batchSize ?? 200
+    this.retryMinMs = options.retryMinMs ?? 100
+    this.retryMaxMs = options.retryMaxMs ?? 2000
+    this.sweepMs = options.sweepMs ?? 5000
+    this.retryDelayMs = this.retryMinMs
+    metrics.watchDeviceEventOutbox(() => registry.pendingEventCount())
+  }
+
+  /** Write what the outbox holds (events of a previous run, or of the CLI while no gateway ran), then keep sweeping. */
+  start(): void {
+    if (this.sweepTimer || this.stopped) return
+    this.sweepTimer = setInterval(() => void this.flush(), this.sweepMs)
+    this.sweepTimer.unref()
+    void this.flush()
   }
 
   connected(ctx: ConnectionContext): void {
-    this.enqueue(ctx.deviceId, () => this.connectionEvent(ctx, 'connected'))
+    this.record(ctx, 'connected')
   }
 
   disconnected(ctx: ConnectionContext, reason: DisconnectReason): void {
-    this.enqueue(ctx.deviceId, () => this.connectionEvent(ctx, 'disconnected', reason))
+    this.record(ctx, 'disconnected', reason)
   }
 
-  /** Write an event that is not about a connection (created, deleted, twin changes). */
-  emit(event: Omit<DeviceEvent, 'time'> & { time?: string }): Promise<void> {
-    return this.enqueue(event.deviceId, () => this.write({ ...event, time: event.time ?? new Date().toISOString() }))
+  /**
+   * Write the outbox to the stream; call after any registry change that is a device event.
+   * Calls while a write runs make it run once more. Never rejects: a failure is logged and
+   * retried with back-off.
+   */
+  flush(): Promise<void> {
+    if (this.stopped) return Promise.resolve()
+    if (this.running) {
+      this.again = true
+      return this.running
+    }
+    this.running = this.drainOutbox().finally(() => {
+      this.running = null
+      if (this.again) {
+        this.again = false
+        void this.flush()
+      }
+    })
+    return this.running
   }
 
-  /** Resolves when every event queued so far has been written (or failed). */
+  /**
+   * At shutdown: wait for the connection changes still being recorded, then write the outbox
+   * once more. What the stream does not take stays in the outbox for the next start.
+   */
   async drain(): Promise<void> {
     while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()])
+    if (this.sweepTimer) clearInterval(this.sweepTimer)
+    this.sweepTimer = null
+    this.clearRetry()
+    while (this.running) await this.running
+    await this.flush()
+    this.stopped = true
+    this.clearRetry()
   }
 
-  private enqueue(deviceId: string, task: () => Promise<void>): Promise<void> {
+  private record(ctx: ConnectionContext, state: 'connected' | 'disconnected', reason?: DisconnectReason): void {
+    const facts = { connectionId: ctx.connectionId, remoteAddress: ctx.remoteAddress, transport: ctx.transport, authMethod: ctx.authMethod, ...(reason ? { reason } : {}) }
+    const { deviceId } = ctx
     const previous = this.chains.get(deviceId) ?? Promise.resolve()
-    const next = previous.then(task).catch((err: unknown) => {
-      this.log.error({ deviceId, err: (err as Error).message }, 'device event not written')
-    })
+    const next = previous
+      .then(() => this.registry.recordConnection(deviceId, state, new Date(), facts))
+      .then(
+        () => void this.flush(),
+        // Neither the state nor the event was recorded (one transaction): no gap, only a missing change.
+        (err: unknown) => this.log.error({ deviceId, state, err: (err as Error).message }, 'connection state not recorded'),
+      )
     this.chains.set(deviceId, next)
     void next.finally(() => {
       if (this.chains.get(deviceId) === next) this.chains.delete(deviceId)
     })
-    return next
   }
 
-  private async connectionEvent(ctx: ConnectionContext, type: 'connected' | 'disconnected', reason?: DisconnectReason): Promise<void> {
-    const at = new Date()
-    const sequence = await this.registry.recordConnection(ctx.deviceId, type, at)
-    const event: DeviceEvent = {
-      type,
-      deviceId: ctx.deviceId,
-      time: at.toISOString(),
-      connectionId: ctx.connectionId,
-      remoteAddress: ctx.remoteAddress,
-      transport: ctx.transport,
-      authMethod: ctx.authMethod,
+  private async drainOutbox(): Promise<void> {
+    for (;;) {
+      let pending: PendingDeviceEvent[]
+      try {
+        pending = await this.registry.pendingEvents(this.batchSize)
+      } catch (err) {
+        return this.failed(err)
+      }
+      if (pending.length === 0) return this.recovered()
+      const ids = pending.map((p) => p.id)
+      try {
+        await this.stream.append(
+          this.topic,
+          pending.map(({ event }) => ({ key: event.deviceId, value: Buffer.from(JSON.stringify(event)), headers: { 'event-type': event.type } })),
+        )
+      } catch (err) {
+        await this.registry.releaseEvents(ids).catch(() => undefined)
+        return this.failed(err)
+      }
+      for (const { event } of pending) this.metrics.deviceEvents.inc({ type: event.type })
+      try {
+        await this.registry.removeEvents(ids)
+      } catch (err) {
+        // Written but still in the outbox, claimed: written again once the claim lapses.
+        return this.failed(err)
+      }
     }
-    if (sequence !== null) event.sequence = sequence
-    if (reason) event.reason = reason
-    await this.write(event)
   }
 
-  private async write(event: DeviceEvent): Promise<void> {
-    await this.stream.append(this.topic, [
-      { key: event.deviceId, value: Buffer.from(JSON.stringify(event)), headers: { 'event-type': event.type } },
-    ])
-    this.metrics.deviceEvents.inc({ type: event.type })
+  /** Retry with back-off; the first failure of a streak is a warning, the rest are debug lines. */
+  private failed(err: unknown): void {
+    const message = (err as Error).message
+    if (!this.failing) this.log.warn({ err: message }, 'device events not written yet; they wait in the outbox')
+    else this.log.debug({ err: message, retryMs: this.retryDelayMs }, 'device events still not written')
+    this.failing = true
+    if (this.stopped || this.retryTimer) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      void this.flush()
+    }, this.retryDelayMs)
+    this.retryTimer.unref()
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, this.retryMaxMs)
+  }
+
+  private recovered(): void {
+    if (this.failing) this.log.info('device events written again')
+    this.failing = false
+    this.retryDelayMs = this.retryMinMs
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    this.retryTimer = null
   }
 }

@@ -97,6 +97,23 @@ export class GatewayMetrics {
   }
 
   /**
+   * Lifecycle events in the registry's outbox, read at each scrape (grows while the stream is
+   * down). A registry that cannot be read keeps the last value: a scrape never fails for it.
+   */
+  watchDeviceEventOutbox(depth: () => Promise<number>): void {
+    let last = 0
+    new Gauge({
+      name: 'streamgate_device_events_pending',
+      help: 'Lifecycle events in the registry outbox, not yet written to device-events',
+      registers: [this.registry],
+      async collect() {
+        last = await depth().catch(() => last)
+        this.set(last)
+      },
+    })
+  }
+
+  /**
    * Cloud-to-device backlog, read from the command store at each scrape: messages queued for all
    * devices, and feedback records waiting for the stream (grows while the stream is down).
    */

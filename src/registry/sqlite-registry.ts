@@ -1,8 +1,7 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs'
-import { dirname } from 'node:path'
 import BetterSqlite3, { type Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
 import { hashPassword } from '../auth/password.js'
+import { createPrivateFile } from '../sqlite/private-file.js'
 import { migrate } from './sqlite-schema.js'
 import {
   assertDeviceId,
@@ -15,57 +14,26 @@ import {
   type ListOptions,
 } from './validation.js'
 import type {
+  ConnectionFacts,
   ConnectionState,
   CreateDeviceInput,
   Device,
   DeviceRegistry,
   DeviceStatus,
   KeyName,
+  PendingDeviceEvent,
   Twin,
   TwinPatchOptions,
   TwinProperties,
   TwinSectionName,
 } from './types.js'
-import { assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
-
-/** A devices row as SQLite returns it (column names as in sqlite-schema.ts). */
-interface DeviceRow {
-  device_id: string
-  status: DeviceStatus
-  auth_method: Device['authMethod']
-  primary_key: string
-  secondary_key: string
-  password_hash: string | null
-  created_at: string
-  updated_at: string
-  last_activity_at: string | null
-  connection_state: ConnectionState
-  connection_state_updated_at: string | null
-  connection_seq: number
-  x509_thumbprint: string | null
-}
+import { GATEWAY_RESTART, connectionEvent, registryEvent, twinEvent } from './device-event.js'
+import { claimEvents, countEvents, insertEvent, releaseEvents, removeEvents } from './sqlite-event-outbox.js'
+import { SELECT_DEVICE, SELECT_TWIN, notFound, sqliteCode, toDevice, toTwin, type DeviceRow, type TwinRow } from './sqlite-rows.js'
+import { assertTwinDepth, assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
 
 /** SQLITE_BUSY after busy_timeout, locks, open/I-O failures, a full disk, a damaged file. */
 const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|CORRUPT|NOTADB|READONLY|FULL|PERM)/
-
-const SELECT_DEVICE = 'SELECT * FROM devices WHERE device_id = ?'
-const SELECT_TWIN = 'SELECT device_id, twin_desired, twin_desired_version, twin_reported, twin_reported_version FROM devices WHERE device_id = ?'
-
-interface TwinRow {
-  device_id: string
-  twin_desired: string
-  twin_desired_version: number
-  twin_reported: string
-  twin_reported_version: number
-}
-
-function toTwin(row: TwinRow): Twin {
-  return {
-    deviceId: row.device_id,
-    desired: { version: row.twin_desired_version, properties: JSON.parse(row.twin_desired) as TwinProperties },
-    reported: { version: row.twin_reported_version, properties: JSON.parse(row.twin_reported) as TwinProperties },
-  }
-}
 
 /**
  * DeviceRegistry on one SQLite file (`<dataDir>/registry.db`, apart from the embedded stream so
@@ -125,15 +93,18 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     const secondaryKey =
       input.secondaryKey === undefined ? generateKey() : validateKey(input.secondaryKey, 'secondaryKey')
     const passwordHash = input.password === undefined ? null : await hashPassword(validatePassword(input.password))
-    const now = new Date().toISOString()
-    const row = this.run((db) => {
+    const at = new Date()
+    const now = at.toISOString()
+    const row = this.write((db) => {
       try {
-        return db
+        const created = db
           .prepare<unknown[], DeviceRow>(
             `INSERT INTO devices (device_id, status, auth_method, primary_key, secondary_key, password_hash, created_at, updated_at, x509_thumbprint)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
           )
           .get(input.deviceId, status, authMethod, primaryKey, secondaryKey, passwordHash, now, now, thumbprint)
+        insertEvent(db, registryEvent(input.deviceId, 'created', at))
+        return created
       } catch (err) {
         if (sqliteCode(err) === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
           throw new GatewayError('E_DEVICE_EXISTS', `device "${input.deviceId}" already exists`, { deviceId: input.deviceId })
@@ -162,8 +133,10 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   async remove(deviceId: string): Promise<void> {
-    const result = this.run((db) => db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId))
-    if (result.changes === 0) throw notFound(deviceId)
+    this.write((db) => {
+      if (db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId).changes === 0) throw notFound(deviceId)
+      insertEvent(db, registryEvent(deviceId, 'deleted', new Date()))
+    })
   }
 
   async setStatus(deviceId: string, status: DeviceStatus): Promise<Device> {
@@ -204,33 +177,37 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     return this.update(deviceId, 'password_hash = ?', [hash])
   }
 
-  async recordConnection(deviceId: string, state: ConnectionState, at: Date): Promise<number | null> {
+  async recordConnection(deviceId: string, state: ConnectionState, at: Date, facts: ConnectionFacts = {}): Promise<number | null> {
     const iso = at.toISOString()
-    // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
-    const row = this.run((db) =>
-      db
+    return this.write((db) => {
+      // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
+      const row = db
         .prepare<unknown[], { connection_seq: number }>(
           `UPDATE devices SET connection_state = ?, connection_state_updated_at = ?,
              connection_seq = connection_seq + 1,
              last_activity_at = CASE WHEN ? = 'connected' THEN ? ELSE last_activity_at END
            WHERE device_id = ? RETURNING connection_seq`,
         )
-        .get(state, iso, state, iso, deviceId),
-    )
-    return row ? row.connection_seq : null
+        .get(state, iso, state, iso, deviceId)
+      const sequence = row ? row.connection_seq : null
+      insertEvent(db, connectionEvent(deviceId, state, at, sequence, facts))
+      return sequence
+    })
   }
 
   async resetConnections(at: Date): Promise<string[]> {
-    const rows = this.run((db) =>
-      db
-        .prepare<unknown[], { device_id: string }>(
+    return this.write((db) => {
+      const rows = db
+        .prepare<unknown[], { device_id: string; connection_seq: number }>(
           `UPDATE devices SET connection_state = 'disconnected', connection_state_updated_at = ?,
              connection_seq = connection_seq + 1
-           WHERE connection_state = 'connected' RETURNING device_id`,
+           WHERE connection_state = 'connected' RETURNING device_id, connection_seq`,
         )
-        .all(at.toISOString()),
-    )
-    return rows.map((r) => r.device_id).sort()
+        .all(at.toISOString())
+        .sort((a, b) => (a.device_id < b.device_id ? -1 : a.device_id > b.device_id ? 1 : 0))
+      for (const r of rows) insertEvent(db, connectionEvent(r.device_id, 'disconnected', at, r.connection_seq, { reason: GATEWAY_RESTART }))
+      return rows.map((r) => r.device_id)
+    })
   }
 
   /** Unknown devices are ignored: touch runs on the telemetry path, after a racing removal too. */
@@ -246,6 +223,8 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   async patchTwin(deviceId: string, section: TwinSectionName, patch: TwinProperties, options: TwinPatchOptions): Promise<Twin> {
+    // Depth first: everything after it recurses.
+    assertTwinDepth(patch, options.maxDepth)
     const checked = validateTwinPatch(patch)
     const column = section === 'desired' ? 'twin_desired' : 'twin_reported'
     // Read, merge and write in one IMMEDIATE transaction: a CLI or second gateway patching the same
@@ -261,9 +240,27 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
         const merged = mergeTwinPatch(current.properties, checked)
         assertTwinSize(section, merged, options.maxBytes)
         db.prepare(`UPDATE devices SET ${column} = ?, ${column}_version = ${column}_version + 1 WHERE device_id = ?`).run(JSON.stringify(merged), deviceId)
-        return toTwin(db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId)!)
+        const twin = toTwin(db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId)!)
+        insertEvent(db, twinEvent(deviceId, section, twin[section].version, checked, new Date()))
+        return twin
       }).immediate(),
     )
+  }
+
+  async pendingEvents(limit: number, claimMs = 30_000): Promise<PendingDeviceEvent[]> {
+    return this.run((db) => claimEvents(db, limit, claimMs, Date.now()))
+  }
+
+  async removeEvents(ids: number[]): Promise<void> {
+    this.run((db) => removeEvents(db, ids))
+  }
+
+  async releaseEvents(ids: number[]): Promise<void> {
+    this.run((db) => releaseEvents(db, ids))
+  }
+
+  async pendingEventCount(): Promise<number> {
+    return this.run(countEvents)
   }
 
   /** Apply `assignments` (plus updated_at) to one device; E_DEVICE_NOT_FOUND when it is absent. */
@@ -284,6 +281,15 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     return this.guard(() => fn(db))
   }
 
+  /**
+   * One IMMEDIATE transaction: the change and its outbox event commit together or not at all.
+   * IMMEDIATE takes the write lock up front, so a transaction never has to upgrade a read lock
+   * another process's write could block (SQLITE_BUSY without waiting).
+   */
+  private write<T>(fn: (db: Database) => T): T {
+    return this.run((db) => db.transaction(() => fn(db)).immediate())
+  }
+
   private guard<T>(fn: () => T): T {
     try {
       return fn()
@@ -299,46 +305,4 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
       }, { cause: err })
     }
   }
-}
-
-/**
- * The file holds every device key: create it (and its directory) readable by the owner only.
- * SQLite gives its -wal and -shm files the database file's permissions, so they follow.
- * An existing file keeps whatever mode its operator chose.
- */
-function createPrivateFile(file: string): void {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
-  try {
-    closeSync(openSync(file, 'wx', 0o600))
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-  }
-}
-
-function toDevice(row: DeviceRow): Device {
-  return {
-    deviceId: row.device_id,
-    status: row.status,
-    authMethod: row.auth_method,
-    primaryKey: row.primary_key,
-    secondaryKey: row.secondary_key,
-    passwordHash: row.password_hash,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    lastActivityAt: row.last_activity_at,
-    connectionState: row.connection_state,
-    connectionStateUpdatedAt: row.connection_state_updated_at,
-    connectionSeq: row.connection_seq,
-    x509Thumbprint: row.x509_thumbprint,
-  }
-}
-
-function notFound(deviceId: string): GatewayError {
-  return new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
-}
-
-/** better-sqlite3 throws SqliteError with a string `code` such as SQLITE_BUSY. */
-function sqliteCode(err: unknown): string | undefined {
-  if (err instanceof BetterSqlite3.SqliteError) return err.code
-  return undefined
 }

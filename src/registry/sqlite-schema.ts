@@ -27,7 +27,8 @@ const MIGRATIONS: readonly string[] = [
      connection_seq INTEGER NOT NULL DEFAULT 0
    ) STRICT;
    CREATE INDEX devices_connected ON devices (connection_state) WHERE connection_state = 'connected';`,
-  // v2: device twins (protocol note §5). Both sections start empty at version 1, as in IoT Hub.
+  // v2: device twins (IoT Hub device twins: desired and reported properties). Both sections start
+  // empty at version 1, as in IoT Hub.
   `ALTER TABLE devices ADD COLUMN twin_desired TEXT NOT NULL DEFAULT '{}';
    ALTER TABLE devices ADD COLUMN twin_desired_version INTEGER NOT NULL DEFAULT 1;
    ALTER TABLE devices ADD COLUMN twin_reported TEXT NOT NULL DEFAULT '{}';
@@ -64,6 +65,18 @@ const MIGRATIONS: readonly string[] = [
    DROP TABLE devices;
    ALTER TABLE devices_v3 RENAME TO devices;
    CREATE INDEX devices_connected ON devices (connection_state) WHERE connection_state = 'connected';`,
+  // v4: the outbox of the `device-events` topic. Every change that is a device event inserts its
+  // row in the change's own transaction; DeviceEventWriter appends rows to the stream, then deletes
+  // them. No foreign key: a device's `deleted` event outlives the device. AUTOINCREMENT never
+  // reuses an id, so id order is the order of the changes. claimed_until (ms since the epoch):
+  // a writer (one of several gateways on this file) holds the row until then; 0 = free.
+  `CREATE TABLE device_event_outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     device_id TEXT NOT NULL,
+     body TEXT NOT NULL,
+     claimed_until INTEGER NOT NULL DEFAULT 0
+   ) STRICT;
+   CREATE INDEX device_event_outbox_by_device ON device_event_outbox (device_id, id);`,
 ]
 
 export const REGISTRY_SCHEMA_VERSION = MIGRATIONS.length

@@ -1,8 +1,9 @@
 import { GatewayError } from '../errors/catalogue.js'
 
 /**
- * Device twin documents (protocol note §5): a JSON object per section (desired, reported) with a
- * `$version` that grows by one per change. Pure functions, shared by every registry backend.
+ * Device twin documents (IoT Hub "Understand and use device twins": desired and reported
+ * properties): a JSON object per section with a `$version` that grows by one per change. Pure
+ * functions, shared by every registry backend.
  */
 export type TwinProperties = Record<string, unknown>
 
@@ -21,6 +22,28 @@ export type TwinSectionName = 'desired' | 'reported'
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/**
+ * Refuse a patch nesting objects or arrays more than `maxDepth` levels below its root (IoT Hub
+ * allows 10 in desired and reported properties). Iterative, with an explicit stack, and run before
+ * anything recursive (validateTwinPatch, mergeTwinPatch, JSON.stringify): JSON.parse builds a
+ * 5,000-deep object without complaint, and walking it recursively overflows the stack. Each node
+ * is visited once and the walk stops at the first level too deep.
+ */
+export function assertTwinDepth(patch: unknown, maxDepth: number): void {
+  const stack: Array<{ value: unknown; level: number }> = [{ value: patch, level: 0 }]
+  while (stack.length > 0) {
+    const { value, level } = stack.pop()!
+    if (typeof value !== 'object' || value === null) continue
+    for (const child of Array.isArray(value) ? value : Object.values(value)) {
+      if (typeof child !== 'object' || child === null) continue
+      if (level + 1 > maxDepth) {
+        throw new GatewayError('E_TWIN_TOO_DEEP', `the twin patch nests objects or arrays more than ${maxDepth} levels deep`, { maxDepth })
+      }
+      stack.push({ value: child, level: level + 1 })
+    }
+  }
 }
 
 /**

@@ -24,18 +24,30 @@ export interface ListOptions {
   after?: string
 }
 
+/**
+ * `.` and `..` fit the character rule but are path segments to every URL client (RFC 3986
+ * section 5.2.4 removes them before the request is sent), so `/api/devices/..` never reaches the
+ * device: such a device could be registered but never managed. They are refused at registration;
+ * the broker's user-name check keeps the character rule only, so a device registered by an older
+ * build can still connect (and be removed with the CLI).
+ */
+const DOT_SEGMENTS: ReadonlySet<string> = new Set(['.', '..'])
+/** The id rule as people read it, in every E_DEVICE_ID_INVALID message. */
+export const DEVICE_ID_RULE = `use 1 to 128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ ', other than "." and ".."`
+/** Longest id echoed back in an error message (a hostile id may be megabytes). */
+const MAX_ECHOED_ID = 140
+
 export function isValidDeviceId(deviceId: unknown): deviceId is string {
-  return typeof deviceId === 'string' && DEVICE_ID_PATTERN.test(deviceId)
+  return typeof deviceId === 'string' && DEVICE_ID_PATTERN.test(deviceId) && !DOT_SEGMENTS.has(deviceId)
 }
 
 export function assertDeviceId(deviceId: unknown): asserts deviceId is string {
   if (!isValidDeviceId(deviceId)) {
-    throw new GatewayError(
-      'E_DEVICE_ID_INVALID',
-      `device id ${JSON.stringify(deviceId)} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '`,
-    )
+    const shown = typeof deviceId === 'string' && deviceId.length > MAX_ECHOED_ID ? `of ${deviceId.length} characters` : JSON.stringify(deviceId)
+    throw new GatewayError('E_DEVICE_ID_INVALID', `device id ${shown} is invalid: ${DEVICE_ID_RULE}`)
   }
 }
+
 
 export function generateKey(): string {
   return randomBytes(GENERATED_KEY_BYTES).toString('base64')

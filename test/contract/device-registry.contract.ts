@@ -101,6 +101,8 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         ['128 characters', 'x'.repeat(128)],
         ['every allowed punctuation mark', ALL_PUNCTUATION],
         ['letters, digits and punctuation', `Dev-01${ALL_PUNCTUATION}Z9`],
+        ['three dots', '...'],
+        ['a leading dot', '.a'],
       ]
       it.each(valid)('accepts %s', async (_label, id) => {
         const device = await registry.create({ deviceId: id! })
@@ -117,10 +119,21 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         ['a plus', 'a+b'],
         ['non-ASCII', 'dé'],
         ['a newline', 'a\nb'],
+        // URL clients remove these path segments: the device could never be managed over the API.
+        ['a dot', '.'],
+        ['two dots', '..'],
       ]
       it.each(invalid)('rejects %s with E_DEVICE_ID_INVALID', async (_label, id) => {
         await expectCode(registry.create({ deviceId: id! }), 'E_DEVICE_ID_INVALID')
         expect(await registry.list()).toEqual([])
+      })
+
+      it('names the rule, and the length instead of a very long id, in the message', async () => {
+        await expect(registry.create({ deviceId: '..' })).rejects.toThrow(/other than "\." and "\.\."/)
+        const long = 'x'.repeat(10_000)
+        const err = await registry.create({ deviceId: long }).catch((e: Error) => e)
+        expect((err as Error).message).toContain('of 10000 characters')
+        expect((err as Error).message.length).toBeLessThan(300)
       })
     })
 
@@ -285,7 +298,7 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
     })
 
     describe('device twins', () => {
-      const limits = { maxBytes: 32 * 1024 }
+      const limits = { maxBytes: 32 * 1024, maxDepth: 10 }
 
       it('starts with empty sections at version 1 and null for an unknown device', async () => {
         await registry.create({ deviceId: 'tw' })
@@ -308,10 +321,151 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         expect(await code(registry.patchTwin('nobody', 'desired', { a: 1 }, limits))).toBe('E_DEVICE_NOT_FOUND')
         expect(await code(registry.patchTwin('tw', 'desired', { $version: 4 }, limits))).toBe('E_BAD_REQUEST')
         expect(await code(registry.patchTwin('tw', 'desired', [] as unknown as Record<string, unknown>, limits))).toBe('E_BAD_REQUEST')
-        expect(await code(registry.patchTwin('tw', 'desired', { a: 'x'.repeat(100) }, { maxBytes: 50 }))).toBe('E_TWIN_TOO_LARGE')
+        expect(await code(registry.patchTwin('tw', 'desired', { a: 'x'.repeat(100) }, { ...limits, maxBytes: 50 }))).toBe('E_TWIN_TOO_LARGE')
         expect(await code(registry.patchTwin('tw', 'desired', { a: 1 }, { ...limits, ifVersion: 7 }))).toBe('E_TWIN_VERSION_MISMATCH')
         expect(await registry.getTwin('tw')).toMatchObject({ desired: { version: 1, properties: {} } })
         expect((await registry.patchTwin('tw', 'desired', { a: 1 }, { ...limits, ifVersion: 1 })).desired.version).toBe(2)
+      })
+
+      it('refuses a patch nested deeper than maxDepth with E_TWIN_TOO_DEEP, without recursing, and changes nothing', async () => {
+        await registry.create({ deviceId: 'deep' })
+        const nest = (levels: number, leaf: unknown, inArray = false): Record<string, unknown> => {
+          let value: unknown = leaf
+          for (let i = 0; i < levels; i++) value = inArray && i % 2 === 0 ? [value] : { [`l${levels - i}`]: value }
+          return { root: value }
+        }
+        // `root` holds level 1: ten levels below the section root are allowed, eleven are not.
+        expect((await registry.patchTwin('deep', 'reported', nest(9, { leaf: 1 }), limits)).reported.version).toBe(2)
+        await expectCode(registry.patchTwin('deep', 'reported', nest(10, { leaf: 1 }), limits), 'E_TWIN_TOO_DEEP')
+        await expectCode(registry.patchTwin('deep', 'reported', nest(10, [1], true), limits), 'E_TWIN_TOO_DEEP')
+        // 5,000 levels built by JSON.parse, as from a device: refused, no RangeError from a recursion.
+        const hostile = JSON.parse('{"a":'.repeat(5000) + '1' + '}'.repeat(5000)) as Record<string, unknown>
+        await expectCode(registry.patchTwin('deep', 'desired', hostile, limits), 'E_TWIN_TOO_DEEP')
+        const arrays = JSON.parse('{"a":' + '['.repeat(5000) + ']'.repeat(5000) + '}') as Record<string, unknown>
+        await expectCode(registry.patchTwin('deep', 'desired', arrays, limits), 'E_TWIN_TOO_DEEP')
+        // Checked before the reserved-key rule: a deep patch with a `$` key is still too deep.
+        await expectCode(registry.patchTwin('deep', 'desired', { $bad: nest(11, 1) }, limits), 'E_TWIN_TOO_DEEP')
+        expect(await registry.getTwin('deep')).toMatchObject({ desired: { version: 1, properties: {} }, reported: { version: 2 } })
+        // A smaller configured depth is honoured too.
+        await expectCode(registry.patchTwin('deep', 'desired', { a: { b: { c: 1 } } }, { ...limits, maxDepth: 1 }), 'E_TWIN_TOO_DEEP')
+        expect((await registry.patchTwin('deep', 'desired', { a: { b: { c: 1 } } }, { ...limits, maxDepth: 2 })).desired.version).toBe(2)
+      })
+    })
+
+    describe('device-events outbox', () => {
+      const limits = { maxBytes: 32 * 1024, maxDepth: 10 }
+      const t1 = new Date('2030-01-01T00:00:01.000Z')
+      const t2 = new Date('2030-01-01T00:00:02.000Z')
+      const facts = { connectionId: 'c-1', remoteAddress: '127.0.0.1:5000', transport: 'tcp', authMethod: 'sas-primary' }
+      /** Claim everything, remove it, and return the events in order. */
+      const drain = async (): Promise<Array<Record<string, unknown>>> => {
+        const pending = await registry.pendingEvents(1000)
+        await registry.removeEvents(pending.map((p) => p.id))
+        return pending.map((p) => p.event as unknown as Record<string, unknown>)
+      }
+
+      it('writes one event per change, in order, in the JSON of a device-events record', async () => {
+        const before = Date.now()
+        await registry.create({ deviceId: 'ev' })
+        expect(await registry.recordConnection('ev', 'connected', t1, facts)).toBe(1)
+        await registry.patchTwin('ev', 'reported', { fw: '1' }, limits)
+        await registry.patchTwin('ev', 'desired', { interval: { s: 5 } }, limits)
+        expect(await registry.recordConnection('ev', 'disconnected', t2, { ...facts, reason: 'client-disconnect' })).toBe(2)
+        // Changes that are not device events write none.
+        await registry.setStatus('ev', 'disabled')
+        await registry.rotateKey('ev', 'both')
+        await registry.setPassword('ev', 'secret-1')
+        await registry.touch('ev', t2)
+        await registry.remove('ev')
+        // A connection of a device removed meanwhile still happened: its event has no sequence.
+        expect(await registry.recordConnection('ev', 'disconnected', t2, { ...facts, reason: 'kicked' })).toBeNull()
+        expect(await registry.pendingEventCount()).toBe(7)
+        const events = await drain()
+        expect(events.map((e) => e.type)).toEqual(['created', 'connected', 'twin-reported', 'twin-desired', 'disconnected', 'deleted', 'disconnected'])
+        expect(events[1]).toEqual({ type: 'connected', deviceId: 'ev', time: t1.toISOString(), ...facts, sequence: 1 })
+        expect(events[4]).toEqual({ type: 'disconnected', deviceId: 'ev', time: t2.toISOString(), ...facts, sequence: 2, reason: 'client-disconnect' })
+        expect(events[6]).toEqual({ type: 'disconnected', deviceId: 'ev', time: t2.toISOString(), ...facts, reason: 'kicked' })
+        expect(events[2]).toMatchObject({ deviceId: 'ev', details: { version: 2, patch: { fw: '1' } } })
+        expect(events[3]).toMatchObject({ deviceId: 'ev', details: { version: 2, patch: { interval: { s: 5 } } } })
+        for (const e of [events[0]!, events[2]!, events[3]!, events[5]!]) {
+          expect(Object.keys(e).sort()).toEqual(e.details ? ['details', 'deviceId', 'time', 'type'] : ['deviceId', 'time', 'type'])
+          expect(Date.parse(e.time as string)).toBeGreaterThanOrEqual(before - 1)
+        }
+        expect(await registry.pendingEventCount()).toBe(0)
+      })
+
+      it('a refused change writes no event', async () => {
+        await registry.create({ deviceId: 'ok' })
+        await drain()
+        await expectCode(registry.create({ deviceId: 'ok' }), 'E_DEVICE_EXISTS')
+        await expectCode(registry.create({ deviceId: '..' }), 'E_DEVICE_ID_INVALID')
+        await expectCode(registry.create({ deviceId: 'pw', authMethod: 'password' }), 'E_BAD_REQUEST')
+        await expectCode(registry.remove('nobody'), 'E_DEVICE_NOT_FOUND')
+        await expectCode(registry.patchTwin('nobody', 'desired', { a: 1 }, limits), 'E_DEVICE_NOT_FOUND')
+        await expectCode(registry.patchTwin('ok', 'desired', { a: 'x'.repeat(100) }, { ...limits, maxBytes: 50 }), 'E_TWIN_TOO_LARGE')
+        await expectCode(registry.patchTwin('ok', 'desired', { a: 1 }, { ...limits, ifVersion: 9 }), 'E_TWIN_VERSION_MISMATCH')
+        await expectCode(registry.patchTwin('ok', 'reported', { $v: 1 }, limits), 'E_BAD_REQUEST')
+        await expectCode(registry.patchTwin('ok', 'reported', { a: { b: { c: 1 } } }, { ...limits, maxDepth: 1 }), 'E_TWIN_TOO_DEEP')
+        expect(await registry.pendingEventCount()).toBe(0)
+        expect(await registry.pendingEvents(10)).toEqual([])
+      })
+
+      it('resetConnections writes disconnected (gateway-restart) with the new sequence for each device it changes', async () => {
+        for (const id of ['r2', 'r1', 'r3']) await registry.create({ deviceId: id })
+        await registry.recordConnection('r2', 'connected', t1, facts)
+        await registry.recordConnection('r1', 'connected', t1, facts)
+        await drain()
+        expect(await registry.resetConnections(t2)).toEqual(['r1', 'r2'])
+        expect(await drain()).toEqual([
+          { type: 'disconnected', deviceId: 'r1', time: t2.toISOString(), sequence: 2, reason: 'gateway-restart' },
+          { type: 'disconnected', deviceId: 'r2', time: t2.toISOString(), sequence: 2, reason: 'gateway-restart' },
+        ])
+        expect(await registry.resetConnections(t2)).toEqual([])
+        expect(await registry.pendingEventCount()).toBe(0)
+      })
+
+      it('hands each row to one writer; holds back a device whose older event is claimed; release and lapse free rows', async () => {
+        await registry.create({ deviceId: 'a' })
+        await registry.recordConnection('a', 'connected', t1, facts)
+        await registry.create({ deviceId: 'b' })
+        const first = await registry.pendingEvents(1)
+        expect(first.map((p) => [p.event.deviceId, p.event.type])).toEqual([['a', 'created']])
+        // A second writer: a's next event waits behind the claimed one, b's goes ahead.
+        const second = await registry.pendingEvents(10)
+        expect(second.map((p) => [p.event.deviceId, p.event.type])).toEqual([['b', 'created']])
+        expect(await registry.pendingEvents(10)).toEqual([])
+        await registry.releaseEvents(first.map((p) => p.id))
+        const again = await registry.pendingEvents(10)
+        expect(again.map((p) => [p.event.deviceId, p.event.type])).toEqual([['a', 'created'], ['a', 'connected']])
+        expect(again[0]!.id).toBe(first[0]!.id)
+        await registry.removeEvents(again.map((p) => p.id))
+        expect(await registry.pendingEventCount()).toBe(1)
+        // A claim of 0 ms lapses at once, as a writer's claim does when it dies mid-write.
+        await registry.releaseEvents(second.map((p) => p.id))
+        const lapsing = await registry.pendingEvents(10, 0)
+        expect(lapsing.map((p) => p.id)).toEqual(second.map((p) => p.id))
+        expect((await registry.pendingEvents(10)).map((p) => p.id)).toEqual(second.map((p) => p.id))
+        await registry.removeEvents(second.map((p) => p.id))
+        expect(await registry.pendingEventCount()).toBe(0)
+        await expect(registry.removeEvents([])).resolves.toBeUndefined()
+        await expect(registry.releaseEvents([])).resolves.toBeUndefined()
+      })
+
+      it('keeps per-device order over many changes and claims in batches', async () => {
+        const ids = ['m1', 'm2', 'm3']
+        for (const id of ids) await registry.create({ deviceId: id })
+        for (let round = 0; round < 10; round++) {
+          for (const id of ids) await registry.recordConnection(id, round % 2 === 0 ? 'connected' : 'disconnected', t1, facts)
+        }
+        const seen = new Map<string, number[]>()
+        for (;;) {
+          const batch = await registry.pendingEvents(7)
+          if (batch.length === 0) break
+          for (let i = 1; i < batch.length; i++) expect(batch[i]!.id).toBeGreaterThan(batch[i - 1]!.id)
+          for (const p of batch) if (p.event.sequence !== undefined) seen.set(p.event.deviceId, [...(seen.get(p.event.deviceId) ?? []), p.event.sequence])
+          await registry.removeEvents(batch.map((p) => p.id))
+        }
+        for (const id of ids) expect(seen.get(id)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1))
       })
     })
 

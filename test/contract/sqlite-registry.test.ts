@@ -109,6 +109,45 @@ describe('SqliteDeviceRegistry on a file', () => {
     expect((await registry.create({ deviceId: 'cam', authMethod: 'x509-ca' })).authMethod).toBe('x509-ca')
   })
 
+  it('writes the device event in the transaction of its change: when the event cannot be written, the change is undone', async () => {
+    const registry = await open()
+    await registry.create({ deviceId: 'tx' })
+    await registry.recordConnection('tx', 'connected', new Date('2030-01-01T00:00:00.000Z'))
+    const before = await registry.get('tx')
+    const twinBefore = await registry.getTwin('tx')
+    const pendingBefore = await registry.pendingEventCount()
+    // Another connection makes every outbox insert fail, as a full disk would halfway through.
+    const other = new BetterSqlite3(file)
+    other.exec("CREATE TRIGGER no_events BEFORE INSERT ON device_event_outbox BEGIN SELECT RAISE(ABORT, 'outbox refused'); END")
+    try {
+      await expect(registry.create({ deviceId: 'tx-2' })).rejects.toThrow('outbox refused')
+      await expect(registry.recordConnection('tx', 'disconnected', new Date())).rejects.toThrow('outbox refused')
+      await expect(registry.resetConnections(new Date())).rejects.toThrow('outbox refused')
+      await expect(registry.patchTwin('tx', 'reported', { a: 1 }, { maxBytes: 1024, maxDepth: 10 })).rejects.toThrow('outbox refused')
+      await expect(registry.remove('tx')).rejects.toThrow('outbox refused')
+    } finally {
+      other.exec('DROP TRIGGER no_events')
+      other.close()
+    }
+    expect(await registry.get('tx-2')).toBeNull()
+    expect(await registry.get('tx')).toEqual(before)
+    expect(await registry.getTwin('tx')).toEqual(twinBefore)
+    expect(await registry.pendingEventCount()).toBe(pendingBefore)
+    // And with the outbox writable again the next change and its event commit together.
+    expect(await registry.recordConnection('tx', 'disconnected', new Date())).toBe(2)
+    expect(await registry.pendingEventCount()).toBe(pendingBefore + 1)
+  })
+
+  it('keeps unwritten events across close and reopen, as the CLI leaves them for the next gateway start', async () => {
+    const cli = await open()
+    await cli.create({ deviceId: 'offline-add' })
+    await cli.remove('offline-add')
+    await cli.stop()
+    const gateway = await open()
+    const pending = await gateway.pendingEvents(10)
+    expect(pending.map((p) => [p.event.deviceId, p.event.type])).toEqual([['offline-add', 'created'], ['offline-add', 'deleted']])
+  })
+
   it('refuses a file written by a newer schema with E_REGISTRY_UNAVAILABLE', async () => {
     await (await open()).stop()
     const db = new BetterSqlite3(file)

@@ -114,4 +114,27 @@ describe('commands stream topic with two gateways in one consumer group', () => 
       ['short-ttl', 'rejected', 'E_BAD_REQUEST'],
     ])
   })
+
+  it('never drops a record without feedback: no key, bad headers and reserved properties end as rejected', async () => {
+    await a.gateway.stream.append(a.gateway.topics.commands, [
+      { key: null, value: Buffer.from('x'), headers: { 'message-id': 'no-key' } },
+      { key: 'topic-dev-0', value: Buffer.from('x'), headers: { 'message-id': 'nan-ttl', 'ttl-ms': 'soon' } },
+      { key: 'topic-dev-0', value: Buffer.from('x'), headers: { 'message-id': 'bad-ack', 'iothub-ack': 'always' } },
+      { key: 'topic-dev-0', value: Buffer.from('x'), headers: { 'message-id': 'bad-prop', '$.mid': 'spoof' } },
+      // No message-id: the feedback names the record by its digest.
+      { key: 'topic-dev-0', value: Buffer.from('x'), headers: { 'ttl-ms': '1' } },
+    ])
+    const ids = ['no-key', 'nan-ttl', 'bad-ack', 'bad-prop']
+    const fb = await waitFor(async () => {
+      const all = (await feedbackRecords(a.gateway)).filter((f) => ids.includes(f.messageId) || /^[0-9a-f]{32}$/.test(f.messageId))
+      return all.length === 5 ? all : null
+    }, 10_000, 'five rejected')
+    expect(fb.map((f) => [f.messageId.length === 32 ? 'digest' : f.messageId, f.status, f.reason]).sort()).toEqual([
+      ['bad-ack', 'rejected', 'E_BAD_REQUEST'],
+      ['bad-prop', 'rejected', 'E_PROPERTY_BAG_INVALID'],
+      ['digest', 'rejected', 'E_BAD_REQUEST'],
+      ['nan-ttl', 'rejected', 'E_BAD_REQUEST'],
+      ['no-key', 'rejected', 'E_DEVICE_ID_INVALID'],
+    ])
+  })
 })

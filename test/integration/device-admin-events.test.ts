@@ -39,7 +39,7 @@ describe('created and deleted events on device-events', () => {
     expect(all.map((e) => [e.type, e.header])).toEqual([['created', 'created'], ['deleted', 'deleted']])
     // Removing an unknown device is a 404 and no event.
     expect((await api(gw.httpUrl, 'DELETE', '/api/devices/adm-1')).status).toBe(404)
-    await gw.gateway.events.drain()
+    await gw.gateway.events.flush()
     expect(await eventsOf('adm-1')).toHaveLength(2)
   })
 })

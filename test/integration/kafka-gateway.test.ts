@@ -80,7 +80,8 @@ describe.skipIf(!enabled)('gateway with the Kafka backend', () => {
       expect(m.headers?.['content-type']?.toString()).toBe('application/json')
       expect(m.headers?.unit?.toString()).toBe('c')
     }
-    const events = await kafkaMessages(`${prefix}device-events`, 1)
+    // The device's `created` event (the registry writes one for every device) comes first.
+    const events = await kafkaMessages(`${prefix}device-events`, 2)
     expect(events.some((m) => m.key?.toString() === device.deviceId && m.headers?.['event-type']?.toString() === 'connected')).toBe(true)
   }, 120_000)
 

@@ -74,6 +74,24 @@ describe('device twins', () => {
     expect([svc.status, errorCode(svc)]).toEqual([413, 'E_TWIN_TOO_LARGE'])
   })
 
+  it('refuses patches nested deeper than commands.maxTwinDepth from the device (400 body) and the API (400 envelope)', async () => {
+    const d = await gw.gateway.registry.create({ deviceId: 't-deep' })
+    const dev = await twinDevice(d)
+    const deep = '{"a":'.repeat(5000) + '1' + '}'.repeat(5000)
+    const res = await request(dev, '$iothub/twin/PATCH/properties/reported/?$rid=d', 'd', deep)
+    expect(res.topic).toBe('$iothub/twin/res/400/?$rid=d')
+    expect(JSON.parse(res.payload)).toMatchObject({ errorCode: 400000, code: 'E_TWIN_TOO_DEEP' })
+    const svc = await api(gw.httpUrl, 'PATCH', `/api/devices/${d.deviceId}/twin`, `{"desired":${deep}}`)
+    expect(svc.status).toBe(400)
+    expect(svc.body).toEqual({ error: { code: 'E_TWIN_TOO_DEEP', message: expect.stringContaining('10 levels') } })
+    // Ten levels below the root are IoT Hub's limit and the default: accepted.
+    const ten = '{"a":'.repeat(11) + '1' + '}'.repeat(11)
+    expect((await request(dev, '$iothub/twin/PATCH/properties/reported/?$rid=e', 'e', ten)).topic).toBe('$iothub/twin/res/204/?$rid=e&$version=2')
+    const twin = await api(gw.httpUrl, 'GET', `/api/devices/${d.deviceId}/twin`)
+    expect((twin.body as { desired: unknown }).desired).toEqual({ $version: 1 })
+    expect(dev.client.connected).toBe(true)
+  })
+
   it('service desired PATCH notifies the device; If-Match guards the version', async () => {
     const d = await gw.gateway.registry.create({ deviceId: 't-desired' })
     const dev = await twinDevice(d)

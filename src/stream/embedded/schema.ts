@@ -1,7 +1,6 @@
-import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
 import BetterSqlite3, { type Database } from 'better-sqlite3'
 import { GatewayError } from '../../errors/catalogue.js'
+import { createPrivateFile } from '../../sqlite/private-file.js'
 
 /**
  * The embedded stream's SQLite file (`<dataDir>/stream.db`): schema, connection settings and the
@@ -79,7 +78,8 @@ export interface OpenOptions {
 export function openStreamDatabase(options: OpenOptions): Database {
   let db: Database | null = null
   try {
-    mkdirSync(dirname(options.file), { recursive: true })
+    // Every device's telemetry: 0600, as registry.db and commands.db.
+    createPrivateFile(options.file)
     db = new BetterSqlite3(options.file)
     // busy_timeout first: the WAL switch and the migration may wait for another process.
     db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs))}`)

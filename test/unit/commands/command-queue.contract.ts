@@ -7,8 +7,8 @@ export interface QueueUnderTest {
 }
 
 /**
- * The CommandQueue contract (STYLE.md 6): every implementation runs this suite unchanged.
- * The promise under test is STYLE.md 10: every message ends exactly once, with its feedback.
+ * The CommandQueue contract: every implementation runs this suite unchanged. The promise under
+ * test: every message ends exactly once, with its feedback, and a stream record is taken once.
  */
 export function commandQueueContract(name: string, factory: () => Promise<QueueUnderTest>): void {
   describe(`CommandQueue contract: ${name}`, () => {
@@ -51,14 +51,34 @@ export function commandQueueContract(name: string, factory: () => Promise<QueueU
       await expect(queue.enqueue(msg(4, { deviceId: 'd2' }), 2)).resolves.not.toBeNull()
     })
 
+    const rejected = { messageId: 'x', deviceId: 'd1', status: 'rejected' as const, time: new Date(t0).toISOString(), deliveryCount: 0, ack: 'none' as const }
+
     it('takes a source ref once, also after the message ended', async () => {
-      const first = await queue.enqueue(msg(1, { sourceRef: 'stream:c/0/1' }), 10)
-      expect(await queue.enqueue(msg(2, { sourceRef: 'stream:c/0/1' }), 10)).toBeNull()
+      const first = await queue.enqueue(msg(1, { sourceRef: 'stream:c/0/1#aa' }), 10)
+      expect(await queue.enqueue(msg(2, { sourceRef: 'stream:c/0/1#aa' }), 10)).toBeNull()
       await queue.settle(first!.seq, 'completed', t0)
-      expect(await queue.enqueue(msg(3, { sourceRef: 'stream:c/0/1' }), 10)).toBeNull()
-      await queue.recordUnqueued({ messageId: 'x', deviceId: 'd1', status: 'rejected', time: new Date(t0).toISOString(), deliveryCount: 0, ack: 'none' }, 'stream:c/0/2')
-      await queue.recordUnqueued({ messageId: 'x', deviceId: 'd1', status: 'rejected', time: new Date(t0).toISOString(), deliveryCount: 0, ack: 'none' }, 'stream:c/0/2')
+      expect(await queue.enqueue(msg(3, { sourceRef: 'stream:c/0/1#aa' }), 10)).toBeNull()
+      // Another record at the same position (a re-created topic) is another ref: queued.
+      expect((await queue.enqueue(msg(4, { sourceRef: 'stream:c/0/1#bb' }), 10))?.messageId).toBe('m4')
+      await queue.recordUnqueued(rejected, 'stream:c/0/2#cc', t0 + 1000)
+      await queue.recordUnqueued(rejected, 'stream:c/0/2#cc', t0 + 1000)
+      expect(await queue.enqueue(msg(5, { sourceRef: 'stream:c/0/2#cc' }), 10)).toBeNull()
       expect((await drainFeedback()).map((f) => [f.messageId, f.status])).toEqual([['m1', 'completed'], ['x', 'rejected']])
+    })
+
+    it('prunes refs kept until before a time; a pruned ref is taken again', async () => {
+      // Kept until the message's expiry...
+      await queue.enqueue(msg(1, { sourceRef: 'stream:c/0/1#aa', expiresAt: t0 + 1000 }), 10)
+      await queue.enqueue(msg(2, { sourceRef: 'stream:c/0/2#bb', expiresAt: t0 + 5000 }), 10)
+      // ... or until the time given with a refused command.
+      await queue.recordUnqueued(rejected, 'stream:c/0/3#cc', t0 + 2000)
+      expect(await queue.pruneSources(t0 + 1000)).toBe(0)
+      expect(await queue.pruneSources(t0 + 2001)).toBe(2)
+      expect(await queue.pruneSources(t0 + 2001)).toBe(0)
+      expect(await queue.enqueue(msg(3, { sourceRef: 'stream:c/0/1#aa' }), 10)).not.toBeNull()
+      expect(await queue.enqueue(msg(4, { sourceRef: 'stream:c/0/2#bb' }), 10)).toBeNull()
+      await queue.recordUnqueued({ ...rejected, messageId: 'y' }, 'stream:c/0/3#cc', t0 + 2000)
+      expect((await drainFeedback()).map((f) => f.messageId)).toEqual(['x', 'y'])
     })
 
     it('ends every message exactly once: settle, expire and purge never overlap', async () => {
