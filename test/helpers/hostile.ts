@@ -47,11 +47,13 @@ export interface HostileOptions extends ChildOptions {
   env?: Record<string, string>
   /** Runs on the new data dir before the gateway starts (e.g. `initDevCerts` for TLS). */
   prepare?: (dataDir: string) => Promise<void> | void
+  /** Start on this existing data dir (a restart) instead of a new one; `stop()` still removes it. */
+  dataDir?: string
 }
 
 export async function startHostileGateway(options: HostileOptions = {}): Promise<HostileGateway> {
   ensureBuilt()
-  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-hostile-'))
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'streamgate-hostile-'))
   const env = { STREAMGATE_ADMIN_TOKEN: ADMIN_TOKEN, ...options.env }
   await options.prepare?.(dataDir)
   const child = await startChildGateway(dataDir, env, options)

@@ -1,10 +1,8 @@
 import { spawn } from 'node:child_process'
-import { rmSync } from 'node:fs'
 import { loadConfig } from '../../src/config/load.js'
 import { createEventStream } from '../../src/app/backends.js'
 import type { EventStream, OutgoingRecord, StoredRecord } from '../../src/stream/types.js'
-import { startChildGateway } from '../helpers/child-gateway.js'
-import { ADMIN_TOKEN, rssOf, sasToken, storedMessageIds, type HostileGateway, type HostileOptions } from '../helpers/hostile.js'
+import { startHostileGateway, type HostileGateway, type HostileOptions } from '../helpers/hostile.js'
 
 /**
  * What the outbox and de-duplication hostile tests need beyond test/helpers/hostile.ts: the
@@ -13,45 +11,9 @@ import { ADMIN_TOKEN, rssOf, sasToken, storedMessageIds, type HostileGateway, ty
  * another process.
  */
 
-/** Start a hostile gateway on an existing data dir (startHostileGateway always makes a new one). */
-export async function startHostileGatewayIn(dataDir: string, options: HostileOptions = {}): Promise<HostileGateway> {
-  const env = { STREAMGATE_ADMIN_TOKEN: ADMIN_TOKEN, ...options.env }
-  const child = await startChildGateway(dataDir, env, options)
-  const httpUrl = `http://127.0.0.1:${child.httpPort}`
-  const api = (method: string, path: string, body?: unknown): Promise<Response> =>
-    fetch(`${httpUrl}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    })
-  const add = async (body: Record<string, unknown>): Promise<{ primaryKey: string }> => {
-    const res = await api('POST', '/api/devices', body)
-    if (res.status !== 201) throw new Error(`adding ${String(body.deviceId)}: ${res.status} ${await res.text()}`)
-    return (await res.json()) as { primaryKey: string }
-  }
-  return {
-    ...child,
-    dataDir,
-    httpUrl,
-    mqttUrl: `mqtt://127.0.0.1:${child.mqttPort}`,
-    api,
-    addSasDevice: async (deviceId, ttlSeconds = 3600) => {
-      const { primaryKey } = await add({ deviceId })
-      return { deviceId, primaryKey, token: sasToken(deviceId, primaryKey, ttlSeconds) }
-    },
-    addPasswordDevice: async (deviceId, password) => void (await add({ deviceId, authMethod: 'password', password })),
-    rss: () => rssOf(child.pid),
-    alive: async () => {
-      if (child.child.exitCode !== null || child.child.signalCode !== null) return false
-      const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(5000) }).catch(() => null)
-      return res?.status === 200
-    },
-    storedMessageIds: () => storedMessageIds(dataDir),
-    stop: async () => {
-      await child.kill('SIGTERM')
-      rmSync(dataDir, { recursive: true, force: true })
-    },
-  }
+/** Start a hostile gateway on an existing data dir (a restart). */
+export function startHostileGatewayIn(dataDir: string, options: HostileOptions = {}): Promise<HostileGateway> {
+  return startHostileGateway({ ...options, dataDir })
 }
 
 /** The embedded stream of `dataDir` opened as a tool (no retention): to read, or to write while no gateway runs. */
