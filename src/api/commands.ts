@@ -4,6 +4,8 @@ import type { CommandsApi } from './deps.js'
 import { deviceParams } from './device-schemas.js'
 import { ifMatchHeader, invokeMethodBody, methodParams, patchTwinBody, sendMessageBody } from './command-schemas.js'
 import { parseWith } from './errors.js'
+import { GatewayError } from '../errors/catalogue.js'
+import { nestingExceeds } from '../protocol/json-depth.js'
 
 /** A queued message as GET /api/devices/:id/messages shows it (payload as base64: it may be binary). */
 export interface QueuedMessageView {
@@ -37,10 +39,15 @@ function toView(m: QueuedMessage): QueuedMessageView {
  * Errors are GatewayErrors mapped by errors.ts (E_QUEUE_FULL 409, E_DEVICE_OFFLINE 404,
  * E_METHOD_TIMEOUT 504, E_TWIN_VERSION_MISMATCH 412, E_TWIN_TOO_LARGE 413, ...).
  */
-export function registerCommandRoutes(api: FastifyInstance, commands: CommandsApi): void {
+export function registerCommandRoutes(api: FastifyInstance, commands: CommandsApi, maxJsonDepth = 64): void {
+  /** JSON.stringify recurses: a payload nested thousands of levels deep must be refused before it. */
+  const shallow = (payload: unknown): void => {
+    if (nestingExceeds(payload, maxJsonDepth)) throw new GatewayError('E_BAD_REQUEST', `payload nests objects or arrays more than ${maxJsonDepth} levels deep (http.maxJsonDepth)`)
+  }
   api.post('/devices/:id/messages', async (request, reply) => {
     const { id } = parseWith(deviceParams, request.params, 'path')
     const body = parseWith(sendMessageBody, request.body, 'request body')
+    shallow(body.payload)
     const isText = typeof body.payload === 'string'
     const payload = Buffer.from(isText ? (body.payload as string) : JSON.stringify(body.payload))
     const message = await commands.c2d.send(id, {
@@ -68,6 +75,7 @@ export function registerCommandRoutes(api: FastifyInstance, commands: CommandsAp
   api.post('/devices/:id/methods/:name', async (request) => {
     const { id, name } = parseWith(methodParams, request.params, 'path')
     const body = parseWith(invokeMethodBody, request.body ?? {}, 'request body')
+    shallow(body.payload)
     return commands.methods.invoke(id, name, body)
   })
 

@@ -55,4 +55,6 @@ export interface ApiDeps {
   commands?: CommandsApi
   /** Largest request body in bytes; default 64 KiB (device admin bodies are tiny). */
   bodyLimit?: number
+  /** Nesting levels of a JSON payload passed on to a device (http.maxJsonDepth; default 64). */
+  maxJsonDepth?: number
 }

@@ -103,3 +103,24 @@ function mapFrameworkError(err: FastifyError, url: string, maxParamLength: numbe
       return mapError(err)
   }
 }
+
+/**
+ * Requests Node's HTTP parser refuses before Fastify sees them (a request line or headers over
+ * Node's 16 KiB limit, headers not sent within http.headersTimeoutSeconds, bytes that are not
+ * HTTP) are answered in the same envelope, then the socket is closed.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed || !socket.writable) {
+    socket.destroy()
+    return
+  }
+  const [status, text, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'the request line and headers exceed 16 KiB']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'the request headers did not arrive in time (http.headersTimeoutSeconds)']
+        : [400, 'Bad Request', 'the request is not valid HTTP/1.1']
+  const body = JSON.stringify(errorBody('E_BAD_REQUEST', message))
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  setTimeout(() => socket.destroy(), 2000).unref()
+}

@@ -3,7 +3,7 @@ import { bearerAuth } from './auth.js'
 import type { ApiDeps } from './deps.js'
 import { registerDeviceRoutes } from './devices.js'
 import { registerCommandRoutes } from './commands.js'
-import { frameworkErrorHandler, registerErrorHandlers } from './errors.js'
+import { clientErrorHandler, frameworkErrorHandler, registerErrorHandlers } from './errors.js'
 import { registerHealthRoutes } from './health.js'
 import { registerRequestObservers } from './http-metrics.js'
 
@@ -18,9 +18,9 @@ const DEFAULT_BODY_LIMIT = 64 * 1024
 const MAX_PARAM_LENGTH = 512
 
 /**
- * Build the HTTP API without listening: the composition root calls `listen()` and attaches its
- * MQTT-over-WebSocket 'upgrade' handler to `app.server` (so no @fastify/websocket here, and
- * upgrade requests never reach Fastify's router or its 404).
+ * Build the HTTP API without listening: the composition root listens on `app.server` and routes
+ * its WebSocket upgrades (MQTT over WebSocket, the live tail) through broker/upgrade-router.ts,
+ * so no @fastify/websocket here, and upgrade requests never reach Fastify's router or its 404.
  *
  * Routes: /healthz, /readyz, /metrics (no auth) and /api/... (bearer admin token).
  */
@@ -36,6 +36,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     bodyLimit: deps.bodyLimit ?? DEFAULT_BODY_LIMIT,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     frameworkErrors: frameworkErrorHandler(MAX_PARAM_LENGTH),
+    clientErrorHandler,
   })
 
   registerErrorHandlers(app)
@@ -45,7 +46,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     async (api) => {
       api.addHook('onRequest', bearerAuth(deps.adminToken))
       registerDeviceRoutes(api, deps)
-      if (deps.commands) registerCommandRoutes(api, deps.commands)
+      if (deps.commands) registerCommandRoutes(api, deps.commands, deps.maxJsonDepth)
     },
     { prefix: '/api' },
   )

@@ -163,7 +163,8 @@ export class Gateway {
   }
 
   private prepareDataDir(): void {
-    mkdirSync(this.dataDir, { recursive: true })
+    // Keys, tokens and queued payloads live here: a directory the gateway creates is its owner's only.
+    mkdirSync(this.dataDir, { recursive: true, mode: 0o700 })
     // Read before anything opens: a missing certificate fails the start-up at once.
     this.tlsMaterial = loadTlsMaterial(this.config, this.dataDir, new TrustedCaStore(this.dataDir).list())
     this.adminToken = resolveAdminToken(this.config)
@@ -256,6 +257,7 @@ export class Gateway {
       commands: this.commands,
       // Method payloads (128 KiB) and C2D payloads (64 KiB) travel inside JSON bodies.
       bodyLimit: 2 * Math.max(config.commands.maxMethodPayloadBytes, config.commands.maxMessageBytes, config.commands.maxTwinSectionBytes) + 16 * 1024,
+      maxJsonDepth: config.http.maxJsonDepth,
       metrics: this.metrics,
       logger: this.logger,
       adminToken: this.adminToken.token,

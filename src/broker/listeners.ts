@@ -171,6 +171,9 @@ export function mqttOverWebSocket(ctx: ListenerContext, maxMessageBytes: number,
 /** The API's HTTP server under admission control: counted at accept, eviction candidates until their first request. */
 export function admitHttpConnections(server: HttpServer, ctx: ListenerContext, headersTimeoutMs: number): void {
   server.headersTimeout = headersTimeoutMs
+  // Node enforces headersTimeout only when it checks its connections (every 30 s by default, set
+  // up when the server starts listening): check often enough for the timeout to mean something.
+  ;(server as HttpServer & { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.max(250, Math.min(1000, headersTimeoutMs / 2))
   server.on('connection', (socket: Socket) => void ctx.admission.admit(socket, 'http'))
   server.on('request', (req: IncomingMessage) => ctx.admission.requestSeen(req.socket))
   server.on('upgrade', (req: IncomingMessage) => ctx.admission.requestSeen(req.socket))

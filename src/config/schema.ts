@@ -64,6 +64,8 @@ const httpSchema = z.strictObject({
   maxConnections: positiveInt.default(256),
   /** Seconds an HTTP client may take to send its request headers. */
   headersTimeoutSeconds: positiveInt.default(10),
+  /** Nesting levels of a JSON payload the API passes on to a device (C2D message, method call). */
+  maxJsonDepth: z.number().int().min(1).max(1000).default(64),
 })
 
 const authSchema = z.strictObject({

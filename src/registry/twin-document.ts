@@ -1,4 +1,5 @@
 import { GatewayError } from '../errors/catalogue.js'
+import { nestingExceeds } from '../protocol/json-depth.js'
 
 /**
  * Device twin documents (IoT Hub "Understand and use device twins": desired and reported
@@ -32,17 +33,8 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
  * is visited once and the walk stops at the first level too deep.
  */
 export function assertTwinDepth(patch: unknown, maxDepth: number): void {
-  const stack: Array<{ value: unknown; level: number }> = [{ value: patch, level: 0 }]
-  while (stack.length > 0) {
-    const { value, level } = stack.pop()!
-    if (typeof value !== 'object' || value === null) continue
-    for (const child of Array.isArray(value) ? value : Object.values(value)) {
-      if (typeof child !== 'object' || child === null) continue
-      if (level + 1 > maxDepth) {
-        throw new GatewayError('E_TWIN_TOO_DEEP', `the twin patch nests objects or arrays more than ${maxDepth} levels deep`, { maxDepth })
-      }
-      stack.push({ value: child, level: level + 1 })
-    }
+  if (nestingExceeds(patch, maxDepth)) {
+    throw new GatewayError('E_TWIN_TOO_DEEP', `the twin patch nests objects or arrays more than ${maxDepth} levels deep`, { maxDepth })
   }
 }
 
