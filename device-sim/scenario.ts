@@ -7,7 +7,7 @@ import { DEFAULT_PAYLOAD } from './template.js'
 /**
  * A run described as data: where the gateway is, the device groups, and timed events. The CLI
  * flags build a one-group scenario; --scenario FILE reads one from YAML. Validated once, here,
- * with every default inside the schema (STYLE.md 5); a bad file lists every problem.
+ * with every default inside the schema (as the gateway's own config); a bad file lists every problem.
  */
 
 const methodBehaviour = z.strictObject({
@@ -17,7 +17,7 @@ const methodBehaviour = z.strictObject({
 })
 
 const behaviour = z.strictObject({
-  /** Subscribe to cloud-to-device messages (PUBACK completes them, protocol note §4). */
+  /** Subscribe to cloud-to-device messages (PUBACK completes them, IoT Hub MQTT support, "Receiving cloud-to-device messages"). */
   c2d: z.boolean().default(false),
   /** Answer direct methods; absent = not subscribed. */
   methods: methodBehaviour.optional(),
@@ -41,7 +41,7 @@ export const groupSchema = z.strictObject({
   properties: z.record(z.string(), z.string()).default({}),
   behaviour: behaviour.default({ c2d: false, twinReportIntervalS: 0 }),
 })
-  // The SDK publishes telemetry at QoS 1 only (protocol note §3); a QoS 0 azure group would be
+  // The SDK publishes telemetry at QoS 1 only (IoT Hub MQTT support, "Sending device-to-cloud messages"); a QoS 0 azure group would be
   // counted as QoS 0 while it is acknowledged, so it is refused.
   .refine((g) => g.driver !== 'azure' || g.qos === 1, { message: 'the azure driver sends QoS 1 only', path: ['qos'] })
 export type DeviceGroup = z.infer<typeof groupSchema>

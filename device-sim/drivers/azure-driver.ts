@@ -7,7 +7,7 @@ import type { DriverFactory } from './index.js'
  * over its `Mqtt` (mqtts, 8883) or `MqttWs` (wss, 443) transport. The SDK always uses TLS, so
  * this driver needs a gateway TLS listener and --ca for a private CA; the socket goes to the
  * --gateway host through GatewayHostName while the user name and SAS audience keep hubHost
- * (protocol note §2). The SDK renews tokens and re-subscribes itself; the device's back-off
+ * (IoT Hub MQTT support, "TLS/SSL configuration" and MQTT over WebSockets on port 443). The SDK renews tokens and re-subscribes itself; the device's back-off
  * still drives reconnection after a drop, through open().
  */
 
@@ -89,7 +89,7 @@ class AzureSdkDriver implements DeviceDriver {
   }
 
   async publish(message: TelemetryMessage): Promise<void> {
-    // The SDK always publishes telemetry at QoS 1 (protocol note §3); qos 0 is not available.
+    // The SDK always publishes telemetry at QoS 1 (IoT Hub MQTT support, "Sending device-to-cloud messages"); qos 0 is not available.
     const m = new this.sdk.Message(message.payload)
     for (const [k, v] of Object.entries(message.properties)) m.properties.add(k, v)
     await this.client.sendEvent(m)

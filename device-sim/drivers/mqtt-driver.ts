@@ -10,7 +10,7 @@ const TOKEN_TTL_S = 3600
 const TWIN_TIMEOUT_MS = 10_000
 
 /**
- * One device over mqtt.js, speaking IoT Hub's dialect as the Azure SDK does (protocol note §1):
+ * One device over mqtt.js, speaking IoT Hub's dialect as the Azure SDK does (IoT Hub MQTT support, "Using the MQTT protocol directly (as a device)"):
  * MQTT 3.1.1, clean session 0, user name `<host>/<id>/?api-version=...`, SAS token as password.
  * mqtt.js's own reconnect is off: the device decides when to reconnect (back-off, storms), and
  * calls connect() again, which reuses the client so unacknowledged QoS 1 messages are resent.

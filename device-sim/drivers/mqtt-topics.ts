@@ -1,7 +1,7 @@
 import { formatPropertyBag, parsePropertyBag } from '../../src/protocol/property-bag.js'
 
 /**
- * Device-side IoT Hub topics (protocol note §3-7), built with the gateway's own property-bag
+ * Device-side IoT Hub topics (IoT Hub MQTT support, the topic of each feature), built with the gateway's own property-bag
  * formatter so the simulator speaks exactly the grammar the gateway parses.
  */
 

@@ -3,7 +3,7 @@ import { GatewayError } from '../errors/catalogue.js'
 import { hostsMatch } from '../protocol/username.js'
 
 /**
- * IoT Hub SAS tokens for device keys (docs/iothub-mqtt.md section 1, "SAS token"):
+ * IoT Hub SAS tokens for device keys (IoT Hub MQTT support, "Using the MQTT protocol directly (as a device)", security tokens):
  *   SharedAccessSignature sr=<strict-enc(host/devices/id)>&sig=<strict-enc(b64 hmac)>&se=<secs>
  * string-to-sign = <sr exactly as in the token> + "\n" + <se>, HMAC-SHA256 keyed with the
  * base64-decoded device key. Tokens and keys never enter error messages or details.
@@ -130,7 +130,7 @@ export interface SasMatch {
 
 /**
  * Audience: the decoded `sr` must be `<host>/devices/<deviceId>[/modules/<moduleId>]`, compared
- * case-insensitively (docs/iothub-mqtt.md), with the host matched by hostsMatch (a port on one
+ * case-insensitively (IoT Hub MQTT support), with the host matched by hostsMatch (a port on one
  * side only is ignored). Decided: a trailing `/` and an sr naming only the hub are refused; no
  * SDK sends them, and a hub-wide sr belongs to policy tokens (skn), which devices do not use.
  */
@@ -181,7 +181,7 @@ export interface ConnectionStringInput {
   host: string
   deviceId: string
   key: string
-  /** Where the socket goes when it is not `host` (docs/iothub-mqtt.md section 2). */
+  /** Where the socket goes when it is not `host` (IoT Hub MQTT support, "TLS/SSL configuration" and MQTT over WebSockets on port 443). */
   gatewayHost?: string
 }
 

@@ -3,7 +3,7 @@ import { GatewayError } from '../errors/catalogue.js'
 import type { Device } from '../registry/types.js'
 
 /**
- * X.509 device authentication as IoT Hub does it (protocol note §1, "X.509 mode"): the TLS
+ * X.509 device authentication as IoT Hub does it (IoT Hub MQTT support, "Using the MQTT protocol directly (as a device)", X.509 authentication): the TLS
  * listener asks for a client certificate without judging it (rejectUnauthorized false, so SAS
  * devices connect too); here, per device:
  * - `x509-thumbprint`: the certificate's SHA-256 thumbprint equals the registered one (self-signed

@@ -23,7 +23,7 @@ interface InFlight {
 }
 
 /**
- * Delivers each device's queue in order, one message in flight per device (protocol note §4):
+ * Delivers each device's queue in order, one message in flight per device (IoT Hub MQTT support, "Receiving cloud-to-device messages"):
  * the head is written at QoS 1 to `devices/{id}/messages/devicebound/{bag}`, its PUBACK completes
  * it, then the next goes. A message still unacknowledged when the connection ends is written again
  * on the next connection with DUP set [MQTT-4.4.0-1]. Before each attempt an expired message ends
@@ -109,7 +109,7 @@ export class C2dDelivery {
     const { queue, channel } = this.options
     for (;;) {
       if (this.inFlight.has(deviceId)) return
-      // Any bag matches the same filters (the bag is one percent-encoded level, protocol note §4).
+      // Any bag matches the same filters (the bag is one percent-encoded level, IoT Hub MQTT support, "Receiving cloud-to-device messages").
       if (!channel.isSubscribed(deviceId, formatDeviceboundTopic(deviceId, {}) + 'x')) return
       const head = await queue.head(deviceId)
       if (!head) return
@@ -151,7 +151,7 @@ export class C2dDelivery {
   }
 }
 
-/** System properties IoT Hub puts on a delivered message (protocol note §4) plus the application ones. */
+/** System properties IoT Hub puts on a delivered message (IoT Hub MQTT support, "Receiving cloud-to-device messages") plus the application ones. */
 export function deviceboundBag(m: QueuedMessage): { system: SystemProperties; application: Record<string, string> } {
   const system: SystemProperties = { messageId: m.messageId, to: `/devices/${m.deviceId}/messages/devicebound`, expiryTimeUtc: new Date(m.expiresAt).toISOString() }
   if (m.contentType) system.contentType = m.contentType

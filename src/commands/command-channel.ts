@@ -32,7 +32,7 @@ export interface CommandChannelOptions {
 }
 
 /**
- * The command channel (DESIGN.md `commands/`): cloud-to-device messages, direct methods and
+ * The command channel (the `commands/` folder): cloud-to-device messages, direct methods and
  * twins, built around a DeviceChannel (the broker) that is attached once it exists. It observes the
  * broker's connections, subscriptions and PUBACKs, and serves the device's `$iothub/...` publishes.
  */

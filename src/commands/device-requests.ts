@@ -7,7 +7,7 @@ import type { TwinService } from './twin-service.js'
 const IOTHUB_KINDS: ReadonlySet<DevicePublishKind> = new Set<DevicePublishKind>(['twin-get', 'twin-patch-reported', 'method-response'])
 
 /**
- * Device publishes on `$iothub/...` (protocol note §5, §6): twin GET, twin PATCH reported and
+ * Device publishes on `$iothub/...` (IoT Hub MQTT support, device twin and direct method sections): twin GET, twin PATCH reported and
  * method responses. Runs inside authorizePublish like telemetry (the packet then stays off the
  * broker-wide fan-out). Answers carry the request's `$rid`; like IoT Hub's they may come back in
  * another order than the requests went out.
@@ -39,7 +39,7 @@ export class DeviceRequests implements PublishHandler {
 }
 
 /**
- * The device publish ACL (protocol note §8): telemetry goes to the ingest pipeline, `$iothub/...`
+ * The device publish ACL (IoT Hub MQTT support: a device publishes only telemetry, twin requests and method responses): telemetry goes to the ingest pipeline, `$iothub/...`
  * requests to DeviceRequests; each parses its topic strictly and refuses anything else.
  */
 export class DevicePublishRouter implements PublishHandler {

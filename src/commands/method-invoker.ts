@@ -7,7 +7,7 @@ import type { DeviceRegistry } from '../registry/types.js'
 
 export interface MethodRequest {
   payload?: unknown
-  /** 5..300 s, default 30 (protocol note §6). */
+  /** 5..300 s, default 30 (IoT Hub MQTT support, "Respond to a direct method"). */
   responseTimeoutSeconds: number
   /** 0..300 s, default 0: how long to wait for the device to come online first. */
   connectTimeoutSeconds: number
@@ -27,7 +27,7 @@ interface Pending {
 const METHODS_FILTER_PROBE = '$iothub/methods/POST/probe/?$rid=0'
 
 /**
- * Direct methods (protocol note §6): `$iothub/methods/POST/{name}/?$rid={rid}` at QoS 0 to the one
+ * Direct methods (IoT Hub MQTT support, "Respond to a direct method"): `$iothub/methods/POST/{name}/?$rid={rid}` at QoS 0 to the one
  * connection of the device, answered by its `$iothub/methods/res/{status}/?$rid={rid}`.
  * Fails fast with E_DEVICE_OFFLINE when the device is not connected and subscribed (after waiting
  * connectTimeout), E_METHOD_TIMEOUT when no answer comes in time.

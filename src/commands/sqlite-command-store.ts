@@ -37,7 +37,7 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
     const db = new BetterSqlite3(this.file)
     db.pragma('busy_timeout = 5000')
     db.pragma('journal_mode = WAL')
-    // NORMAL in WAL survives a killed gateway, which is the promise for queued messages (DESIGN.md).
+    // NORMAL in WAL survives a killed gateway, which is the promise for queued messages (README, "Commands to devices").
     db.pragma('synchronous = NORMAL')
     migrateCommandStore(db, this.file)
     this.db = db

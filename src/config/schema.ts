@@ -101,7 +101,7 @@ const embeddedSchema = z.strictObject({
   /**
    * SQLite `synchronous` mode. NORMAL (default) survives a killed gateway process (WAL) but may
    * lose the last commits on power loss; FULL also survives power loss at roughly half the
-   * commit throughput (see bench/ingest and DESIGN.md).
+   * commit throughput (bench/ingest --synchronous FULL shows the cost).
    */
   synchronous: z.enum(['NORMAL', 'FULL']).default('NORMAL'),
   /** Most records written in one group commit. */

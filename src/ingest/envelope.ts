@@ -7,7 +7,7 @@ export interface MessageProperties {
   app: ReadonlyArray<readonly [string, string | null]>
 }
 
-/** Stream header names of the system properties (DESIGN.md, "Stream topics"). */
+/** Stream header names of the system properties (README, "Stream records"). */
 const SYSTEM_HEADERS: Record<SystemPropertyName, string> = {
   messageId: 'message-id',
   correlationId: 'correlation-id',
@@ -52,7 +52,7 @@ export function buildTelemetryRecord(input: TelemetryInput): OutgoingRecord {
   }
   headers['device-id'] = input.deviceId
   headers['enqueued-time'] = String(input.enqueuedAt)
-  // IoT Hub does not retain; it tags the message instead (protocol note §3).
+  // IoT Hub does not retain; it tags the message instead (IoT Hub MQTT support, "Sending device-to-cloud messages").
   if (input.retain) headers['mqtt-retain'] = 'true'
   return { key: input.deviceId, value: input.payload, headers, timestamp: input.enqueuedAt }
 }

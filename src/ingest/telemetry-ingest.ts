@@ -35,7 +35,7 @@ const TELEMETRY_ONLY: ReadonlySet<DevicePublishKind> = new Set<DevicePublishKind
 type Stage = (job: PublishJob) => void | Promise<void>
 
 /**
- * The telemetry pipeline: an ordered list of small named stages (STYLE.md: flows are data).
+ * The telemetry pipeline: an ordered list of small named stages (flows are data).
  * It resolves only when the record is durable in the stream, which is what lets the broker send
  * the QoS 1 PUBACK right after. QoS 0 goes through the same path (best effort for the device,
  * but the wait keeps the ingress bounded).
@@ -87,7 +87,7 @@ export class TelemetryIngest implements PublishHandler {
   }
 
   private rejectQos2(job: PublishJob): void {
-    // IoT Hub closes the connection on QoS 2 (protocol note §3); MQTT 3.1.1 has no negative ack.
+    // IoT Hub closes the connection on QoS 2 (IoT Hub MQTT support, "Sending device-to-cloud messages"); MQTT 3.1.1 has no negative ack.
     if (job.packet.qos === 2) throw new GatewayError('E_QOS_UNSUPPORTED', 'QoS 2 is not supported; publish with QoS 0 or 1')
   }
 

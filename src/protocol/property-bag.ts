@@ -3,7 +3,7 @@ import { GatewayError } from '../errors/catalogue.js'
 /**
  * IoT Hub message property bags: the last topic level of telemetry
  * (`devices/{id}/messages/events/{bag}`) and cloud-to-device
- * (`devices/{id}/messages/devicebound/{bag}`) topics. See docs/iothub-mqtt.md sections 3 and 4.
+ * (`devices/{id}/messages/devicebound/{bag}`) topics. See IoT Hub MQTT support, "Sending device-to-cloud messages" and "Receiving cloud-to-device messages".
  *
  * Wire grammar: `k=v` pairs joined by `&`; keys and values percent-encoded; a bare `k` is a
  * null value and `k=` an empty string. `+` is NOT a space (decodeURIComponent, not

@@ -3,7 +3,7 @@ import { GatewayError } from '../errors/catalogue.js'
 import { isAllowedSubscription } from './topics.js'
 
 /**
- * A device may subscribe only to its own IoT Hub topics (protocol note §7). QoS is capped at 1:
+ * A device may subscribe only to its own IoT Hub topics (IoT Hub MQTT support, the SUBSCRIBE topic of each feature). QoS is capped at 1:
  * IoT Hub does not support QoS 2, and the Azure SDK ignores the granted QoS anyway.
  */
 export class IotHubSubscriptionPolicy implements SubscriptionPolicy {

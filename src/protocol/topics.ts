@@ -2,7 +2,7 @@ import { GatewayError } from '../errors/catalogue.js'
 import { formatPropertyBag, parsePropertyBag, type PropertyBag, type PropertyBagInput } from './property-bag.js'
 
 /**
- * The IoT Hub MQTT topic grammar as values (docs/iothub-mqtt.md sections 3 to 7). Device ids
+ * The IoT Hub MQTT topic grammar as values (IoT Hub MQTT support, the topic of each feature). Device ids
  * are matched as literal strings, never spliced into a regular expression: IoT Hub ids may hold
  * `%`, `$`, `'`, `(`, `*`, `?`, ... .
  */
@@ -12,7 +12,7 @@ export type DevicePublishKind = (typeof DEVICE_PUBLISH_KINDS)[number]
 const ALL_PUBLISH_KINDS: ReadonlySet<DevicePublishKind> = new Set(DEVICE_PUBLISH_KINDS)
 
 /**
- * The kinds the gateway serves: exactly IoT Hub's device publishes (protocol note §8): telemetry,
+ * The kinds the gateway serves: exactly IoT Hub's device publishes (IoT Hub MQTT support: a device publishes only telemetry, twin requests and method responses): telemetry,
  * twin GET, twin PATCH reported, method responses.
  */
 export const ENABLED_PUBLISH_KINDS: ReadonlySet<DevicePublishKind> = ALL_PUBLISH_KINDS

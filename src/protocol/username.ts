@@ -2,7 +2,7 @@ import { GatewayError } from '../errors/catalogue.js'
 import { DEVICE_ID_PATTERN } from '../registry/types.js'
 
 /**
- * The MQTT CONNECT user name (docs/iothub-mqtt.md section 1). The SDK sends
+ * The MQTT CONNECT user name (IoT Hub MQTT support, "Using the MQTT protocol directly (as a device)"). The SDK sends
  * `<HostName>/<clientId>/?api-version=2021-04-12[&model-id=<dtmi>]&DeviceClientType=<ua>`
  * where clientId is `<deviceId>` or `<deviceId>/<moduleId>` and HostName may carry a port
  * (`localhost:8883`). Plain MQTT clients may send just a device id.

@@ -11,7 +11,7 @@ import { api, feedbackRecords } from '../helpers/commands.js'
 /**
  * The command channel with the unmodified Azure IoT device SDK (azure-iot-device 1.18, MQTT
  * transport over TLS): C2D messages, direct methods and twins, and all of them still working after
- * the SDK's token-renewal reconnect, after which it subscribes to nothing again (protocol note §1).
+ * the SDK's token-renewal reconnect, after which it subscribes to nothing again (IoT Hub MQTT support, "Using the MQTT protocol directly (as a device)").
  */
 describe('Azure IoT device SDK: C2D, methods, twins across token renewal', () => {
   let gw: TestGateway

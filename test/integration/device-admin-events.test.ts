@@ -4,7 +4,7 @@ import { api } from '../helpers/commands.js'
 
 /**
  * Registry changes made through the API are facts for the backend too: `created` and `deleted`
- * on `device-events`, beside the connection events (DESIGN.md, stream topics).
+ * on `device-events`, beside the connection events (README, "Stream records").
  */
 describe('created and deleted events on device-events', () => {
   let gw: TestGateway

@@ -12,7 +12,7 @@ function closed(client: MqttClient): Promise<void> {
 }
 
 /**
- * The device publish ACL is exactly IoT Hub's set (protocol note §8): telemetry, twin GET, twin
+ * The device publish ACL is exactly IoT Hub's set (IoT Hub MQTT support: a device publishes only telemetry, twin requests and method responses): telemetry, twin GET, twin
  * PATCH reported, method responses. `$iothub/...` answers go to the asking connection only.
  */
 describe('IoT Hub device publish ACL and per-connection $iothub traffic', () => {

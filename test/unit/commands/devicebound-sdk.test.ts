@@ -21,7 +21,7 @@ function sdkMessage(topic: string): Message {
   return got
 }
 
-describe('devicebound topic as the Azure SDK reads it (protocol note §4)', () => {
+describe('devicebound topic as the Azure SDK reads it (IoT Hub MQTT support, "Receiving cloud-to-device messages")', () => {
   it('carries message id, to, expiry, content type/encoding and application properties', () => {
     const m: QueuedMessage = {
       seq: 1, deliveryCount: 0, messageId: 'id/1&x', deviceId: "dev$'1", payload: Buffer.from('body'), properties: { 'colour/hue': 'red=1&2', empty: '' },

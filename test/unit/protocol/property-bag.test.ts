@@ -13,7 +13,7 @@ function bagError(fn: () => unknown): GatewayError {
 }
 
 describe('parsePropertyBag', () => {
-  it('parses the verified wire example of the Node SDK (docs/iothub-mqtt.md section 3)', () => {
+  it('parses the verified wire example of the Node SDK (IoT Hub MQTT support, "Sending device-to-cloud messages")', () => {
     const topic =
       'devices/dev1/messages/events/%24.mid=m-1&%24.cid=c%2F1&%24.ct=application%2Fjson&%24.ce=utf-8&alert%20level=high%20%26%20urgent&%C3%BCn%C3%AF=%C3%A7%C3%B8d%C3%A9%3D1'
     const bag = parsePropertyBag(topic.slice('devices/dev1/messages/events/'.length))

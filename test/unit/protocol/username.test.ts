@@ -15,7 +15,7 @@ function codeOf(fn: () => unknown): string {
 const UA = encodeURIComponent('azure-iot-device/1.18.4 (node v20.20.2; Debian 12; x64)')
 
 describe('parseUsername', () => {
-  it('parses the SDK user name, port included (docs/iothub-mqtt.md section 1)', () => {
+  it('parses the SDK user name, port included (IoT Hub MQTT support, "Using the MQTT protocol directly (as a device)")', () => {
     expect(parseUsername(`localhost:8883/dev1/?api-version=2021-04-12&DeviceClientType=${UA}`)).toEqual({
       host: 'localhost:8883',
       deviceId: 'dev1',
