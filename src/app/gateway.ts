@@ -1,6 +1,4 @@
-import { X509Certificate } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
-import { createSecureContext } from 'node:tls'
 import { join, resolve } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
@@ -17,16 +15,15 @@ import { GatewayError } from '../errors/catalogue.js'
 import { GatewayBroker } from '../broker/gateway-broker.js'
 import { listenOn, listenTcp, listenTls, listenWss, reportAcceptErrors, type Listener, type ListenerContext, type TlsListener, type TlsMaterial } from '../broker/listeners.js'
 import type { ConnectionAdmission } from '../broker/admission.js'
-import { loadTlsMaterial } from './tls-material.js'
-import { attachHttpEdge, createAdmission, listenerContext, wsMaxMessageBytes } from './edge.js'
+import { loadTlsMaterial, reloadableTlsMaterial } from './tls-material.js'
+import { createAdmission, listenerContext, wsMaxMessageBytes } from './edge.js'
 import { Lifecycle, type StartStep } from './lifecycle.js'
 import { IotHubSubscriptionPolicy } from '../protocol/subscription-policy.js'
 import { BatchingAppender } from '../ingest/batcher.js'
 import { InFlightGate } from '../ingest/in-flight-gate.js'
 import { TelemetryIngest } from '../ingest/telemetry-ingest.js'
 import { DeviceEventWriter } from '../ingest/device-events.js'
-import { createApiServer } from '../api/server.js'
-import { tailRoute } from '../api/tail-socket.js'
+import { createGatewayApi } from './api-wiring.js'
 import { resolveAdminToken } from '../api/admin-token.js'
 import { removeRuntimeFile, writeRuntimeFile } from './runtime-file.js'
 import { CommandChannel, fanOutObserver } from '../commands/command-channel.js'
@@ -251,52 +248,21 @@ export class Gateway {
   }
 
   private async startApi(): Promise<() => Promise<void>> {
-    const { config } = this
-    this.api = await createApiServer({
+    const { api, close } = await createGatewayApi(this.config, this.edge, {
       registry: this.registry,
+      stream: this.stream,
       commands: this.commands,
-      // Method payloads (128 KiB) and C2D payloads (64 KiB) travel inside JSON bodies.
-      bodyLimit: 2 * Math.max(config.commands.maxMethodPayloadBytes, config.commands.maxMessageBytes, config.commands.maxTwinSectionBytes) + 16 * 1024,
-      maxJsonDepth: config.http.maxJsonDepth,
+      events: this.events,
+      broker: this.broker,
       metrics: this.metrics,
       logger: this.logger,
       adminToken: this.adminToken.token,
-      hostname: config.hostname,
       readiness: () => this.readiness(),
-      // Removal, disabling, a key rotation or a password change ends the live connection at
-      // once: the device must prove itself again with what is valid now.
-      onDeviceChanged: (deviceId, change) => {
-        if (change === 'created') {
-          void this.events.flush()
-          return
-        }
-        this.broker.kick(deviceId)
-        if (change === 'removed') {
-          void this.events.flush()
-          void this.commands.deviceRemoved(deviceId).catch((err: unknown) => this.logger.error({ err, deviceId }, 'could not purge the queue of a removed device'))
-        }
-      },
-      deviceConnection: (deviceId) => {
-        const ctx = this.broker.connectionOf(deviceId)
-        return ctx ? { connectedAt: new Date(ctx.connectedAt).toISOString(), remoteAddress: ctx.remoteAddress, transport: ctx.transport } : null
-      },
     })
-    const tail = tailRoute({
-      stream: this.stream,
-      adminToken: this.adminToken.token,
-      topicPrefix: config.stream.topicPrefix,
-      // Each empty poll of Kafka is a fetch round trip to the broker; the SQLite file is cheap to poll.
-      pollMs: config.stream.backend === 'kafka' ? 250 : config.stream.embedded.pollIntervalMs,
-      logger: this.logger,
-      maxBufferedBytes: config.http.tailMaxBufferedBytes,
-    })
-    const edge = attachHttpEdge(this.api.server, config, this.edge, this.metrics, [tail.route])
-    return async () => {
-      await edge.close()
-      await tail.close()
-      await this.api.close()
-    }
+    this.api = api
+    return close
   }
+
 
   private async startCommands(): Promise<() => Promise<void>> {
     await this.commands.start(this.broker)
@@ -348,19 +314,12 @@ export class Gateway {
   async reloadTls(): Promise<{ subject: string; validTo: string; listeners: number }> {
     const listeners = [this.tls, this.wss].filter((l): l is TlsListener => l !== null)
     if (this.state !== 'started' || listeners.length === 0) throw new GatewayError('E_CONFIG_INVALID', 'no TLS listener is running (mqtt.tls.enabled and http.wss.enabled are off)')
-    const tls = loadTlsMaterial(this.config, this.dataDir, new TrustedCaStore(this.dataDir).list())!
-    let subject: string
-    let validTo: string
-    try {
-      createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.ca && tls.ca.length > 0 ? { ca: tls.ca } : {}) })
-      ;({ subject, validTo } = new X509Certificate(tls.cert))
-    } catch (err) {
-      throw new GatewayError('E_CONFIG_INVALID', `cannot use the TLS certificate and key: ${(err as Error).message}`)
-    }
+    const { tls, subject, validTo } = reloadableTlsMaterial(this.config, this.dataDir, new TrustedCaStore(this.dataDir).list())
     for (const l of listeners) l.reloadTls(tls)
     this.logger.info({ subject, validTo, listeners: listeners.length }, 'TLS certificate reloaded')
     return { subject, validTo, listeners: listeners.length }
   }
+
 
   private createAuthenticator(): Authenticator {
     const cas = new TrustedCaStore(this.dataDir)

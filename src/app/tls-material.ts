@@ -1,5 +1,6 @@
-import type { X509Certificate } from 'node:crypto'
+import { X509Certificate } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
+import { createSecureContext } from 'node:tls'
 import { join } from 'node:path'
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError } from '../errors/catalogue.js'
@@ -45,4 +46,21 @@ export function loadTlsMaterial(config: GatewayConfig, dataDir: string, register
   for (const cert of registeredCas) ca.push(Buffer.from(cert.toString()))
   if (problems.length > 0) throw new GatewayError('E_CONFIG_INVALID', `invalid configuration:\n  - ${problems.join('\n  - ')}`, { problems })
   return { cert, key, ca, minVersion: t.minVersion }
+}
+
+/**
+ * The TLS material read again for a reload (SIGHUP), checked to be usable before any listener
+ * takes it: files that are missing, not PEM, or a key that does not match fail with
+ * E_CONFIG_INVALID and change nothing.
+ */
+export function reloadableTlsMaterial(config: GatewayConfig, dataDir: string, registeredCas: readonly X509Certificate[]): { tls: TlsMaterial; subject: string; validTo: string } {
+  const tls = loadTlsMaterial(config, dataDir, registeredCas)
+  if (!tls) throw new GatewayError('E_CONFIG_INVALID', 'no TLS listener is configured (mqtt.tls.enabled and http.wss.enabled are off)')
+  try {
+    createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.ca && tls.ca.length > 0 ? { ca: tls.ca } : {}) })
+    const { subject, validTo } = new X509Certificate(tls.cert)
+    return { tls, subject, validTo }
+  } catch (err) {
+    throw new GatewayError('E_CONFIG_INVALID', `cannot use the TLS certificate and key: ${(err as Error).message}`)
+  }
 }
