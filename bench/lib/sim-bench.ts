@@ -54,6 +54,11 @@ export async function startGateway(dataDir: string, env: Record<string, string> 
       STREAMGATE_HTTP_PORT: '0',
       STREAMGATE_LOG_LEVEL: 'warn',
       STREAMGATE_ADMIN_TOKEN: BENCH_ADMIN_TOKEN,
+      // The load comes from a handful of loopback addresses, thousands of devices each, where a
+      // real fleet connects from as many addresses as it has devices: the per-address bound on
+      // connections not yet authenticated would measure the load generator, not the gateway.
+      STREAMGATE_LIMITS__MAX_PENDING_CONNECTIONS_PER_ADDRESS: '20000',
+      STREAMGATE_LIMITS__MAX_PENDING_CONNECTIONS: '20000',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -61,7 +61,7 @@ const httpSchema = z.strictObject({
    * more are closed at accept. Kept apart from limits.maxConnections, so /healthz and the API stay
    * reachable while device connections fill theirs.
    */
-  maxConnections: positiveInt.default(256),
+  maxConnections: positiveInt.default(128),
   /** Seconds an HTTP client may take to send its request headers. */
   headersTimeoutSeconds: positiveInt.default(10),
   /** Nesting levels of a JSON payload the API passes on to a device (C2D message, method call). */
@@ -214,7 +214,7 @@ const limitsSchema = z.strictObject({
    */
   maxConnections: z.number().int().min(0).default(0),
   /** File descriptors kept free for the stores, the stream client, logs and the process itself. */
-  fdReserve: z.number().int().min(16).default(256),
+  fdReserve: z.number().int().min(16).default(128),
   /**
    * MQTT connections not yet authenticated (TLS handshake, waiting for CONNECT, credentials being
    * checked). When full, the oldest such connection is closed to make room for the new one.
