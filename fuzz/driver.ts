@@ -160,7 +160,7 @@ async function sendSteps(
       await conn.until(() => result.connack !== null, bounds.answerMs)
       if (result.connack !== e.code) {
         const got = result.connack !== null ? `CONNACK ${result.connack}` : conn.closed ? 'the connection closed without a CONNACK' : `no answer within ${bounds.answerMs} ms`
-        find('connack-code', `${e.why}: expected CONNACK ${e.code}`, `${got}; expected CONNACK ${e.code} (${e.why})`, i)
+        find('connack-code', `${e.why.replace(/level \d+/, 'level N')}: expected CONNACK ${e.code}`, `${got}; expected CONNACK ${e.code} (${e.why})`, i)
       }
     }
     if (e?.kind === 'close') {
