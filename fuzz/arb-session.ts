@@ -90,7 +90,7 @@ const rawSession: fc.Arbitrary<SessionPlan> = fc.tuple(fc.nat(FUZZ_DEVICES - 1),
     { arbitrary: fc.record({ kind: fc.constant('packet' as const), packet: connectPacket(deviceIds), mutation: sometimes(mutation, 25, null), split: sometimes(split, 12, null), pauseMs: fc.constant(0) }), weight: 60 },
     { arbitrary: fc.record({ kind: fc.constant('packet' as const), packet: anyPacket(deviceIds, id, other), mutation: sometimes(mutation, 30, null), split: fc.constant(null), pauseMs: fc.constant(0) }), weight: 15 },
     { arbitrary: garbage, weight: 10 },
-    { arbitrary: oversize, weight: 10 },
+    { arbitrary: oversize, weight: 6 },
   )
   return fc.record({
     login: fc.constant('raw' as const),

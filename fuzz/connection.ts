@@ -37,9 +37,9 @@ export class FuzzConnection {
     socket.on('close', () => this.finish('closed-by-gateway'))
   }
 
-  static open(host: string, port: number, timeoutMs: number, onPacket: (packet: mqttPacket.Packet) => void): Promise<FuzzConnection | null> {
+  static open(host: string, port: number, localAddress: string | undefined, timeoutMs: number, onPacket: (packet: mqttPacket.Packet) => void): Promise<FuzzConnection | null> {
     return new Promise((resolve) => {
-      const socket = connect({ host, port })
+      const socket = connect({ host, port, ...(localAddress ? { localAddress } : {}) })
       const timer = setTimeout(() => {
         socket.destroy()
         resolve(null)

@@ -38,11 +38,13 @@ export interface Bounds {
   sessionMs: number
 }
 
-export const DEFAULT_BOUNDS: Readonly<Bounds> = Object.freeze({ idleMs: 100, connackMs: 5000, answerMs: 5000, closeMs: 3000, sessionMs: 20_000 })
+export const DEFAULT_BOUNDS: Readonly<Bounds> = Object.freeze({ idleMs: 100, connackMs: 5000, answerMs: 5000, closeMs: 1500, sessionMs: 20_000 })
 
 export interface DriverEnv {
   host: string
   port: number
+  /** Source address of the connection (a loopback address other than the canary's), or the default. */
+  localAddress?: string
   /** A valid SAS token for fuzz device `device`, made now. */
   credentials(device: number): { deviceId: string; password: string }
   bounds: Bounds
@@ -98,7 +100,7 @@ export async function runSession(session: Session, env: DriverEnv): Promise<Sess
       find('acknowledged-refused', reg.expect.why, `${p.cmd.toUpperCase()} for step ${reg.step}, which a correct gateway refuses (${reg.expect.why})`, reg.step)
     }
   }
-  const conn = await FuzzConnection.open(env.host, env.port, bounds.connackMs, onPacket)
+  const conn = await FuzzConnection.open(env.host, env.port, env.localAddress, bounds.connackMs, onPacket)
   if (!conn) return { ...result, endedAt: performance.now() }
   const cap = setTimeout(() => conn.destroy(), bounds.sessionMs)
   try {

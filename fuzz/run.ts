@@ -30,6 +30,9 @@ export interface FuzzTarget {
   storedMessageIds(): Promise<Set<string>>
 }
 
+/** Loopback addresses the fuzz connections come from (Linux routes all of 127/8 to lo). */
+export const DEFAULT_FUZZ_ADDRESSES: readonly string[] = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5']
+
 export interface FuzzDevice {
   deviceId: string
   primaryKey: string
@@ -45,6 +48,12 @@ export interface FuzzOptions {
   /** Stop once this many packets were sent. */
   packets: number
   concurrency: number
+  /**
+   * Source addresses of the fuzz connections, used in turn. Apart from the canary's (127.0.0.1):
+   * what the gateway does per source address (failed-login counts, pending connections) then
+   * falls on the fuzzer, and the canary sees only what every device would see.
+   */
+  localAddresses?: string[]
   /** Run these cases only, in this order (a replay); default: 0, 1, 2, ... */
   cases?: number[]
   limits: EdgeLimits
@@ -192,10 +201,12 @@ class FuzzRun {
     this.deviceOf.set(index, session.deviceId)
     this.active.set(index, performance.now())
     let result: SessionResult
+    const addresses = this.o.localAddresses ?? DEFAULT_FUZZ_ADDRESSES
     try {
       result = await runSession(session, {
         host: this.o.target.host ?? '127.0.0.1',
         port: this.o.target.mqttPort,
+        ...(addresses.length > 0 ? { localAddress: addresses[index % addresses.length]! } : {}),
         credentials: (d) => ({ deviceId: this.o.devices[d]!.deviceId, password: this.token(this.o.devices[d]!) }),
         bounds: this.bounds,
       })
