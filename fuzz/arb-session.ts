@@ -1,7 +1,7 @@
 import fc from 'fast-check'
-import { FUZZ_DEVICES, fuzzDeviceId, type MutationPlan, type SessionPlan, type SplitPlan, type StepPlan } from './plan.js'
+import { FUZZ_DEVICES, fuzzDeviceId, type MutationPlan, type SessionPlan, type SplitPlan, type StepPlan, type TransportPlan } from './plan.js'
 import { anyPacket, connectPacket } from './arb-packets.js'
-import { memo, sometimes } from './arb-topics.js'
+import { charsOf, memo, sometimes } from './arb-topics.js'
 import { MAX_REMAINING_LENGTH } from './wire.js'
 
 /** Byte mutations, steps and whole sessions (one connection each). */
@@ -65,6 +65,27 @@ const step = memo((deviceId: string, otherId: string, mutationRate: number): fc.
   return fc.oneof(...choices)
 })
 
+/** WebSocket upgrade paths: the two MQTT paths mostly, then near misses and what a percent-decoder chokes on. */
+const wsPath = fc.oneof(
+  { arbitrary: fc.constantFrom('/mqtt', '/$iothub/websocket'), weight: 8 },
+  { arbitrary: fc.constantFrom('/%24iothub/websocket', '/mqtt?x=1', '/mqtt/', '//mqtt', '/MQTT', '/api/tail', '/', '*'), weight: 2 },
+  { arbitrary: fc.constantFrom('/%', '/%E0%A4%A', '/%zz', '/mqtt%', '/%C0%AF', '/%ff', '/%2', '/%u0041'), weight: 2 },
+  { arbitrary: charsOf('abcdefghijklmnopqrstuvwxyz0123456789-._~%!$&\'()*+,;=:@/?#[]', 1, 64).map((p) => `/${p}`), weight: 1 },
+  { arbitrary: fc.integer({ min: 2000, max: 9000 }).map((n) => `/${'a'.repeat(n)}`), weight: 1 },
+)
+
+const transport: fc.Arbitrary<TransportPlan> = fc.oneof(
+  { arbitrary: fc.constant({ kind: 'tcp' as const }), weight: 90 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('ws' as const),
+      path: wsPath,
+      protocol: fc.oneof({ arbitrary: fc.constant('mqtt'), weight: 8 }, { arbitrary: fc.constantFrom('mqttv3.1', null, 'mqtt, mqttv3.1', 'x'), weight: 2 }),
+    }),
+    weight: 10,
+  },
+)
+
 const swap = sometimes(fc.tuple(fraction, fraction), 15, null)
 
 /** Share of damaged steps in a session: some sessions stay well-formed, so the semantic oracles see them whole. */
@@ -73,6 +94,7 @@ const mutationRate = fc.constantFrom(0, 0, 0.1, 0.3, 0.6)
 /** A session after a real CONNACK 0: its steps fuzz what an authenticated device may send. */
 const validSession: fc.Arbitrary<SessionPlan> = fc.tuple(fc.nat(FUZZ_DEVICES - 1), mutationRate).chain(([device, rate]) =>
   fc.record({
+    transport,
     login: fc.constant('valid' as const),
     device: fc.constant(device),
     clean: fc.boolean(),
@@ -93,6 +115,7 @@ const rawSession: fc.Arbitrary<SessionPlan> = fc.tuple(fc.nat(FUZZ_DEVICES - 1),
     { arbitrary: oversize, weight: 6 },
   )
   return fc.record({
+    transport,
     login: fc.constant('raw' as const),
     device: fc.constant(device),
     clean: fc.constant(true),

@@ -25,6 +25,8 @@ const { values } = parseArgs({
     'rss-mib': { type: 'string', default: '192' },
     'checkpoint-packets': { type: 'string', default: '10000' },
     'stop-on-failure': { type: 'boolean', default: false },
+    /** Send the WebSocket sessions over TCP (to look past a crash on the HTTP port). */
+    'tcp-only': { type: 'boolean', default: false },
     /** Print the gateway's output (its log, level warn) at the end. */
     'gateway-output': { type: 'boolean', default: false },
     /** Gateway configuration, passed on to `streamgate start --set` (repeatable). */
@@ -79,6 +81,7 @@ async function main(): Promise<number> {
       rssGrowthBytes: int('rss-mib', values['rss-mib']) * 1048576,
       checkpointPackets: replay ? 0 : int('checkpoint-packets', values['checkpoint-packets']),
       stopOnFailure: values['stop-on-failure'],
+      tcpOnly: values['tcp-only'],
       log: (line) => console.log(line),
       onResult: (r) => {
         if (!replay) return

@@ -1,12 +1,23 @@
 import { connect, type Socket } from 'node:net'
 import mqttPacket from 'mqtt-packet'
+import { binaryFrame, upgradeRequest, WebSocketReader } from './websocket.js'
 
 /** How a fuzz connection ended. */
 export type End = 'closed-by-gateway' | 'reset-by-gateway' | 'closed-by-us' | 'connect-failed'
 
+export interface OpenOptions {
+  host: string
+  port: number
+  localAddress?: string
+  timeoutMs: number
+  /** MQTT over WebSocket: the upgrade request's path and sub-protocol (none when null). */
+  ws?: { path: string; protocol: string | null }
+}
+
 /**
- * One TCP connection to the gateway as the fuzzer sees it: bytes out, MQTT packets in (parsed
- * with mqtt-packet, as a client would), and whether and how the gateway closed it.
+ * One connection to the gateway as the fuzzer sees it: bytes out, MQTT packets in (parsed with
+ * mqtt-packet, as a client would), and whether and how the gateway closed it. Over TCP, or over
+ * WebSocket on the HTTP port, where each write is one binary frame.
  */
 export class FuzzConnection {
   end: End | null = null
@@ -15,20 +26,23 @@ export class FuzzConnection {
   lastActivity = performance.now()
   private readonly waiters = new Set<() => void>()
   private readonly parser = mqttPacket.parser({ protocolVersion: 4 })
+  private readonly ws: WebSocketReader | null
 
   private constructor(
     private readonly socket: Socket,
     onPacket: (packet: mqttPacket.Packet) => void,
+    ws: boolean,
   ) {
+    this.ws = ws ? new WebSocketReader() : null
     socket.setNoDelay(true)
     socket.on('data', (chunk: Buffer) => {
       this.lastActivity = performance.now()
-      if (this.parseError === null) this.parser.parse(chunk)
-    })
-    this.parser.on('packet', (packet: mqttPacket.Packet) => {
-      onPacket(packet)
+      const payloads = this.ws ? this.ws.push(chunk) : [chunk]
+      if (this.ws?.closed) this.finish('closed-by-gateway')
+      for (const p of payloads) if (this.parseError === null) this.parser.parse(p)
       this.wake()
     })
+    this.parser.on('packet', (packet: mqttPacket.Packet) => onPacket(packet))
     this.parser.on('error', (err: Error) => {
       this.parseError = err.message
     })
@@ -37,23 +51,36 @@ export class FuzzConnection {
     socket.on('close', () => this.finish('closed-by-gateway'))
   }
 
-  static open(host: string, port: number, localAddress: string | undefined, timeoutMs: number, onPacket: (packet: mqttPacket.Packet) => void): Promise<FuzzConnection | null> {
-    return new Promise((resolve) => {
-      const socket = connect({ host, port, ...(localAddress ? { localAddress } : {}) })
+  /** Connect (and upgrade, over WebSocket); null when the TCP connection failed. */
+  static async open(o: OpenOptions, onPacket: (packet: mqttPacket.Packet) => void): Promise<FuzzConnection | null> {
+    const socket = await new Promise<Socket | null>((resolve) => {
+      const s = connect({ host: o.host, port: o.port, ...(o.localAddress ? { localAddress: o.localAddress } : {}) })
       const timer = setTimeout(() => {
-        socket.destroy()
+        s.destroy()
         resolve(null)
-      }, timeoutMs)
-      socket.once('connect', () => {
+      }, o.timeoutMs)
+      s.once('connect', () => {
         clearTimeout(timer)
-        socket.removeAllListeners('error')
-        resolve(new FuzzConnection(socket, onPacket))
+        s.removeAllListeners('error')
+        resolve(s)
       })
-      socket.once('error', () => {
+      s.once('error', () => {
         clearTimeout(timer)
         resolve(null)
       })
     })
+    if (!socket) return null
+    const conn = new FuzzConnection(socket, onPacket, o.ws !== undefined)
+    if (o.ws) {
+      socket.write(upgradeRequest(o.ws.path, `${o.host}:${o.port}`, o.ws.protocol))
+      await conn.until(() => conn.upgradeStatus !== null, o.timeoutMs)
+    }
+    return conn
+  }
+
+  /** HTTP status of the WebSocket upgrade (101 when it worked); null over TCP or before the answer. */
+  get upgradeStatus(): number | null {
+    return this.ws?.status ?? null
   }
 
   get closed(): boolean {
@@ -64,7 +91,7 @@ export class FuzzConnection {
   write(bytes: Buffer): boolean {
     if (this.closed || this.socket.destroyed) return false
     this.lastActivity = performance.now()
-    this.socket.write(bytes)
+    this.socket.write(this.ws ? binaryFrame(bytes) : bytes)
     return true
   }
 

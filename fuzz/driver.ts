@@ -16,6 +16,7 @@ export type FindingKind =
   | 'oversize-kept-open'
   | 'acknowledged-refused'
   | 'acknowledged-unauthenticated'
+  | 'upgrade-refused'
 
 export interface Finding {
   kind: FindingKind
@@ -45,6 +46,8 @@ export interface DriverEnv {
   port: number
   /** Source address of the connection (a loopback address other than the canary's), or the default. */
   localAddress?: string
+  /** The HTTP port, for sessions over WebSocket; without it they run over TCP. */
+  httpPort?: number
   /** A valid SAS token for fuzz device `device`, made now. */
   credentials(device: number): { deviceId: string; password: string }
   bounds: Bounds
@@ -53,6 +56,9 @@ export interface DriverEnv {
 export interface SessionResult {
   index: number
   login: Session['login']
+  transport: 'tcp' | 'ws'
+  /** HTTP status of the WebSocket upgrade. */
+  upgrade: number | null
   deviceId: string
   /** Packets (steps, and the valid CONNECT) written before the connection closed. */
   packetsSent: number
@@ -75,7 +81,7 @@ export async function runSession(session: Session, env: DriverEnv): Promise<Sess
   const { bounds } = env
   const startedAt = performance.now()
   const result: SessionResult = {
-    index: session.index, login: session.login, deviceId: session.deviceId, packetsSent: 0, bytesSent: 0, end: 'connect-failed',
+    index: session.index, login: session.login, transport: 'tcp', upgrade: null, deviceId: session.deviceId, packetsSent: 0, bytesSent: 0, end: 'connect-failed',
     connack: null, received: {}, acked: [], findings: [], parseError: null, startedAt, endedAt: startedAt,
   }
   const find = (kind: FindingKind, rule: string, what: string, step?: number): void => {
@@ -100,8 +106,21 @@ export async function runSession(session: Session, env: DriverEnv): Promise<Sess
       find('acknowledged-refused', reg.expect.why, `${p.cmd.toUpperCase()} for step ${reg.step}, which a correct gateway refuses (${reg.expect.why})`, reg.step)
     }
   }
-  const conn = await FuzzConnection.open(env.host, env.port, env.localAddress, bounds.connackMs, onPacket)
+  const ws = session.transport.kind === 'ws' && env.httpPort !== undefined ? session.transport : null
+  if (ws) result.transport = 'ws'
+  const conn = await FuzzConnection.open(
+    { host: env.host, port: ws ? env.httpPort! : env.port, ...(env.localAddress ? { localAddress: env.localAddress } : {}), timeoutMs: bounds.connackMs, ...(ws ? { ws: { path: ws.path, protocol: ws.protocol } } : {}) },
+    onPacket,
+  )
   if (!conn) return { ...result, endedAt: performance.now() }
+  if (ws) {
+    result.upgrade = conn.upgradeStatus
+    if (conn.upgradeStatus !== 101) {
+      if (MQTT_WS_PATHS.has(ws.path) && ws.protocol === 'mqtt') find('upgrade-refused', 'MQTT over WebSocket upgrade refused', `upgrade to ${ws.path} with sub-protocol mqtt answered ${conn.upgradeStatus ?? 'nothing'}`)
+      conn.destroy()
+      return { ...result, end: conn.end ?? 'closed-by-us', endedAt: performance.now() }
+    }
+  }
   const cap = setTimeout(() => conn.destroy(), bounds.sessionMs)
   try {
     if (session.login === 'valid' && !(await validConnect(session, env, conn, result, find))) return result
@@ -116,6 +135,9 @@ export async function runSession(session: Session, env: DriverEnv): Promise<Sess
   }
   return result
 }
+
+/** The gateway's MQTT over WebSocket paths (mqtt.js' default and IoT Hub's). */
+const MQTT_WS_PATHS = new Set(['/mqtt', '/$iothub/websocket'])
 
 type Find = (kind: FindingKind, rule: string, what: string, step?: number) => void
 

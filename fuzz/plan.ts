@@ -121,7 +121,11 @@ export type StepPlan =
   /** Send again an earlier step (`of`: fraction of the steps so far), possibly damaged. */
   | { kind: 'duplicate'; of: number; mutation: MutationPlan | null; pauseMs: number }
 
+/** How the session reaches the broker: its TCP port, or MQTT over WebSocket on the HTTP port. */
+export type TransportPlan = { kind: 'tcp' } | { kind: 'ws'; path: string; protocol: string | null }
+
 export interface SessionPlan {
+  transport: TransportPlan
   /**
    * `valid`: a real CONNECT of the device (its SAS token is made at run time) and its CONNACK
    * first, so the steps reach the post-CONNACK handling. `raw`: the steps from the first byte.

@@ -15,7 +15,7 @@ export function formatReport(r: FuzzReport): string {
   return [
     `[fuzz] seed ${r.seed}: ${t.packets} packets (${mib(t.bytes)} MiB) over ${t.connections} connections in ${(r.durationMs / 1000).toFixed(1)} s: ${t.packetsPerSecond} packets/s, ${t.connectionsPerSecond} connections/s`,
     `[fuzz] sessions: ${kv(t.logins)}; ended: ${kv(t.ends)}; ms per session: p50 ${t.sessionMs.p50}, p90 ${t.sessionMs.p90}, p99 ${t.sessionMs.p99}, max ${t.sessionMs.max}`,
-    `[fuzz] CONNACK codes: ${kv(t.connacks)}; from the gateway: ${kv(t.received)}; QoS 1 telemetry acknowledged: ${t.acked}`,
+    `[fuzz] WebSocket upgrades (HTTP status): ${kv(t.upgrades)}; CONNACK codes: ${kv(t.connacks)}; from the gateway: ${kv(t.received)}; QoS 1 telemetry acknowledged: ${t.acked}`,
     `[fuzz] RSS ${mib(r.rss.baseline)} -> peak ${mib(r.rss.peak)} MiB (+${mib(r.rss.peak - r.rss.baseline)}); canary ${r.canary.rounds} rounds, ${r.canary.failed} failed, max connect ${r.canary.maxConnectMs.toFixed(0)} ms, max PUBACK ${r.canary.maxPubackMs.toFixed(0)} ms`,
     ...(t.parseErrors > 0 ? [`[fuzz] note: on ${t.parseErrors} connections the gateway's bytes did not parse as MQTT 3.1.1: ${t.parseErrorSamples.join('; ')}`] : []),
     `[fuzz] failures: ${new Set(r.failures.map((f) => f.signature)).size} distinct, ${r.failures.length} in all`,
@@ -25,7 +25,8 @@ export function formatReport(r: FuzzReport): string {
 /** One case, step by step, in hex: what to paste into an issue, and how to replay it. */
 export function describeCase(seed: number, index: number, limits: EdgeLimits, maxHexBytes = 600): string {
   const s = caseOf(seed, index, limits)
-  const lines = [`  case ${index} (${s.login === 'valid' ? `valid session of ${s.deviceId}, clean ${s.clean ? 1 : 0}, keepalive ${s.keepalive}` : `raw session, from the first byte`}); replay: npm run fuzz -- --seed ${seed} --case ${index}`]
+  const over = s.transport.kind === 'ws' ? `, MQTT over WebSocket: GET ${JSON.stringify(s.transport.path.length > 200 ? `${s.transport.path.slice(0, 200)}…` : s.transport.path)} sub-protocol ${s.transport.protocol ?? '(none)'}` : ''
+  const lines = [`  case ${index} (${s.login === 'valid' ? `valid session of ${s.deviceId}, clean ${s.clean ? 1 : 0}, keepalive ${s.keepalive}` : `raw session, from the first byte`}${over}); replay: npm run fuzz -- --seed ${seed} --case ${index}`]
   if (s.login === 'valid') lines.push(`    #-  CONNECT of ${s.deviceId}, user localhost/${s.deviceId}/?api-version=2021-04-12, a valid SAS token made at run time; waits for CONNACK 0`)
   s.steps.forEach((step, i) => {
     const expect = step.expect ? ` [expect ${step.expect.kind}${'why' in step.expect ? `: ${step.expect.why}` : ''}]` : ''

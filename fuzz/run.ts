@@ -18,6 +18,8 @@ import { Tally } from './tally.js'
 export interface FuzzTarget {
   host?: string
   mqttPort: number
+  /** The HTTP port (MQTT over WebSocket); without it every session runs over TCP. */
+  httpPort?: number
   mqttUrl: string
   output(): string
   /** Process running and /healthz 200. */
@@ -54,6 +56,8 @@ export interface FuzzOptions {
    * falls on the fuzzer, and the canary sees only what every device would see.
    */
   localAddresses?: string[]
+  /** Run the WebSocket sessions over TCP instead (to look past a crash on the HTTP port). */
+  tcpOnly?: boolean
   /** Run these cases only, in this order (a replay); default: 0, 1, 2, ... */
   cases?: number[]
   limits: EdgeLimits
@@ -206,6 +210,7 @@ class FuzzRun {
       result = await runSession(session, {
         host: this.o.target.host ?? '127.0.0.1',
         port: this.o.target.mqttPort,
+        ...(this.o.target.httpPort !== undefined && !this.o.tcpOnly ? { httpPort: this.o.target.httpPort } : {}),
         ...(addresses.length > 0 ? { localAddress: addresses[index % addresses.length]! } : {}),
         credentials: (d) => ({ deviceId: this.o.devices[d]!.deviceId, password: this.token(this.o.devices[d]!) }),
         bounds: this.bounds,

@@ -1,5 +1,5 @@
 import { planOf } from './arb-session.js'
-import { fuzzDeviceId, MID, pick, type ConnectPlan, type PacketPlan, type SessionPlan, type StepPlan } from './plan.js'
+import { fuzzDeviceId, MID, pick, type ConnectPlan, type PacketPlan, type SessionPlan, type StepPlan, type TransportPlan } from './plan.js'
 import { mutate, pieces, taintField } from './mutate.js'
 import { encodeConnect, encodePublish, encodeSubscribe, generate, reserved, varint, type Encoded } from './wire.js'
 
@@ -32,6 +32,7 @@ export interface Step {
 export interface Session {
   seed: number
   index: number
+  transport: TransportPlan
   login: 'valid' | 'raw'
   device: number
   deviceId: string
@@ -72,7 +73,7 @@ export function buildSession(plan: SessionPlan, seed: number, index: number, lim
     if (!clean || (plan.login === 'raw' && i > 0)) delete s.expect
     if (!s.framed) clean = false
   })
-  return { seed, index, login: plan.login, device: plan.device, deviceId, clean: plan.clean, keepalive: plan.keepalive, steps }
+  return { seed, index, transport: plan.transport, login: plan.login, device: plan.device, deviceId, clean: plan.clean, keepalive: plan.keepalive, steps }
 }
 
 function buildStep(sp: StepPlan, i: number, before: readonly Step[], tag: string, plan: SessionPlan, limits: EdgeLimits): Step {

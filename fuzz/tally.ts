@@ -6,6 +6,7 @@ export class Tally {
   bytes = 0
   connections = 0
   readonly logins: Record<string, number> = {}
+  readonly upgrades: Record<string, number> = {}
   readonly ends: Record<string, number> = {}
   readonly connacks: Record<string, number> = {}
   readonly received: Record<string, number> = {}
@@ -19,7 +20,8 @@ export class Tally {
     this.packets += r.packetsSent
     this.bytes += r.bytesSent
     if (r.end !== 'connect-failed') this.connections++
-    bump(this.logins, r.login)
+    bump(this.logins, `${r.login}${r.transport === 'ws' ? ' ws' : ''}`)
+    if (r.upgrade !== null) bump(this.upgrades, String(r.upgrade))
     bump(this.ends, r.end)
     if (r.connack !== null) bump(this.connacks, String(r.connack))
     for (const [cmd, n] of Object.entries(r.received)) this.received[cmd] = (this.received[cmd] ?? 0) + n
@@ -40,6 +42,7 @@ export class Tally {
       packetsPerSecond: Math.round(this.packets / s),
       connectionsPerSecond: Math.round(this.connections / s),
       logins: { ...this.logins },
+      upgrades: { ...this.upgrades },
       ends: { ...this.ends },
       connacks: { ...this.connacks },
       received: { ...this.received },

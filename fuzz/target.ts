@@ -64,6 +64,7 @@ export async function startGatewayProcess(extraArgs: string[] = [], nodeOptions 
     pid: child.pid!,
     host: '127.0.0.1',
     mqttPort,
+    httpPort,
     mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
     httpUrl,
     dataDir,

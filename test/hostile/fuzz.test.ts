@@ -28,6 +28,7 @@ function targetOf(gw: HostileGateway): FuzzTarget {
   return {
     host: '127.0.0.1',
     mqttPort: gw.mqttPort,
+    httpPort: gw.httpPort,
     mqttUrl: gw.mqttUrl,
     output: () => gw.output(),
     alive: () => gw.alive(),
