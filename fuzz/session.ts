@@ -193,6 +193,8 @@ function buildConnect(c: ConnectPlan, plan: SessionPlan): Built {
     ...(c.password === undefined ? {} : { password: Buffer.from(c.password) }),
     ...(c.will ? { will: { topic: c.will.topic.split(MID).join('w'), payload: Buffer.from(c.will.payload), qos: c.will.qos, retain: c.will.retain } } : {}),
     extraFlags: c.extraFlags,
+    // An MQTT 5 client sends its CONNECT in the MQTT 5 layout.
+    v5: c.level === 5,
   })
   const tainted = c.taint ? taintField(enc.bytes, enc.fields[c.taint.field], c.taint) : null
   const bytes = tainted ?? enc.bytes

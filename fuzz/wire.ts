@@ -87,6 +87,8 @@ export interface ConnectFields {
   will?: { topic: string; payload: Buffer; qos: number; retain: boolean }
   /** Connect-flag bits forced on top of the computed ones (bit 0 is reserved [MQTT-3.1.2-3]). */
   extraFlags?: number
+  /** Lay the packet out as MQTT 5 does: empty property lists after the keepalive and before the will. */
+  v5?: boolean
 }
 
 export function encodeConnect(c: ConnectFields): Encoded {
@@ -95,7 +97,10 @@ export function encodeConnect(c: ConnectFields): Encoded {
   if (c.password !== undefined) flags |= 0x40
   if (c.username !== undefined) flags |= 0x80
   flags |= c.extraFlags ?? 0
-  const b = new PacketBuilder().str(c.protocolId, 'protocolId').bytes([c.level & 0xff, flags & 0xff]).u16(c.keepalive).str(c.clientId, 'clientId')
+  const b = new PacketBuilder().str(c.protocolId, 'protocolId').bytes([c.level & 0xff, flags & 0xff]).u16(c.keepalive)
+  if (c.v5) b.bytes([0])
+  b.str(c.clientId, 'clientId')
+  if (c.will && c.v5) b.bytes([0])
   if (c.will) b.str(c.will.topic, 'willTopic').str(c.will.payload)
   if (c.username !== undefined) b.str(c.username, 'username')
   if (c.password !== undefined) b.str(c.password, 'password')
