@@ -1,10 +1,12 @@
 import { generateSasToken } from '../src/auth/sas.js'
 import { CanaryLoop, type CanaryRound } from './canary.js'
-import { DEFAULT_BOUNDS, runSession, type Bounds, type Finding, type SessionResult } from './driver.js'
+import { DEFAULT_BOUNDS, runSession, type Bounds, type SessionResult } from './driver.js'
+import { DEFAULT_FUZZ_ADDRESSES, type Failure, type FuzzDevice, type FuzzOptions, type FuzzReport } from './types.js'
 import { FUZZ_DEVICES } from './plan.js'
-import { caseOf, type EdgeLimits } from './session.js'
+import { caseOf, type Session } from './session.js'
 import { OutputWatch } from './watch.js'
 import { Tally } from './tally.js'
+import { Blame } from './blame.js'
 
 /**
  * A fuzz run against one gateway process: cases run over `concurrency` connections at a time
@@ -15,88 +17,8 @@ import { Tally } from './tally.js'
  * in the stream. A failure names the case (or the cases running at the time) for replay.
  */
 
-export interface FuzzTarget {
-  host?: string
-  mqttPort: number
-  /** The HTTP port (MQTT over WebSocket); without it every session runs over TCP. */
-  httpPort?: number
-  mqttUrl: string
-  output(): string
-  /** Process running and /healthz 200. */
-  alive(): Promise<boolean>
-  /** True once the process has exited. */
-  exited(): boolean
-  /** Resident set size in bytes. */
-  rss(): number
-  /** Every `message-id` header in the telemetry topic. */
-  storedMessageIds(): Promise<Set<string>>
-}
-
-/** Loopback addresses the fuzz connections come from (Linux routes all of 127/8 to lo). */
-export const DEFAULT_FUZZ_ADDRESSES: readonly string[] = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5']
-
-export interface FuzzDevice {
-  deviceId: string
-  primaryKey: string
-}
-
-export interface FuzzOptions {
-  target: FuzzTarget
-  /** FUZZ_DEVICES registered SAS devices, index i being fuzzDeviceId(i). */
-  devices: FuzzDevice[]
-  /** A device of its own for the canary; none: no canary. */
-  canary?: FuzzDevice
-  seed: number
-  /** Stop once this many packets were sent. */
-  packets: number
-  concurrency: number
-  /**
-   * Source addresses of the fuzz connections, used in turn. Apart from the canary's (127.0.0.1):
-   * what the gateway does per source address (failed-login counts, pending connections) then
-   * falls on the fuzzer, and the canary sees only what every device would see.
-   */
-  localAddresses?: string[]
-  /** Run the WebSocket sessions over TCP instead (to look past a crash on the HTTP port). */
-  tcpOnly?: boolean
-  /** Run these cases only, in this order (a replay); default: 0, 1, 2, ... */
-  cases?: number[]
-  limits: EdgeLimits
-  bounds?: Partial<Bounds>
-  rssGrowthBytes: number
-  canaryPubackMs?: number
-  /** Drain and check every this many packets (with `cases`, after every case when 0). */
-  checkpointPackets?: number
-  /** Stop (and fail) when the run takes longer. */
-  maxDurationMs?: number
-  /** Stop at the first failure. */
-  stopOnFailure?: boolean
-  log?: (line: string) => void
-  /** Called with each case's result (a replay prints them). */
-  onResult?: (result: SessionResult) => void
-}
-
-export type FailureKind = Finding['kind'] | 'process-exited' | 'healthz' | 'output' | 'canary' | 'rss' | 'lost' | 'stalled'
-
-export interface Failure {
-  kind: FailureKind
-  signature: string
-  what: string
-  /** The case that broke it, when known; `step` is its step. */
-  case?: number
-  step?: number
-  /** Otherwise the cases in flight at the time. */
-  suspects?: number[]
-}
-
-export interface FuzzReport {
-  seed: number
-  tally: ReturnType<Tally['summary']>
-  durationMs: number
-  rss: { baseline: number; peak: number }
-  canary: { rounds: number; failed: number; maxConnectMs: number; maxPubackMs: number }
-  acked: string[]
-  failures: Failure[]
-}
+export type { Failure, FailureKind, FuzzDevice, FuzzOptions, FuzzReport, FuzzTarget } from './types.js'
+export { DEFAULT_FUZZ_ADDRESSES } from './types.js'
 
 /** The canary's mid of every round acknowledged, and the failures among its rounds. */
 function canaryChecks(rounds: CanaryRound[], boundMs: number, suspects: (from: number, to: number) => number[]): { acked: string[]; failures: Failure[] } {
@@ -117,13 +39,15 @@ class FuzzRun {
   private readonly tally = new Tally()
   private readonly failures: Failure[] = []
   private readonly watch: OutputWatch
-  private readonly active = new Map<number, number>()
-  private readonly ended: Array<{ index: number; startedAt: number; endedAt: number }> = []
+  private readonly blame = new Blame()
   private readonly tokens = new Map<number, { password: string; until: number }>()
   private readonly acked = new Map<string, number>()
-  /** The last cases run as each device, oldest first: a device refused later may have been broken by one of them. */
-  private readonly history = new Map<string, number[]>()
-  private readonly deviceOf = new Map<number, string>()
+  /**
+   * The last session of each device that logs in: the next waits for it. Two CONNECTs of one
+   * client id at once may legitimately end the first before its CONNACK (the second takes over),
+   * which would read as a refused valid device.
+   */
+  private readonly deviceBusy = new Map<string, Promise<unknown>>()
   private rssBaseline = 0
   private rssPeak = 0
   private stopped = false
@@ -150,7 +74,7 @@ class FuzzRun {
       clearInterval(sampler)
     }
     const rounds = canary ? await canary.stop() : []
-    const canaryResult = canaryChecks(rounds, o.canaryPubackMs ?? 1000, (a, b) => this.suspects(a, b))
+    const canaryResult = canaryChecks(rounds, o.canaryPubackMs ?? 1000, (a, b) => this.blame.suspects(a, b))
     this.failures.push(...canaryResult.failures)
     if (!o.target.exited()) await this.checkStored(canaryResult.acked)
     return {
@@ -201,9 +125,26 @@ class FuzzRun {
 
   private async runCase(index: number): Promise<void> {
     const session = caseOf(this.o.seed, index, this.o.limits)
-    const before = [...(this.history.get(session.deviceId) ?? [])]
-    this.deviceOf.set(index, session.deviceId)
-    this.active.set(index, performance.now())
+    if (session.login === 'valid') {
+      const previous = this.deviceBusy.get(session.deviceId)
+      let release!: () => void
+      const mine = new Promise<void>((r) => (release = r))
+      this.deviceBusy.set(session.deviceId, mine)
+      await previous
+      try {
+        await this.runOne(index, session)
+      } finally {
+        release()
+        if (this.deviceBusy.get(session.deviceId) === mine) this.deviceBusy.delete(session.deviceId)
+      }
+      return
+    }
+    await this.runOne(index, session)
+  }
+
+  private async runOne(index: number, session: Session): Promise<void> {
+    const before = this.blame.casesOf(session.deviceId)
+    this.blame.started(index, session.deviceId)
     let result: SessionResult
     const addresses = this.o.localAddresses ?? DEFAULT_FUZZ_ADDRESSES
     try {
@@ -216,12 +157,10 @@ class FuzzRun {
         bounds: this.bounds,
       })
     } finally {
-      this.ended.push({ index, startedAt: this.active.get(index)!, endedAt: performance.now() })
-      this.active.delete(index)
+      this.blame.finished(index, session.login === 'valid')
     }
     this.tally.add(result)
     this.o.onResult?.(result)
-    if (session.login === 'valid') this.history.set(session.deviceId, [...before, index].slice(-8))
     for (const mid of result.acked) this.acked.set(mid, index)
     for (const f of result.findings) {
       const earlier = f.kind === 'valid-connect-refused' && before.length > 0 ? `; the device's earlier cases: ${before.join(', ')} (replay in order: --cases ${[...before, index].join(',')})` : ''
@@ -250,14 +189,6 @@ class FuzzRun {
     return password
   }
 
-  /** Cases in flight at any time between `from` and `to` (performance.now() times). */
-  private suspects(from: number, to: number): number[] {
-    const out = new Set<number>()
-    for (const [index, startedAt] of this.active) if (startedAt <= to) out.add(index)
-    for (const e of this.ended) if (e.startedAt <= to && e.endedAt >= from) out.add(e.index)
-    return [...out].sort((a, b) => a - b)
-  }
-
   private lastTick = performance.now()
   private ticking = false
   private lastCheckpoint = performance.now()
@@ -276,10 +207,9 @@ class FuzzRun {
       if (!this.perCase) this.scanOutput(from)
       if (this.o.target.exited()) {
         this.stopped = true
-        this.fail({ kind: 'process-exited', signature: 'process-exited: the gateway process died', what: `the gateway exited; last output:\n${this.watch.tail()}`, suspects: this.suspects(from, performance.now()) })
+        this.fail({ kind: 'process-exited', signature: 'process-exited: the gateway process died', what: `the gateway exited; last output:\n${this.watch.tail()}`, suspects: this.blame.suspects(from, performance.now()) })
       }
-      const cutoff = performance.now() - 5000
-      while (this.ended.length > 0 && this.ended[0]!.endedAt < cutoff) this.ended.shift()
+      this.blame.prune(performance.now() - 5000)
     } finally {
       this.lastTick = performance.now()
       this.ticking = false
@@ -290,9 +220,7 @@ class FuzzRun {
     for (const s of this.watch.scan()) {
       // A log line naming a device narrows the suspects to that device's cases.
       const named = /"(?:deviceId|clientId)":"([^"]+)"/.exec(s.line)?.[1]
-      const all = this.suspects(from, performance.now())
-      const theirs = named === undefined ? [] : all.filter((i) => this.deviceOf.get(i) === named)
-      this.fail({ kind: 'output', signature: `output: ${s.sign}`, what: s.line, suspects: theirs.length > 0 ? theirs : all })
+      this.fail({ kind: 'output', signature: `output: ${s.sign}`, what: s.line, suspects: this.blame.suspects(from, performance.now(), named) })
     }
   }
 
@@ -308,14 +236,14 @@ class FuzzRun {
         kind: exited ? 'process-exited' : 'healthz',
         signature: exited ? 'process-exited: the gateway process died' : 'healthz: /healthz did not answer 200',
         what: exited ? `the gateway exited; last output:\n${this.watch.tail()}` : '/healthz did not answer 200 within 5 s',
-        suspects: this.suspects(now - 2000, now),
+        suspects: this.blame.suspects(now - 2000, now),
       })
       this.stopped = true
     }
     const growth = this.rssPeak - this.rssBaseline
     if (growth >= this.o.rssGrowthBytes && !this.failures.some((f) => f.kind === 'rss')) {
       const mib = (n: number): string => (n / 1048576).toFixed(1)
-      this.fail({ kind: 'rss', signature: 'rss: growth over its bound', what: `RSS grew by ${mib(growth)} MiB (bound ${mib(this.o.rssGrowthBytes)} MiB) by packet ${this.tally.packets}`, suspects: this.suspects(now - 5000, now) })
+      this.fail({ kind: 'rss', signature: 'rss: growth over its bound', what: `RSS grew by ${mib(growth)} MiB (bound ${mib(this.o.rssGrowthBytes)} MiB) by packet ${this.tally.packets}`, suspects: this.blame.suspects(now - 5000, now) })
     }
   }
 
