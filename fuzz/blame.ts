@@ -8,9 +8,11 @@ export class Blame {
   /** The last cases that logged in as each device, oldest first. */
   private readonly history = new Map<string, number[]>()
   private readonly deviceOf = new Map<number, string>()
+  private readonly overWs = new Set<number>()
 
-  started(index: number, deviceId: string): void {
+  started(index: number, deviceId: string, ws: boolean): void {
     this.deviceOf.set(index, deviceId)
+    if (ws) this.overWs.add(index)
     this.active.set(index, performance.now())
   }
 
@@ -26,14 +28,24 @@ export class Blame {
     return [...(this.history.get(deviceId) ?? [])]
   }
 
-  /** Cases in flight at any time between `from` and `to` (performance.now() times); of `deviceId` only, if it ran any. */
-  suspects(from: number, to: number, deviceId?: string): number[] {
+  /**
+   * Cases in flight at any time between `from` and `to` (performance.now() times). `hint`, the
+   * text that showed the failure, narrows them: to the cases of the device it names, to the
+   * WebSocket sessions when it mentions an upgrade or WebSocket (when any such case ran).
+   */
+  suspects(from: number, to: number, hint = ''): number[] {
     const out = new Set<number>()
     for (const [index, startedAt] of this.active) if (startedAt <= to) out.add(index)
     for (const e of this.ended) if (e.startedAt <= to && e.endedAt >= from) out.add(e.index)
-    const all = [...out].sort((a, b) => a - b)
-    const theirs = deviceId === undefined ? [] : all.filter((i) => this.deviceOf.get(i) === deviceId)
-    return theirs.length > 0 ? theirs : all
+    let all = [...out].sort((a, b) => a - b)
+    const named = /"(?:deviceId|clientId)":"([^"]+)"/.exec(hint)?.[1]
+    const narrow = (keep: (i: number) => boolean): void => {
+      const some = all.filter(keep)
+      if (some.length > 0) all = some
+    }
+    if (named !== undefined) narrow((i) => this.deviceOf.get(i) === named)
+    if (/upgrade|websocket/i.test(hint)) narrow((i) => this.overWs.has(i))
+    return all
   }
 
   /** Forget cases that ended before `before`. */

@@ -43,7 +43,7 @@ export class CanaryLoop {
     const startedAt = performance.now()
     const r: CanaryRound = { round, startedAt, endedAt: startedAt, connectMs: 0, pubackMs: 0, mid }
     try {
-      const client = await connectAsync(this.mqttUrl, {
+      const client = await withTimeout(connectAsync(this.mqttUrl, {
         clientId: deviceId,
         username: `localhost/${deviceId}/?api-version=2021-04-12`,
         password: this.device.password(),
@@ -51,14 +51,14 @@ export class CanaryLoop {
         protocolVersion: 4,
         reconnectPeriod: 0,
         connectTimeout: 10_000,
-      })
+      }), 12_000, 'no CONNACK within 12 s')
       const t1 = performance.now()
       r.connectMs = t1 - startedAt
       try {
-        await client.publishAsync(`devices/${deviceId}/messages/events/%24.mid=${mid}`, `canary ${round}`, { qos: 1 })
+        await withTimeout(client.publishAsync(`devices/${deviceId}/messages/events/%24.mid=${mid}`, `canary ${round}`, { qos: 1 }), 12_000, 'no PUBACK within 12 s')
         r.pubackMs = performance.now() - t1
       } finally {
-        await client.endAsync().catch(() => undefined)
+        await withTimeout(client.endAsync(), 2000, 'DISCONNECT not done').catch(() => client.end(true))
       }
     } catch (err) {
       r.error = (err as Error).message
@@ -73,4 +73,16 @@ export class CanaryLoop {
     await this.done
     return this.rounds
   }
+}
+
+/**
+ * mqtt.js' connectAsync never settles when the server closes the socket after CONNECT without a
+ * CONNACK (reconnectPeriod 0): a canary must not wait forever for a gateway that just died.
+ */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what)), ms)
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
 }

@@ -20,6 +20,14 @@ import { Blame } from './blame.js'
 export type { Failure, FailureKind, FuzzDevice, FuzzOptions, FuzzReport, FuzzTarget } from './types.js'
 export { DEFAULT_FUZZ_ADDRESSES } from './types.js'
 
+/** What the process printed as it died, without its log lines (they name unrelated devices). */
+function crashText(tail: string): string {
+  return tail
+    .split('\n')
+    .filter((l) => !l.startsWith('{'))
+    .join('\n')
+}
+
 /** The canary's mid of every round acknowledged, and the failures among its rounds. */
 function canaryChecks(rounds: CanaryRound[], boundMs: number, suspects: (from: number, to: number) => number[]): { acked: string[]; failures: Failure[] } {
   const failures: Failure[] = []
@@ -61,6 +69,7 @@ class FuzzRun {
   async run(): Promise<FuzzReport> {
     const { o } = this
     const t0 = performance.now()
+    this.lastTick = t0
     this.rssBaseline = this.rssPeak = o.target.rss()
     const sampler = setInterval(() => (this.rssPeak = Math.max(this.rssPeak, o.target.rss())), 100)
     const tag = `${(o.seed >>> 0).toString(36)}-${Date.now().toString(36)}`
@@ -144,7 +153,7 @@ class FuzzRun {
 
   private async runOne(index: number, session: Session): Promise<void> {
     const before = this.blame.casesOf(session.deviceId)
-    this.blame.started(index, session.deviceId)
+    this.blame.started(index, session.deviceId, session.transport.kind === 'ws' && this.o.target.httpPort !== undefined && !this.o.tcpOnly)
     let result: SessionResult
     const addresses = this.o.localAddresses ?? DEFAULT_FUZZ_ADDRESSES
     try {
@@ -201,13 +210,14 @@ class FuzzRun {
   private async watchdog(): Promise<void> {
     if (this.ticking || this.stopped) return
     this.ticking = true
-    const from = this.lastTick - 250
+    const from = this.lastTick
     try {
       // Replaying case by case, the checkpoint after each case reads the output instead.
       if (!this.perCase) this.scanOutput(from)
       if (this.o.target.exited()) {
         this.stopped = true
-        this.fail({ kind: 'process-exited', signature: 'process-exited: the gateway process died', what: `the gateway exited; last output:\n${this.watch.tail()}`, suspects: this.blame.suspects(from, performance.now()) })
+        const tail = this.watch.tail()
+        this.fail({ kind: 'process-exited', signature: 'process-exited: the gateway process died', what: `the gateway exited; last output:\n${tail}`, suspects: this.blame.suspects(from, performance.now(), crashText(tail)) })
       }
       this.blame.prune(performance.now() - 5000)
     } finally {
@@ -219,8 +229,7 @@ class FuzzRun {
   private scanOutput(from: number): void {
     for (const s of this.watch.scan()) {
       // A log line naming a device narrows the suspects to that device's cases.
-      const named = /"(?:deviceId|clientId)":"([^"]+)"/.exec(s.line)?.[1]
-      this.fail({ kind: 'output', signature: `output: ${s.sign}`, what: s.line, suspects: this.blame.suspects(from, performance.now(), named) })
+      this.fail({ kind: 'output', signature: `output: ${s.sign}`, what: s.line, suspects: this.blame.suspects(from, performance.now(), s.line) })
     }
   }
 
