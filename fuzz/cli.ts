@@ -22,7 +22,7 @@ const { values } = parseArgs({
     case: { type: 'string' },
     cases: { type: 'string' },
     show: { type: 'string' },
-    'rss-mib': { type: 'string', default: '192' },
+    'rss-mib': { type: 'string', default: '320' },
     'checkpoint-packets': { type: 'string', default: '10000' },
     'stop-on-failure': { type: 'boolean', default: false },
     /** Send the WebSocket sessions over TCP (to look past a crash on the HTTP port). */

@@ -240,6 +240,8 @@ class FuzzRun {
     this.lastCheckpoint = now
     if (this.stopped && this.o.target.exited()) return
     if (!(await this.o.target.alive())) {
+      // A process that just crashed may not have been reaped yet.
+      if (!this.o.target.exited()) await new Promise((r) => setTimeout(r, 500))
       const exited = this.o.target.exited()
       this.fail({
         kind: exited ? 'process-exited' : 'healthz',
