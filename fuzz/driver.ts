@@ -39,7 +39,7 @@ export interface Bounds {
   sessionMs: number
 }
 
-export const DEFAULT_BOUNDS: Readonly<Bounds> = Object.freeze({ idleMs: 100, connackMs: 5000, answerMs: 5000, closeMs: 1500, sessionMs: 20_000 })
+export const DEFAULT_BOUNDS: Readonly<Bounds> = Object.freeze({ idleMs: 100, connackMs: 5000, answerMs: 5000, closeMs: 2000, sessionMs: 20_000 })
 
 export interface DriverEnv {
   host: string

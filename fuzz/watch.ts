@@ -7,7 +7,7 @@
 const SIGNS: ReadonlyArray<readonly [name: string, pattern: RegExp]> = [
   ['stack overflow', /Maximum call stack size exceeded/],
   ['out of memory', /JavaScript heap out of memory|FATAL ERROR|Allocation failed/],
-  ['uncaught exception', /\b(?:uncaught|unhandled)\b/i],
+  ['uncaught exception', /uncaughtException|unhandledRejection|UnhandledPromiseRejection|\bUncaught /],
   ['stack trace', /(?:^|\\n|\n)\s{2,}at (?:[^\s(]+ \()?(?:file:|node:|\/)[^\s)]*:\d+:\d+\)?/],
   ['JavaScript error', /^(?:[A-Za-z]*Error|Error)(?: \[[A-Z_]+\])?: /],
   ['error log', /"level":(?:50|60)\b/],

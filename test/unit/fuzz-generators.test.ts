@@ -94,3 +94,23 @@ describe('fuzz: cases', () => {
     }
   })
 })
+
+describe('fuzz: output watch', () => {
+  it('flags crashes, stack traces, error lines and leak warnings, not the warnings of refused clients', async () => {
+    const { OutputWatch } = await import('../../fuzz/watch.js')
+    let out = 'streamgate is running\n'
+    const watch = new OutputWatch(() => out)
+    out += [
+      '{"level":40,"msg":"closing connection: Topic not allowed: wildcard or NUL in a topic name","code":"E_TOPIC_FORBIDDEN"}',
+      '{"level":40,"msg":"connect refused: unhandled packet before CONNECT"}',
+      '(node:123) DeprecationWarning: punycode is deprecated',
+      'URIError: URI malformed',
+      '    at Server.onUpgrade (file:///app/dist/src/broker/listeners.js:89:39)',
+      '{"level":50,"component":"twin","err":"Maximum call stack size exceeded","msg":"twin request failed"}',
+      '(node:123) MaxListenersExceededWarning: Possible EventEmitter memory leak detected',
+      'partial line without its newline',
+    ].join('\n')
+    expect(watch.scan().map((s) => s.sign)).toEqual(['JavaScript error', 'stack trace', 'stack overflow', 'process warning'])
+    expect(watch.scan()).toEqual([])
+  })
+})
