@@ -1,0 +1,142 @@
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createEventStream } from '../src/app/backends.js'
+import { loadConfig } from '../src/config/load.js'
+import { FUZZ_DEVICES, fuzzDeviceId } from './plan.js'
+import type { FuzzDevice, FuzzTarget } from './run.js'
+import type { EdgeLimits } from './session.js'
+
+/**
+ * For `npm run fuzz`: a gateway process of its own (`streamgate start`, embedded stream, free
+ * loopback ports, a fresh data dir), the way test/helpers/hostile.ts starts one for the tests.
+ */
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js')
+const ADMIN_TOKEN = 'fuzz-admin-token-0123456789'
+
+export interface GatewayProcess extends FuzzTarget {
+  pid: number
+  httpUrl: string
+  dataDir: string
+  addSasDevice(deviceId: string): Promise<FuzzDevice>
+  stop(): Promise<void>
+}
+
+export async function startGatewayProcess(extraArgs: string[] = [], nodeOptions = ''): Promise<GatewayProcess> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'streamgate-fuzz-'))
+  const child = spawn(process.execPath, [...nodeOptions.split(' ').filter(Boolean), CLI, 'start', ...extraArgs], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      STREAMGATE_DATA_DIR: dataDir,
+      STREAMGATE_MQTT_PORT: '0',
+      STREAMGATE_HTTP_PORT: '0',
+      STREAMGATE_ADMIN_TOKEN: ADMIN_TOKEN,
+      STREAMGATE_LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()))
+  const [mqttPort, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out}`)), 60_000)
+    const check = (): void => {
+      const mqtt = /MQTT \(TCP\)\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
+      const http = /HTTP API\s+http:\/\/[^:]+:(\d+)/.exec(out)
+      if (mqtt && http) {
+        clearTimeout(timer)
+        child.stdout.off('data', check)
+        resolve([Number(mqtt[1]), Number(http[1])])
+      }
+    }
+    child.stdout.on('data', check)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`gateway exited with ${code}:\n${out}`))
+    })
+  })
+  const httpUrl = `http://127.0.0.1:${httpPort}`
+  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null
+  return {
+    pid: child.pid!,
+    host: '127.0.0.1',
+    mqttPort,
+    httpPort,
+    mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+    httpUrl,
+    dataDir,
+    output: () => out,
+    exited,
+    alive: async () => {
+      if (exited()) return false
+      const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(5000) }).catch(() => null)
+      return res?.status === 200
+    },
+    rss: () => rssOf(child.pid!),
+    storedMessageIds: () => storedMessageIds(dataDir),
+    addSasDevice: async (deviceId) => {
+      const res = await fetch(`${httpUrl}/api/devices`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ deviceId }),
+      })
+      if (res.status !== 201) throw new Error(`adding ${deviceId}: ${res.status} ${await res.text()}`)
+      const { primaryKey } = (await res.json()) as { primaryKey: string }
+      return { deviceId, primaryKey }
+    },
+    stop: async () => {
+      if (!exited()) {
+        await new Promise<void>((resolve) => {
+          child.once('exit', () => resolve())
+          child.kill('SIGTERM')
+        })
+      }
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** Register the run's fuzz devices (and a canary) through `add`, e.g. the API. */
+export async function registerFuzzDevices(add: (deviceId: string) => Promise<FuzzDevice>): Promise<{ devices: FuzzDevice[]; canary: FuzzDevice }> {
+  const devices: FuzzDevice[] = []
+  for (let i = 0; i < FUZZ_DEVICES; i++) devices.push(await add(fuzzDeviceId(i)))
+  return { devices, canary: await add('fuzz-canary') }
+}
+
+/** The limits of a gateway on its default configuration (config/default.yaml). */
+export function defaultLimits(): EdgeLimits {
+  const { limits } = loadConfig({ env: {}, overrides: { 'log.level': 'silent' } })
+  return { maxConnectPacketBytes: limits.maxConnectPacketBytes, maxSubscribePacketBytes: limits.maxSubscribePacketBytes, maxPayloadBytes: limits.maxPayloadBytes }
+}
+
+function rssOf(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) * 1024 : 0
+  } catch {
+    return 0
+  }
+}
+
+async function storedMessageIds(dataDir: string): Promise<Set<string>> {
+  const config = loadConfig({ env: {}, overrides: { dataDir, 'log.level': 'silent' } })
+  const stream = createEventStream(config, 'tool')
+  await stream.start([])
+  try {
+    const ids = new Set<string>()
+    for (const p of await stream.offsets('telemetry')) {
+      for (let offset = p.low; offset < p.high; ) {
+        const batch = await stream.read('telemetry', p.partition, offset, 5000)
+        if (batch.length === 0) break
+        for (const r of batch) if (r.headers['message-id'] !== undefined) ids.add(r.headers['message-id'])
+        offset = batch[batch.length - 1]!.offset + 1
+      }
+    }
+    return ids
+  } finally {
+    await stream.stop()
+  }
+}
