@@ -83,7 +83,7 @@ function buildStep(sp: StepPlan, i: number, before: readonly Step[], tag: string
       return { ...base, label: 'garbage', bytes: Buffer.from(sp.bytes), framed: false, pieces: [sp.bytes.length] }
     case 'oversize': {
       const bytes = Buffer.concat([Buffer.from([sp.firstByte]), varint(sp.announced), Buffer.alloc(sp.filler, 0x61)])
-      const why = oversizeRule(sp.firstByte, sp.announced, plan.login, limits)
+      const why = oversizeRule(sp.firstByte, sp.announced, sp.filler, plan.login, limits)
       return { ...base, label: `header 0x${sp.firstByte.toString(16)} announcing ${sp.announced} bytes, then ${sp.filler}`, bytes, framed: false, pieces: [bytes.length], ...(why ? { expect: { kind: 'close', why } } : {}) }
     }
     case 'duplicate': {
@@ -115,8 +115,14 @@ function buildStep(sp: StepPlan, i: number, before: readonly Step[], tag: string
   }
 }
 
-function oversizeRule(firstByte: number, announced: number, login: SessionPlan['login'], limits: EdgeLimits): string | null {
+/** A CONNECT's protocol level is its 9th body byte (name length, name "MQTT", level). */
+const CONNECT_LEVEL_BYTES = 9
+
+function oversizeRule(firstByte: number, announced: number, filler: number, login: SessionPlan['login'], limits: EdgeLimits): string | null {
   if (login === 'raw') {
+    // An oversize CONNECT is judged once its protocol level can be read: an unsupported level
+    // gets CONNACK 1 whatever the length [MQTT-3.1.2-2]. Until then it is an idle connection.
+    if (firstByte >> 4 === 1 && filler < CONNECT_LEVEL_BYTES) return null
     return announced > limits.maxConnectPacketBytes ? `a packet before CONNACK announcing ${announced} bytes (limits.maxConnectPacketBytes ${limits.maxConnectPacketBytes})` : null
   }
   const type = firstByte >> 4

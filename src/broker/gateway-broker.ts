@@ -98,9 +98,9 @@ export class GatewayBroker implements DeviceChannel {
       authenticate: (client, username, password, done) => self!.authenticate(client, username, password, done),
       authorizePublish: (client, packet, done) => self!.authorizePublish(client, packet, done),
       authorizeSubscribe: (client, sub, done) => self!.authorizeSubscribe(client, sub, done),
-      // Nothing a device publishes is ever forwarded; cloud-to-device and `$iothub/...` traffic is
-      // written to the one connection it is meant for (GatewayBroker.send), never routed.
-      authorizeForward: (_client, packet) => packet,
+      // Nothing is ever forwarded through Aedes' broker-wide pub/sub: cloud-to-device and
+      // `$iothub/...` traffic is written to the one connection it is meant for (GatewayBroker.send).
+      authorizeForward: () => null,
     }
     const aedes = await Aedes.createBroker(hooks)
     try {
@@ -111,7 +111,7 @@ export class GatewayBroker implements DeviceChannel {
     }
     self = new GatewayBroker(aedes, options)
     const broker = self
-    setPacketGuard(aedes, options.limits, (client, error) => broker.refusedByGuard(client, error))
+    setPacketGuard(aedes, options.limits, (client, error) => broker.refusedByGuard(client, error), (client) => contexts.has(client))
     self.keepDevicePublishesOffFanOut()
     keepSubscriptionsOutOfAedes(aedes)
     attachSessionHooks(aedes, options.sessions, options.deliveryObserver)
@@ -231,10 +231,21 @@ export class GatewayBroker implements DeviceChannel {
   }
 
   private authorizePublish(client: Client | null, packet: PublishPacket, done: (error?: Error | null) => void): void {
-    const ctx = client ? contexts.get(client) : undefined
-    if (!client || !ctx) {
+    if (!client) {
       // Only the gateway itself publishes without a client (wills are not used by IoT Hub devices).
       done(null)
+      return
+    }
+    const ctx = contexts.get(client)
+    if (!ctx) {
+      // A PUBLISH sent right behind its CONNECT (MQTT 3.1.1 lets a client do that) can reach this
+      // hook while the CONNECT is still being authenticated. It waits for the CONNACK, and goes
+      // nowhere if the CONNECT is refused: nothing before authentication is acknowledged.
+      void afterConnack(client).then((connected) =>
+        connected && contexts.has(client)
+          ? this.authorizePublish(client, packet, done)
+          : done(this.refuse(client, undefined, new GatewayError('E_PROTOCOL_ERROR', 'a PUBLISH from a connection that did not authenticate [MQTT-3.1.0-1]'), 'publish')),
+      )
       return
     }
     const inbound = { topic: packet.topic, payload: toBuffer(packet.payload), qos: packet.qos as 0 | 1 | 2, retain: packet.retain === true }
@@ -256,6 +267,11 @@ export class GatewayBroker implements DeviceChannel {
 
   private authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
     const ctx = contexts.get(client)
+    if (!ctx && !client.closed && !client.connected) {
+      // Sent right behind its CONNECT: decided once the CONNECT is (see authorizePublish).
+      void afterConnack(client).then(() => this.authorizeSubscribe(client, sub, done))
+      return
+    }
     try {
       if (!ctx) throw new GatewayError('E_TOPIC_FORBIDDEN', 'subscription before authentication')
       const qos = this.options.subscriptionPolicy.authorizeSubscription(ctx, sub.topic, sub.qos)
@@ -318,6 +334,25 @@ export class GatewayBroker implements DeviceChannel {
       original(packet, client, done)
     })
   }
+}
+
+/** Resolves true once the client's CONNACK 0 is written and its session restored, false if it closes first. */
+function afterConnack(client: Client): Promise<boolean> {
+  if (client.connected) return Promise.resolve(true)
+  if (client.closed) return Promise.resolve(false)
+  return new Promise((resolve) => {
+    const connected = (): void => {
+      client.conn.off('close', closed)
+      resolve(true)
+    }
+    const closed = (): void => {
+      client.off('connected', connected)
+      resolve(false)
+    }
+    // aedes connect.js emits 'connected' on the client once CONNACK and session restore are done.
+    client.once('connected', connected)
+    client.conn.once('close', closed)
+  })
 }
 
 function toBuffer(payload: PublishPacket['payload']): Buffer {

@@ -9,8 +9,8 @@ import { connackSent, failParser, guardParser, setParserPolicy } from './aedes-i
  *
  * 1. Every packet is refused as soon as its fixed header announces more bytes than its type may
  *    have, before the body is buffered (the parser has no limit of its own and would hold up to
- *    256 MiB per connection). Before the CONNACK is written every packet, CONNECT included, has
- *    the tight `limits.maxConnectPacketBytes`: nobody has authenticated yet. After it, PUBLISH may
+ *    256 MiB per connection). Until the connection has authenticated every packet, CONNECT
+ *    included, has the tight `limits.maxConnectPacketBytes`. After that, PUBLISH may
  *    carry `limits.maxPayloadBytes` (checked exactly again by the ingest), SUBSCRIBE and
  *    UNSUBSCRIBE `limits.maxSubscribePacketBytes`, and the other types their fixed MQTT 3.1.1 sizes.
  * 2. A CONNECT whose protocol level is not 3 (MQTT 3.1) or 4 (MQTT 3.1.1) gets CONNACK 1 and the
@@ -44,7 +44,7 @@ const SUPPORTED_LEVELS = new Set([3, 4])
  * Install the policy on the broker; `onRefused` counts and logs (the connection is being closed).
  * Call `guardPacketSize(client)` on every new connection.
  */
-export function setPacketGuard(broker: Aedes, limits: PacketLimits, onRefused: (client: Client, error: GatewayError) => void): void {
+export function setPacketGuard(broker: Aedes, limits: PacketLimits, onRefused: (client: Client, error: GatewayError) => void, isAuthenticated: (client: Client) => boolean): void {
   const publishLimit = limits.maxPayloadBytes + TOPIC_AND_ID_OVERHEAD
 
   const refuse = (client: Client, code: ErrorCode, message: string): false => {
@@ -58,7 +58,8 @@ export function setPacketGuard(broker: Aedes, limits: PacketLimits, onRefused: (
   setParserPolicy(broker, {
     lengthRead(client, cmd, length) {
       if (stopped(client)) return false
-      const authenticated = connackSent(client)
+      // Authenticated, not merely answered: a refused CONNECT gets its CONNACK too.
+      const authenticated = isAuthenticated(client)
       // A CONNECT is judged in connectBody, once its protocol level can be read (point 2).
       if (cmd === 'connect' && !authenticated) return true
       const limit = !authenticated ? limits.maxConnectPacketBytes : cmd === 'publish' ? publishLimit : cmd === 'subscribe' || cmd === 'unsubscribe' ? limits.maxSubscribePacketBytes : cmd === 'connect' ? limits.maxConnectPacketBytes : CONTROL_PACKET_BYTES
@@ -66,7 +67,7 @@ export function setPacketGuard(broker: Aedes, limits: PacketLimits, onRefused: (
       if (cmd === 'publish' && authenticated) {
         return refuse(client, 'E_PAYLOAD_TOO_LARGE', `a PUBLISH of ${length} bytes exceeds the maximum payload of ${limits.maxPayloadBytes} bytes`)
       }
-      return refuse(client, 'E_PACKET_TOO_LARGE', `a ${cmd ?? 'packet'} of ${length} bytes exceeds the limit of ${limit} bytes${authenticated ? '' : ' before CONNACK'}`)
+      return refuse(client, 'E_PACKET_TOO_LARGE', `a ${cmd ?? 'packet'} of ${length} bytes exceeds the limit of ${limit} bytes${authenticated ? '' : ' before authentication'}`)
     },
 
     connectBody(client, level, length) {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { expect } from 'vitest'
-import { connectAsync, type IClientOptions } from 'mqtt'
+import { connect as mqttConnect, type connectAsync, type IClientOptions } from 'mqtt'
 import { generateSasToken } from '../../src/auth/sas.js'
 import { loadConfig } from '../../src/config/load.js'
 import { createEventStream } from '../../src/app/backends.js'
@@ -172,7 +172,7 @@ export class Canary {
       const round = this.report.rounds++
       const t0 = performance.now()
       try {
-        const client = await connectAsync(this.mqttUrl, deviceOptions(deviceId, token, { connectTimeout: 10_000, ...this.options.extra }))
+        const client = await connectWithin(this.mqttUrl, deviceOptions(deviceId, token, { connectTimeout: 10_000, ...this.options.extra }), 10_000)
         const t1 = performance.now()
         const mid = `canary-${this.run}-${round}`
         try {
@@ -195,6 +195,28 @@ export class Canary {
     this.running = false
     await this.done
     return this.report
+  }
+}
+
+/**
+ * connectAsync, bounded: mqtt.js with reconnectPeriod 0 never settles when the server closes the
+ * socket after a CONNECT without answering it, so the canary would hang instead of failing.
+ */
+async function connectWithin(url: string, options: IClientOptions, timeoutMs: number): Promise<Awaited<ReturnType<typeof connectAsync>>> {
+  let timer: NodeJS.Timeout | undefined
+  const client = mqttConnect(url, options)
+  try {
+    return await new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no CONNACK within ${timeoutMs} ms`)), timeoutMs)
+      client.once('connect', () => resolve(client))
+      client.once('error', reject)
+      client.once('close', () => reject(new Error('closed before CONNACK')))
+    })
+  } catch (err) {
+    client.end(true)
+    throw err
+  } finally {
+    clearTimeout(timer)
   }
 }
 
