@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createEventStream } from '../src/app/backends.js'
 import { loadConfig } from '../src/config/load.js'
+import { rssBytes as rssOf, storedMessageIds } from '../bench/lib/sim-bench.js'
 import { FUZZ_DEVICES, fuzzDeviceId } from './plan.js'
 import type { FuzzDevice, FuzzTarget } from './run.js'
 import type { EdgeLimits } from './session.js'
@@ -110,33 +110,4 @@ export async function registerFuzzDevices(add: (deviceId: string) => Promise<Fuz
 export function defaultLimits(): EdgeLimits {
   const { limits } = loadConfig({ env: {}, overrides: { 'log.level': 'silent' } })
   return { maxConnectPacketBytes: limits.maxConnectPacketBytes, maxSubscribePacketBytes: limits.maxSubscribePacketBytes, maxPayloadBytes: limits.maxPayloadBytes }
-}
-
-function rssOf(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) * 1024 : 0
-  } catch {
-    return 0
-  }
-}
-
-async function storedMessageIds(dataDir: string): Promise<Set<string>> {
-  const config = loadConfig({ env: {}, overrides: { dataDir, 'log.level': 'silent' } })
-  const stream = createEventStream(config, 'tool')
-  await stream.start([])
-  try {
-    const ids = new Set<string>()
-    for (const p of await stream.offsets('telemetry')) {
-      for (let offset = p.low; offset < p.high; ) {
-        const batch = await stream.read('telemetry', p.partition, offset, 5000)
-        if (batch.length === 0) break
-        for (const r of batch) if (r.headers['message-id'] !== undefined) ids.add(r.headers['message-id'])
-        offset = batch[batch.length - 1]!.offset + 1
-      }
-    }
-    return ids
-  } finally {
-    await stream.stop()
-  }
 }

@@ -4,6 +4,9 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
+import { createEventStream } from '../../src/app/backends.js'
+import { loadConfig } from '../../src/config/load.js'
+import type { EventStream, StoredRecord } from '../../src/stream/types.js'
 import { generateSasToken } from '../../src/auth/sas.js'
 import { waitForLine } from './child-output.js'
 import { memStatsChild } from './mem-stats.js'
@@ -121,10 +124,49 @@ export function sasCredentials(devices: readonly SeededDevice[]): (i: number) =>
 /** The port of a server's mqtt:// URL. */
 export const mqttPort = (server: Server): number => Number(new URL(server.mqttUrl).port)
 
-/** Resident set size of a process, in bytes (Linux /proc). */
+/** Resident set size of a process, in bytes (Linux /proc); 0 once it is gone. */
 export function rssBytes(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return m ? Number(m[1]) * 1024 : 0
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) * 1024 : 0
+  } catch {
+    return 0
+  }
+}
+
+/** The embedded stream of `dataDir` opened as a tool (no retention): to read, or to write while no gateway runs. */
+export async function withStream<T>(dataDir: string, use: (stream: EventStream, partitions: number) => Promise<T>): Promise<T> {
+  const config = loadConfig({ env: {}, overrides: { dataDir, 'log.level': 'silent' } })
+  const stream = createEventStream(config, 'tool')
+  await stream.start([])
+  try {
+    return await use(stream, config.stream.partitions)
+  } finally {
+    await stream.stop()
+  }
+}
+
+/** Every record of a topic of `dataDir`'s embedded stream, by partition then offset (none when it does not exist). */
+export async function readTopic(dataDir: string, topic: string): Promise<StoredRecord[]> {
+  return withStream(dataDir, async (stream) => {
+    const out: StoredRecord[] = []
+    for (const p of await stream.offsets(topic).catch(() => [])) {
+      for (let offset = p.low; offset < p.high; ) {
+        const batch = await stream.read(topic, p.partition, offset, 5000)
+        if (batch.length === 0) break
+        out.push(...batch)
+        offset = batch[batch.length - 1]!.offset + 1
+      }
+    }
+    return out
+  })
+}
+
+/** Every `message-id` header of the telemetry topic, as `streamgate tail` would read it. */
+export async function storedMessageIds(dataDir: string): Promise<Set<string>> {
+  const ids = new Set<string>()
+  for (const r of await readTopic(dataDir, 'telemetry')) if (r.headers['message-id'] !== undefined) ids.add(r.headers['message-id'])
+  return ids
 }
 
 /** Open sockets of a process (Linux /proc): for a server, its connections plus its listeners. */

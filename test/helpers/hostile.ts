@@ -1,12 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { expect } from 'vitest'
 import { connect as mqttConnect, type connectAsync, type IClientOptions } from 'mqtt'
 import { generateSasToken } from '../../src/auth/sas.js'
-import { loadConfig } from '../../src/config/load.js'
-import { createEventStream } from '../../src/app/backends.js'
+import { rssBytes, storedMessageIds } from '../../bench/lib/sim-bench.js'
 import { ensureBuilt, startChildGateway, type ChildGateway, type ChildOptions } from './child-gateway.js'
 import { deviceOptions } from './gateway.js'
 
@@ -104,14 +103,7 @@ export function sasToken(deviceId: string, key: string, ttlSeconds = 3600, host 
 }
 
 /** VmRSS of a process from /proc (bytes); 0 once it is gone. */
-export function rssOf(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) * 1024 : 0
-  } catch {
-    return 0
-  }
-}
+export const rssOf = rssBytes
 
 /** Samples a process's RSS every `everyMs` until stopped; reports the baseline and the peak. */
 export class RssSampler {
@@ -220,27 +212,6 @@ async function connectWithin(url: string, options: IClientOptions, timeoutMs: nu
   }
 }
 
-/** Every `message-id` header of the telemetry topic in `dataDir`'s embedded stream. */
-export async function storedMessageIds(dataDir: string): Promise<Set<string>> {
-  const config = loadConfig({ env: {}, overrides: { dataDir, 'log.level': 'silent' } })
-  const stream = createEventStream(config, 'tool')
-  await stream.start([])
-  try {
-    const ids = new Set<string>()
-    for (const p of await stream.offsets('telemetry')) {
-      for (let offset = p.low; offset < p.high; ) {
-        const batch = await stream.read('telemetry', p.partition, offset, 5000)
-        if (batch.length === 0) break
-        for (const r of batch) if (r.headers['message-id'] !== undefined) ids.add(r.headers['message-id'])
-        offset = batch[batch.length - 1]!.offset + 1
-      }
-    }
-    return ids
-  } finally {
-    await stream.stop()
-  }
-}
-
 /** Run `attack` while a canary runs and RSS is sampled; returns what the four checks need. */
 export async function underAttack<T>(
   gw: HostileGateway,
@@ -263,6 +234,24 @@ export async function underAttack<T>(
 }
 
 export const MiB = 1024 * 1024
+
+/** Every sample of a gateway process's /metrics, keyed as printed: `name` or `name{label="value",...}`. */
+export async function metricSamples(gw: { httpUrl: string }): Promise<Map<string, number>> {
+  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
+  return new Map([...text.matchAll(/^([a-z_][^\s#]*) (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]))
+}
+
+/** One sample of /metrics (0 when the counter has not been touched yet). */
+export async function metric(gw: { httpUrl: string }, sample: string): Promise<number> {
+  return (await metricSamples(gw)).get(sample) ?? 0
+}
+
+/** The sum of a metric over all its label values. */
+export async function metricTotal(gw: { httpUrl: string }, name: string): Promise<number> {
+  let sum = 0
+  for (const [key, value] of await metricSamples(gw)) if (key.startsWith(`${name}{`)) sum += value
+  return sum
+}
 
 export interface Outcome {
   canary: CanaryReport

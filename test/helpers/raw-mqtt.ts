@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net'
 import { createWebSocketStream, WebSocket } from 'ws'
 import type { Duplex } from 'node:stream'
 import mqttPacket, { type Packet } from 'mqtt-packet'
+import { varint } from '../../fuzz/wire.js'
 
 /**
  * A raw MQTT peer for hostile tests: it writes whatever bytes it is given (well-formed or not),
@@ -111,13 +112,5 @@ export function deviceConnect(deviceId: string, token: string, extra: Partial<mq
 
 /** The bytes of a packet's remaining-length field [MQTT-2.2.3]. */
 export function remainingLength(n: number): number[] {
-  const out: number[] = []
-  let x = n
-  do {
-    let byte = x % 128
-    x = Math.floor(x / 128)
-    if (x > 0) byte |= 0x80
-    out.push(byte)
-  } while (x > 0)
-  return out
+  return [...varint(n)]
 }

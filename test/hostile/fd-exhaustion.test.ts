@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net'
 import { get } from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway } from '../helpers/hostile.js'
+import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway, metricSamples } from '../helpers/hostile.js'
 
 /**
  * Issue item 8: 20,400 sockets that never send CONNECT filled the 20,000-descriptor table for the
@@ -10,11 +10,6 @@ import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGate
  * are enough to go past it: admission control must keep it serving.
  */
 const OPEN_FILES = 2048
-
-async function metrics(gw: HostileGateway): Promise<Map<string, number>> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  return new Map([...text.matchAll(/^([a-z_][^\s#]*) (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]))
-}
 
 /** Open `count` sockets from `localAddress` that send nothing; resolves once each connected or failed. */
 async function idleSockets(port: number, localAddress: string, count: number, into: Socket[]): Promise<void> {
@@ -56,7 +51,7 @@ describe('hostile: sockets that never authenticate, past the open-file limit', (
   })
 
   it('sizes maxConnections to the open-file limit with a reserve', async () => {
-    const m = await metrics(gw)
+    const m = await metricSamples(gw)
     // 2,048 descriptors - fdReserve 128 - http.maxConnections 128.
     expect(m.get('streamgate_connections_max')).toBe(OPEN_FILES - 128 - 128)
   })
@@ -85,7 +80,7 @@ describe('hostile: sockets that never authenticate, past the open-file limit', (
     expect(outcome.result.opened).toBe(4000)
     expect(health.length).toBeGreaterThanOrEqual(5)
     expect(health.filter((s) => s !== 200), 'failed /healthz probes').toEqual([])
-    const m = await metrics(gw)
+    const m = await metricSamples(gw)
     expect(m.get('streamgate_connections_refused_total{reason="pending-per-address"}') ?? 0).toBeGreaterThanOrEqual(800)
     expect(m.get('streamgate_connections_refused_total{reason="pending-evicted"}') ?? 0).toBeGreaterThanOrEqual(1000)
     expect(m.get('streamgate_connections_refused_total{reason="http-evicted"}') ?? 0).toBeGreaterThanOrEqual(400)

@@ -3,8 +3,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { connectAsync, type MqttClient } from 'mqtt'
 import type { DeviceEvent } from '../../src/registry/types.js'
 import { deviceOptions, waitFor } from '../helpers/gateway.js'
-import { MiB, expectSurvived, startHostileGateway, underAttack, type HostileGateway } from '../helpers/hostile.js'
-import { holdWriteLock, metric, readTopic, startHostileGatewayIn } from './gateway-restarts.js'
+import { MiB, expectSurvived, startHostileGateway, underAttack, type HostileGateway, metric } from '../helpers/hostile.js'
+import { holdWriteLock, readTopic, startHostileGatewayIn } from './gateway-restarts.js'
 
 /**
  * Lifecycle events while the stream refuses writes, and a gateway killed meanwhile: devices

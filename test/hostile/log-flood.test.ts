@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway } from '../helpers/hostile.js'
+import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway, metric, metricTotal } from '../helpers/hostile.js'
 import { deviceConnect, RawPeer } from '../helpers/raw-mqtt.js'
 
 /**
@@ -7,18 +7,6 @@ import { deviceConnect, RawPeer } from '../helpers/raw-mqtt.js'
  * Warnings a client can cause at will are now logged once per code per log.repeatIntervalSeconds
  * (the next line says how many were left out); the metrics still count every one.
  */
-async function metric(gw: HostileGateway, sample: string): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${sample} `))
-  return line ? Number(line.split(' ')[1]) : 0
-}
-
-/** The sum of a counter over all its label values. */
-async function total(gw: HostileGateway, name: string): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  return text.split('\n').filter((l) => l.startsWith(`${name}{`)).reduce((sum, l) => sum + Number(l.split(' ')[1]), 0)
-}
-
 describe('hostile: a client making the gateway refuse it, over and over', () => {
   let gw: HostileGateway
   let canary: { deviceId: string; token: string }
@@ -36,7 +24,7 @@ describe('hostile: a client making the gateway refuse it, over and over', () => 
 
   it('logs a few lines for 400 refused publishes and 400 refused connects, and counts all of them', async () => {
     const denialsBefore = await metric(gw, 'streamgate_acl_denials_total{action="publish",code="E_TOPIC_FORBIDDEN"}')
-    const refusedBefore = await total(gw, 'streamgate_auth_failures_total')
+    const refusedBefore = await metricTotal(gw, 'streamgate_auth_failures_total')
     const outcome = await underAttack(gw, canary, async () => {
       for (let batch = 0; batch < 20; batch++) {
         await Promise.all(
@@ -57,7 +45,7 @@ describe('hostile: a client making the gateway refuse it, over and over', () => 
       }
     })
     expect(await metric(gw, 'streamgate_acl_denials_total{action="publish",code="E_TOPIC_FORBIDDEN"}')).toBe(denialsBefore + 400)
-    expect(await total(gw, 'streamgate_auth_failures_total')).toBe(refusedBefore + 400)
+    expect(await metricTotal(gw, 'streamgate_auth_failures_total')).toBe(refusedBefore + 400)
     const lines = gw.output().split('\n')
     const denialLines = lines.filter((l) => l.includes('"code":"E_TOPIC_FORBIDDEN"'))
     const connectLines = lines.filter((l) => l.includes('connect refused'))

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import mqttPacket from 'mqtt-packet'
-import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway } from '../helpers/hostile.js'
+import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway, metric } from '../helpers/hostile.js'
 import { deviceConnect, RawPeer } from '../helpers/raw-mqtt.js'
 
 /**
@@ -10,12 +10,6 @@ import { deviceConnect, RawPeer } from '../helpers/raw-mqtt.js'
  * not read, and when the buffer does not drain within limits.outboundDrainSeconds (3 s here) it is
  * disconnected with E_SLOW_CONSUMER.
  */
-async function metric(gw: HostileGateway, sample: string): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${sample} `))
-  return line ? Number(line.split(' ')[1]) : 0
-}
-
 describe('hostile: a device that asks and never reads', () => {
   let gw: HostileGateway
   let canary: { deviceId: string; token: string }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import mqttPacket from 'mqtt-packet'
-import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway } from '../helpers/hostile.js'
+import { expectSurvived, startHostileGateway, underAttack, MiB, type HostileGateway, metric } from '../helpers/hostile.js'
 import { deviceConnect, RawPeer, remainingLength } from '../helpers/raw-mqtt.js'
 
 /**
@@ -8,12 +8,6 @@ import { deviceConnect, RawPeer, remainingLength } from '../helpers/raw-mqtt.js'
  * CONNACK, over TCP and WebSocket; strings that are not UTF-8; protocol levels the gateway does
  * not speak.
  */
-
-async function metric(gw: HostileGateway, sample: string): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${sample} `))
-  return line ? Number(line.split(' ')[1]) : 0
-}
 
 /** Keep writing `chunk` until the gateway closes the connection or `maxBytes` went out. */
 async function pour(peer: RawPeer, chunk: Buffer, maxBytes: number): Promise<number> {
