@@ -4,6 +4,7 @@ import { createPrivateFile } from '../sqlite/private-file.js'
 import { migrateCommandStore } from './sqlite-command-schema.js'
 import type { SessionStore } from '../broker/ports.js'
 import type { AckMode, CommandQueue, Feedback, FeedbackStatus, NewMessage, PendingFeedback, QueuedMessage } from './types.js'
+import { prepared } from '../sqlite/statements.js'
 
 interface MessageRow {
   seq: number
@@ -56,14 +57,14 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   }
 
   addSubscription(deviceId: string, filter: string, qos: number): void {
-    this.conn().prepare('INSERT INTO subscriptions (device_id, filter, qos) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET qos = excluded.qos').run(deviceId, filter, qos)
+    prepared(this.conn(), 'INSERT INTO subscriptions (device_id, filter, qos) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET qos = excluded.qos').run(deviceId, filter, qos)
     let map = this.subs.get(deviceId)
     if (!map) this.subs.set(deviceId, (map = new Map()))
     map.set(filter, qos)
   }
 
   removeSubscriptions(deviceId: string, filters: readonly string[]): void {
-    const del = this.conn().prepare('DELETE FROM subscriptions WHERE device_id = ? AND filter = ?')
+    const del = prepared(this.conn(), 'DELETE FROM subscriptions WHERE device_id = ? AND filter = ?')
     for (const f of filters) {
       del.run(deviceId, f)
       this.subs.get(deviceId)?.delete(f)
@@ -71,15 +72,15 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   }
 
   clearSubscriptions(deviceId: string): void {
-    this.conn().prepare('DELETE FROM subscriptions WHERE device_id = ?').run(deviceId)
+    prepared(this.conn(), 'DELETE FROM subscriptions WHERE device_id = ?').run(deviceId)
     this.subs.delete(deviceId)
   }
 
   /** Re-read from the file (another gateway on the same data dir may have changed them). */
   loadSubscriptions(deviceId?: string): void {
     const rows = deviceId
-      ? this.conn().prepare<unknown[], { device_id: string; filter: string; qos: number }>('SELECT * FROM subscriptions WHERE device_id = ?').all(deviceId)
-      : this.conn().prepare<unknown[], { device_id: string; filter: string; qos: number }>('SELECT * FROM subscriptions').all()
+      ? prepared<unknown[], { device_id: string; filter: string; qos: number }>(this.conn(), 'SELECT * FROM subscriptions WHERE device_id = ?').all(deviceId)
+      : prepared<unknown[], { device_id: string; filter: string; qos: number }>(this.conn(), 'SELECT * FROM subscriptions').all()
     if (deviceId) this.subs.delete(deviceId)
     else this.subs.clear()
     for (const r of rows) {
@@ -96,15 +97,14 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
     return db.transaction((): QueuedMessage | null => {
       if (m.sourceRef !== undefined) {
         // Kept while a replay could still queue a live message: until the message would expire.
-        const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, keep_until) VALUES (?, ?)').run(m.sourceRef, m.expiresAt)
+        const taken = prepared(db, 'INSERT OR IGNORE INTO c2d_sources (source_ref, keep_until) VALUES (?, ?)').run(m.sourceRef, m.expiresAt)
         if (taken.changes === 0) return null
       }
-      const { n } = db.prepare<unknown[], { n: number }>('SELECT count(*) AS n FROM c2d_messages WHERE device_id = ?').get(m.deviceId)!
+      const { n } = prepared<unknown[], { n: number }>(db, 'SELECT count(*) AS n FROM c2d_messages WHERE device_id = ?').get(m.deviceId)!
       if (n >= maxDepth) {
         throw new GatewayError('E_QUEUE_FULL', `the queue of device "${m.deviceId}" holds its maximum of ${maxDepth} messages`, { deviceId: m.deviceId })
       }
-      const row = db
-        .prepare<unknown[], MessageRow>(
+      const row = prepared<unknown[], MessageRow>(db,
           `INSERT INTO c2d_messages (message_id, device_id, payload, properties, content_type, content_encoding, ack, enqueued_at, expires_at, source_ref)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
         )
@@ -114,23 +114,23 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   }
 
   async list(deviceId: string): Promise<QueuedMessage[]> {
-    return this.conn().prepare<unknown[], MessageRow>('SELECT * FROM c2d_messages WHERE device_id = ? ORDER BY seq').all(deviceId).map(toMessage)
+    return prepared<unknown[], MessageRow>(this.conn(), 'SELECT * FROM c2d_messages WHERE device_id = ? ORDER BY seq').all(deviceId).map(toMessage)
   }
 
   async head(deviceId: string): Promise<QueuedMessage | null> {
-    const row = this.conn().prepare<unknown[], MessageRow>('SELECT * FROM c2d_messages WHERE device_id = ? ORDER BY seq LIMIT 1').get(deviceId)
+    const row = prepared<unknown[], MessageRow>(this.conn(), 'SELECT * FROM c2d_messages WHERE device_id = ? ORDER BY seq LIMIT 1').get(deviceId)
     return row ? toMessage(row) : null
   }
 
   async recordDelivery(seq: number): Promise<number> {
-    const row = this.conn().prepare<unknown[], { delivery_count: number }>('UPDATE c2d_messages SET delivery_count = delivery_count + 1 WHERE seq = ? RETURNING delivery_count').get(seq)
+    const row = prepared<unknown[], { delivery_count: number }>(this.conn(), 'UPDATE c2d_messages SET delivery_count = delivery_count + 1 WHERE seq = ? RETURNING delivery_count').get(seq)
     return row?.delivery_count ?? 0
   }
 
   async settle(seq: number, status: FeedbackStatus, at: number, reason?: string): Promise<boolean> {
     const db = this.conn()
     return db.transaction(() => {
-      const row = db.prepare<unknown[], MessageRow>('DELETE FROM c2d_messages WHERE seq = ? RETURNING *').get(seq)
+      const row = prepared<unknown[], MessageRow>(db, 'DELETE FROM c2d_messages WHERE seq = ? RETURNING *').get(seq)
       if (!row) return false
       this.addFeedback(feedbackOf(row, status, at, reason))
       return true
@@ -140,7 +140,7 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   async purge(deviceId: string, at: number): Promise<number> {
     const db = this.conn()
     return db.transaction(() => {
-      const rows = db.prepare<unknown[], MessageRow>('DELETE FROM c2d_messages WHERE device_id = ? RETURNING *').all(deviceId)
+      const rows = prepared<unknown[], MessageRow>(db, 'DELETE FROM c2d_messages WHERE device_id = ? RETURNING *').all(deviceId)
       rows.sort((a, b) => a.seq - b.seq)
       for (const row of rows) this.addFeedback(feedbackOf(row, 'purged', at))
       return rows.length
@@ -150,7 +150,7 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   async expire(now: number): Promise<string[]> {
     const db = this.conn()
     return db.transaction(() => {
-      const rows = db.prepare<unknown[], MessageRow>('DELETE FROM c2d_messages WHERE expires_at <= ? RETURNING *').all(now)
+      const rows = prepared<unknown[], MessageRow>(db, 'DELETE FROM c2d_messages WHERE expires_at <= ? RETURNING *').all(now)
       rows.sort((a, b) => a.seq - b.seq)
       for (const row of rows) this.addFeedback(feedbackOf(row, 'expired', now))
       return [...new Set(rows.map((r) => r.device_id))]
@@ -160,21 +160,21 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   async recordUnqueued(feedback: Feedback, sourceRef: string, keepUntil: number): Promise<void> {
     const db = this.conn()
     db.transaction(() => {
-      const taken = db.prepare('INSERT OR IGNORE INTO c2d_sources (source_ref, keep_until) VALUES (?, ?)').run(sourceRef, keepUntil)
+      const taken = prepared(db, 'INSERT OR IGNORE INTO c2d_sources (source_ref, keep_until) VALUES (?, ?)').run(sourceRef, keepUntil)
       if (taken.changes > 0) this.addFeedback(feedback)
     }).immediate()
   }
 
   async pruneSources(before: number): Promise<number> {
-    return this.conn().prepare('DELETE FROM c2d_sources WHERE keep_until < ?').run(before).changes
+    return prepared(this.conn(), 'DELETE FROM c2d_sources WHERE keep_until < ?').run(before).changes
   }
 
   async devicesWithMessages(): Promise<string[]> {
-    return this.conn().prepare<unknown[], { device_id: string }>('SELECT DISTINCT device_id FROM c2d_messages').all().map((r) => r.device_id)
+    return prepared<unknown[], { device_id: string }>(this.conn(), 'SELECT DISTINCT device_id FROM c2d_messages').all().map((r) => r.device_id)
   }
 
   async depth(): Promise<{ messages: number; feedback: number }> {
-    const count = (table: string): number => this.conn().prepare<unknown[], { n: number }>(`SELECT COUNT(*) AS n FROM ${table}`).get()!.n
+    const count = (table: string): number => prepared<unknown[], { n: number }>(this.conn(), `SELECT COUNT(*) AS n FROM ${table}`).get()!.n
     return { messages: count('c2d_messages'), feedback: count('c2d_feedback') }
   }
 
@@ -182,8 +182,7 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
     const now = Date.now()
     // Claimed in one statement, so two gateways on this file never write the same rows; a writer
     // that dies leaves its claim to expire and another writes them (at-least-once only then).
-    return this.conn()
-      .prepare<unknown[], { id: number; body: string }>(
+    return prepared<unknown[], { id: number; body: string }>(this.conn(), 
         `UPDATE c2d_feedback SET claimed_until = ?
          WHERE id IN (SELECT id FROM c2d_feedback WHERE claimed_until <= ? ORDER BY id LIMIT ?)
          RETURNING id, body`,
@@ -194,22 +193,22 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   }
 
   async releaseFeedback(ids: number[]): Promise<void> {
-    const release = this.conn().prepare('UPDATE c2d_feedback SET claimed_until = 0 WHERE id = ?')
+    const release = prepared(this.conn(), 'UPDATE c2d_feedback SET claimed_until = 0 WHERE id = ?')
     this.conn().transaction(() => ids.forEach((id) => release.run(id)))()
   }
 
   async removeFeedback(ids: number[]): Promise<void> {
-    const del = this.conn().prepare('DELETE FROM c2d_feedback WHERE id = ?')
+    const del = prepared(this.conn(), 'DELETE FROM c2d_feedback WHERE id = ?')
     this.conn().transaction(() => ids.forEach((id) => del.run(id)))()
   }
 
   /** Test and tooling aid: move a message's expiry (the API never accepts a TTL under 60 s). */
   setExpiry(seq: number, expiresAt: number): void {
-    this.conn().prepare('UPDATE c2d_messages SET expires_at = ? WHERE seq = ?').run(expiresAt, seq)
+    prepared(this.conn(), 'UPDATE c2d_messages SET expires_at = ? WHERE seq = ?').run(expiresAt, seq)
   }
 
   private addFeedback(feedback: Feedback): void {
-    this.conn().prepare('INSERT INTO c2d_feedback (body) VALUES (?)').run(JSON.stringify(feedback))
+    prepared(this.conn(), 'INSERT INTO c2d_feedback (body) VALUES (?)').run(JSON.stringify(feedback))
   }
 
   private conn(): Database {

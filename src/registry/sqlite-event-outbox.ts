@@ -1,5 +1,6 @@
 import type { Database } from 'better-sqlite3'
 import type { DeviceEvent, PendingDeviceEvent } from './device-event.js'
+import { prepared } from '../sqlite/statements.js'
 
 /**
  * The `device_event_outbox` table of registry.db (migration v4). The functions run on the
@@ -7,7 +8,7 @@ import type { DeviceEvent, PendingDeviceEvent } from './device-event.js'
  */
 
 export function insertEvent(db: Database, event: DeviceEvent): void {
-  db.prepare('INSERT INTO device_event_outbox (device_id, body) VALUES (?, ?)').run(event.deviceId, JSON.stringify(event))
+  prepared(db, 'INSERT INTO device_event_outbox (device_id, body) VALUES (?, ?)').run(event.deviceId, JSON.stringify(event))
 }
 
 /**
@@ -17,10 +18,9 @@ export function insertEvent(db: Database, event: DeviceEvent): void {
  */
 export function claimEvents(db: Database, limit: number, claimMs: number, now: number): PendingDeviceEvent[] {
   // A read first: the common case (nothing pending) then takes no write lock.
-  const any = db.prepare('SELECT 1 FROM device_event_outbox WHERE claimed_until <= ? LIMIT 1').get(now)
+  const any = prepared(db, 'SELECT 1 FROM device_event_outbox WHERE claimed_until <= ? LIMIT 1').get(now)
   if (!any) return []
-  return db
-    .prepare<unknown[], { id: number; body: string }>(
+  return prepared<unknown[], { id: number; body: string }>(db,
       `UPDATE device_event_outbox SET claimed_until = ?
        WHERE id IN (
          SELECT e.id FROM device_event_outbox e
@@ -34,16 +34,15 @@ export function claimEvents(db: Database, limit: number, claimMs: number, now: n
     .map((r) => ({ id: r.id, event: JSON.parse(r.body) as DeviceEvent }))
 }
 
+/** One statement for the whole batch (ids as a JSON array): no transaction wrapper per call. */
 export function releaseEvents(db: Database, ids: readonly number[]): void {
-  const release = db.prepare('UPDATE device_event_outbox SET claimed_until = 0 WHERE id = ?')
-  db.transaction(() => ids.forEach((id) => release.run(id))).immediate()
+  prepared(db, 'UPDATE device_event_outbox SET claimed_until = 0 WHERE id IN (SELECT value FROM json_each(?))').run(JSON.stringify(ids))
 }
 
 export function removeEvents(db: Database, ids: readonly number[]): void {
-  const del = db.prepare('DELETE FROM device_event_outbox WHERE id = ?')
-  db.transaction(() => ids.forEach((id) => del.run(id))).immediate()
+  prepared(db, 'DELETE FROM device_event_outbox WHERE id IN (SELECT value FROM json_each(?))').run(JSON.stringify(ids))
 }
 
 export function countEvents(db: Database): number {
-  return db.prepare<unknown[], { n: number }>('SELECT count(*) AS n FROM device_event_outbox').get()!.n
+  return prepared<unknown[], { n: number }>(db, 'SELECT count(*) AS n FROM device_event_outbox').get()!.n
 }

@@ -31,6 +31,7 @@ import { GATEWAY_RESTART, connectionEvent, registryEvent, twinEvent } from './de
 import { claimEvents, countEvents, insertEvent, releaseEvents, removeEvents } from './sqlite-event-outbox.js'
 import { SELECT_DEVICE, SELECT_TWIN, notFound, sqliteCode, toDevice, toTwin, type DeviceRow, type TwinRow } from './sqlite-rows.js'
 import { assertTwinDepth, assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
+import { prepared } from '../sqlite/statements.js'
 
 /** SQLITE_BUSY after busy_timeout, locks, open/I-O failures, a full disk, a damaged file. */
 const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|CORRUPT|NOTADB|READONLY|FULL|PERM)/
@@ -97,8 +98,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     const now = at.toISOString()
     const row = this.write((db) => {
       try {
-        const created = db
-          .prepare<unknown[], DeviceRow>(
+        const created = prepared<unknown[], DeviceRow>(db,
             `INSERT INTO devices (device_id, status, auth_method, primary_key, secondary_key, password_hash, created_at, updated_at, x509_thumbprint)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
           )
@@ -116,7 +116,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   async get(deviceId: string): Promise<Device | null> {
-    const row = this.run((db) => db.prepare<unknown[], DeviceRow>(SELECT_DEVICE).get(deviceId))
+    const row = this.run((db) => prepared<unknown[], DeviceRow>(db, SELECT_DEVICE).get(deviceId))
     return row ? toDevice(row) : null
   }
 
@@ -124,9 +124,8 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     const { limit, after } = resolveListOptions(options)
     const rows = this.run((db) =>
       after === undefined
-        ? db.prepare<unknown[], DeviceRow>('SELECT * FROM devices ORDER BY device_id LIMIT ?').all(limit)
-        : db
-            .prepare<unknown[], DeviceRow>('SELECT * FROM devices WHERE device_id > ? ORDER BY device_id LIMIT ?')
+        ? prepared<unknown[], DeviceRow>(db, 'SELECT * FROM devices ORDER BY device_id LIMIT ?').all(limit)
+        : prepared<unknown[], DeviceRow>(db, 'SELECT * FROM devices WHERE device_id > ? ORDER BY device_id LIMIT ?')
             .all(after, limit),
     )
     return rows.map(toDevice)
@@ -134,7 +133,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
 
   async remove(deviceId: string): Promise<void> {
     this.write((db) => {
-      if (db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId).changes === 0) throw notFound(deviceId)
+      if (prepared(db, 'DELETE FROM devices WHERE device_id = ?').run(deviceId).changes === 0) throw notFound(deviceId)
       insertEvent(db, registryEvent(deviceId, 'deleted', new Date()))
     })
   }
@@ -160,8 +159,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     if (password === null) {
       // One statement, so a concurrent change of auth method cannot slip between check and write.
       const row = this.run((db) =>
-        db
-          .prepare<unknown[], DeviceRow>(
+        prepared<unknown[], DeviceRow>(db,
             `UPDATE devices SET password_hash = NULL, updated_at = ?
              WHERE device_id = ? AND auth_method <> 'password' RETURNING *`,
           )
@@ -181,8 +179,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     const iso = at.toISOString()
     return this.write((db) => {
       // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
-      const row = db
-        .prepare<unknown[], { connection_seq: number }>(
+      const row = prepared<unknown[], { connection_seq: number }>(db,
           `UPDATE devices SET connection_state = ?, connection_state_updated_at = ?,
              connection_seq = connection_seq + 1,
              last_activity_at = CASE WHEN ? = 'connected' THEN ? ELSE last_activity_at END
@@ -197,8 +194,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
 
   async resetConnections(at: Date): Promise<string[]> {
     return this.write((db) => {
-      const rows = db
-        .prepare<unknown[], { device_id: string; connection_seq: number }>(
+      const rows = prepared<unknown[], { device_id: string; connection_seq: number }>(db,
           `UPDATE devices SET connection_state = 'disconnected', connection_state_updated_at = ?,
              connection_seq = connection_seq + 1
            WHERE connection_state = 'connected' RETURNING device_id, connection_seq`,
@@ -213,12 +209,12 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   /** Unknown devices are ignored: touch runs on the telemetry path, after a racing removal too. */
   async touch(deviceId: string, at: Date): Promise<void> {
     this.run((db) =>
-      db.prepare('UPDATE devices SET last_activity_at = ? WHERE device_id = ?').run(at.toISOString(), deviceId),
+      prepared(db, 'UPDATE devices SET last_activity_at = ? WHERE device_id = ?').run(at.toISOString(), deviceId),
     )
   }
 
   async getTwin(deviceId: string): Promise<Twin | null> {
-    const row = this.run((db) => db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId))
+    const row = this.run((db) => prepared<unknown[], TwinRow>(db, SELECT_TWIN).get(deviceId))
     return row ? toTwin(row) : null
   }
 
@@ -231,7 +227,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     // twin waits on busy_timeout instead of losing an update.
     return this.run((db) =>
       db.transaction(() => {
-        const row = db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId)
+        const row = prepared<unknown[], TwinRow>(db, SELECT_TWIN).get(deviceId)
         if (!row) throw notFound(deviceId)
         const current = toTwin(row)[section]
         if (options.ifVersion !== undefined && options.ifVersion !== current.version) {
@@ -239,8 +235,8 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
         }
         const merged = mergeTwinPatch(current.properties, checked)
         assertTwinSize(section, merged, options.maxBytes)
-        db.prepare(`UPDATE devices SET ${column} = ?, ${column}_version = ${column}_version + 1 WHERE device_id = ?`).run(JSON.stringify(merged), deviceId)
-        const twin = toTwin(db.prepare<unknown[], TwinRow>(SELECT_TWIN).get(deviceId)!)
+        prepared(db, `UPDATE devices SET ${column} = ?, ${column}_version = ${column}_version + 1 WHERE device_id = ?`).run(JSON.stringify(merged), deviceId)
+        const twin = toTwin(prepared<unknown[], TwinRow>(db, SELECT_TWIN).get(deviceId)!)
         insertEvent(db, twinEvent(deviceId, section, twin[section].version, checked, new Date()))
         return twin
       }).immediate(),
@@ -266,8 +262,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   /** Apply `assignments` (plus updated_at) to one device; E_DEVICE_NOT_FOUND when it is absent. */
   private update(deviceId: string, assignments: string, values: unknown[]): Device {
     const row = this.run((db) =>
-      db
-        .prepare<unknown[], DeviceRow>(`UPDATE devices SET ${assignments}, updated_at = ? WHERE device_id = ? RETURNING *`)
+      prepared<unknown[], DeviceRow>(db, `UPDATE devices SET ${assignments}, updated_at = ? WHERE device_id = ? RETURNING *`)
         .get(...values, new Date().toISOString(), deviceId),
     )
     if (!row) throw notFound(deviceId)
