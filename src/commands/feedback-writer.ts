@@ -1,6 +1,7 @@
 import type { GatewayMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
 import type { EventStream } from '../stream/types.js'
+import { RerunningTask } from '../stream/rerun.js'
 import type { CommandQueue } from './types.js'
 
 /**
@@ -11,8 +12,7 @@ import type { CommandQueue } from './types.js'
  * claim lapses (at-least-once on the stream only then; consumers dedupe on messageId).
  */
 export class FeedbackWriter {
-  private running: Promise<void> | null = null
-  private again = false
+  private readonly drains = new RerunningTask(() => this.drain())
   private readonly log: Logger
 
   constructor(
@@ -28,18 +28,7 @@ export class FeedbackWriter {
 
   /** Write what the outbox holds; calls while a flush runs make it run once more. */
   flush(): Promise<void> {
-    if (this.running) {
-      this.again = true
-      return this.running
-    }
-    this.running = this.drain().finally(() => {
-      this.running = null
-      if (this.again) {
-        this.again = false
-        void this.flush()
-      }
-    })
-    return this.running
+    return this.drains.run()
   }
 
   private async drain(): Promise<void> {

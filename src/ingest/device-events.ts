@@ -3,6 +3,7 @@ import type { Logger } from '../observability/logger.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import type { DeviceRegistry, PendingDeviceEvent } from '../registry/types.js'
 import type { EventStream } from '../stream/types.js'
+import { RerunningTask } from '../stream/rerun.js'
 
 export type { DeviceEvent, DeviceEventType } from '../registry/types.js'
 
@@ -39,8 +40,7 @@ export class DeviceEventWriter implements ConnectionObserver {
   private readonly retryMinMs: number
   private readonly retryMaxMs: number
   private readonly sweepMs: number
-  private running: Promise<void> | null = null
-  private again = false
+  private readonly drains = new RerunningTask(() => this.drainOutbox())
   private retryDelayMs: number
   private retryTimer: NodeJS.Timeout | null = null
   private sweepTimer: NodeJS.Timeout | null = null
@@ -87,18 +87,7 @@ export class DeviceEventWriter implements ConnectionObserver {
    */
   flush(): Promise<void> {
     if (this.stopped) return Promise.resolve()
-    if (this.running) {
-      this.again = true
-      return this.running
-    }
-    this.running = this.drainOutbox().finally(() => {
-      this.running = null
-      if (this.again) {
-        this.again = false
-        void this.flush()
-      }
-    })
-    return this.running
+    return this.drains.run()
   }
 
   /**
@@ -110,7 +99,7 @@ export class DeviceEventWriter implements ConnectionObserver {
     if (this.sweepTimer) clearInterval(this.sweepTimer)
     this.sweepTimer = null
     this.clearRetry()
-    while (this.running) await this.running
+    await this.drains.idle()
     await this.flush()
     this.stopped = true
     this.clearRetry()
