@@ -1,3 +1,5 @@
+import type { ConnectFields } from './wire.js'
+
 /**
  * What fast-check generates: a plan per fuzz case, plain data with no bytes yet. `session.ts`
  * turns a plan into bytes and expectations. Keeping the two apart lets a plan be printed, and
@@ -28,16 +30,8 @@ export const INVALID_UTF8: readonly number[][] = [
   [0xc3, 0x28], // lead byte without its continuation
 ]
 
-export interface ConnectPlan {
+export interface ConnectPlan extends Omit<ConnectFields<Uint8Array>, 'v5' | 'extraFlags'> {
   type: 'connect'
-  protocolId: string
-  level: number
-  clientId: string
-  clean: boolean
-  keepalive: number
-  username?: string
-  password?: Uint8Array
-  will?: { topic: string; payload: Uint8Array; qos: number; retain: boolean }
   extraFlags: number
   taint?: Taint & { field: 'clientId' | 'username' | 'password' | 'willTopic' }
 }

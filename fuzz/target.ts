@@ -8,6 +8,7 @@ import { rssBytes as rssOf, storedMessageIds } from '../bench/lib/sim-bench.js'
 import { FUZZ_DEVICES, fuzzDeviceId } from './plan.js'
 import type { FuzzDevice, FuzzTarget } from './run.js'
 import type { EdgeLimits } from './session.js'
+import { waitForBanner } from '../bench/lib/child-output.js'
 
 /**
  * For `npm run fuzz`: a gateway process of its own (`streamgate start`, embedded stream, free
@@ -41,23 +42,7 @@ export async function startGatewayProcess(extraArgs: string[] = [], nodeOptions 
   let out = ''
   child.stdout.on('data', (c: Buffer) => (out += c.toString()))
   child.stderr.on('data', (c: Buffer) => (out += c.toString()))
-  const [mqttPort, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out}`)), 60_000)
-    const check = (): void => {
-      const mqtt = /MQTT \(TCP\)\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
-      const http = /HTTP API\s+http:\/\/[^:]+:(\d+)/.exec(out)
-      if (mqtt && http) {
-        clearTimeout(timer)
-        child.stdout.off('data', check)
-        resolve([Number(mqtt[1]), Number(http[1])])
-      }
-    }
-    child.stdout.on('data', check)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`gateway exited with ${code}:\n${out}`))
-    })
-  })
+  const [mqttPort, httpPort] = await waitForBanner(child, () => out)
   const httpUrl = `http://127.0.0.1:${httpPort}`
   const exited = (): boolean => child.exitCode !== null || child.signalCode !== null
   return {

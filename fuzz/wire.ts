@@ -76,15 +76,16 @@ class PacketBuilder {
   }
 }
 
-export interface ConnectFields {
+/** `B`: the byte type of password and will payload (plans hold plain Uint8Arrays, encoding takes Buffers). */
+export interface ConnectFields<B extends Uint8Array = Buffer> {
   protocolId: string
   level: number
   clientId: string
   clean: boolean
   keepalive: number
   username?: string
-  password?: Buffer
-  will?: { topic: string; payload: Buffer; qos: number; retain: boolean }
+  password?: B
+  will?: { topic: string; payload: B; qos: number; retain: boolean }
   /** Connect-flag bits forced on top of the computed ones (bit 0 is reserved [MQTT-3.1.2-3]). */
   extraFlags?: number
   /** Lay the packet out as MQTT 5 does: empty property lists after the keepalive and before the will. */

@@ -2,6 +2,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { waitForBanner } from '../../bench/lib/child-output.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const CLI = join(root, 'dist', 'src', 'cli', 'main.js')
@@ -97,24 +98,8 @@ export async function startChildGateway(dataDir: string, env: Record<string, str
   let out = ''
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()))
-  const ports = await new Promise<[number, number]>((resolve, reject) => {
-    // Generous: a cold node start plus SQLite recovery on a loaded 2-core machine.
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out}`)), 60_000)
-    const check = (): void => {
-      const mqtt = /MQTT \(TCP\)\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
-      const http = /HTTP API\s+http:\/\/[^:]+:(\d+)/.exec(out)
-      if (mqtt && http) {
-        clearTimeout(timer)
-        child.stdout!.off('data', check)
-        resolve([Number(mqtt[1]), Number(http[1])])
-      }
-    }
-    child.stdout!.on('data', check)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`gateway exited with ${code}:\n${out}`))
-    })
-  })
+  // Generous: a cold node start plus SQLite recovery on a loaded 2-core machine.
+  const ports = await waitForBanner(child, () => out)
   return {
     child,
     pid: child.pid!,
