@@ -121,6 +121,11 @@ const embeddedSchema = z.strictObject({
    * before the append fails and is retried. SQLite waits synchronously, so keep it short.
    */
   busyTimeoutMs: z.number().int().min(0).max(10_000).default(1000),
+  /**
+   * Run SQLite commits on a writer thread of their own, so that the event loop only speaks MQTT
+   * and the second core does the writing. false = commit on the event loop (one core).
+   */
+  writerThread: z.boolean().default(true),
 })
 
 /** `host:port` list; the env form is one comma-separated string. */

@@ -17,7 +17,8 @@ import { SqliteConsumer } from './consumer.js'
 import { Retention, type RetentionReport } from './retention.js'
 import { openStreamDatabase, toStreamError } from './schema.js'
 import { StreamStore, type TopicState } from './store.js'
-import { GroupCommitWriter, type WriterStats } from './writer.js'
+import { GroupCommitWriter, type RecordWriter, type WriterStats } from './writer.js'
+import { ThreadedWriter } from './writer-thread.js'
 
 export type EmbeddedStreamConfig = GatewayConfig['stream']['embedded']
 
@@ -44,6 +45,11 @@ export interface SqliteEventStreamOptions {
   now?: () => number
   /** How long a write waits for another process's write lock before failing. Default 5000. */
   busyTimeoutMs?: number
+  /**
+   * Commit on a thread of its own (writer-thread.ts), so that SQLite never blocks the event loop.
+   * Default false here; the gateway turns it on (`stream.embedded.writerThread`), a CLI tool does not need it.
+   */
+  writerThread?: boolean
   /** Consumer-group partition lease. Default 10 000 ms. */
   leaseMs?: number
   /** Lease renewal and rebalance period. Default 2000 ms. */
@@ -63,7 +69,7 @@ export class SqliteEventStream implements EventStream {
   private state: State = 'new'
   private db: Database | null = null
   private store: StreamStore | null = null
-  private writer: GroupCommitWriter | null = null
+  private writer: RecordWriter | null = null
   private retention: Retention | null = null
   private retentionTimer: NodeJS.Timeout | null = null
   private retentionRun: Promise<RetentionReport> | null = null
@@ -76,6 +82,7 @@ export class SqliteEventStream implements EventStream {
       defaultPartitions: 1,
       now: Date.now,
       busyTimeoutMs: 5000,
+      writerThread: false,
       leaseMs: 10_000,
       heartbeatMs: 2000,
       ...options,
@@ -201,7 +208,10 @@ export class SqliteEventStream implements EventStream {
     const store = new StreamStore(db)
     this.db = db
     this.store = store
-    this.writer = new GroupCommitWriter(db, store, { maxBatchRecords, lingerMs, now }, (topics) => this.wakeConsumers(topics))
+    const committed = (topics: ReadonlySet<string>): void => this.wakeConsumers(topics)
+    this.writer = this.options.writerThread
+      ? new ThreadedWriter({ file, synchronous, busyTimeoutMs, maxBatchRecords, lingerMs }, now, committed)
+      : new GroupCommitWriter(db, store, { maxBatchRecords, lingerMs, now }, committed)
     this.retention = new Retention(db, store, { ...this.options, now })
     this.stopping = null
     this.state = 'open'
@@ -218,10 +228,10 @@ export class SqliteEventStream implements EventStream {
   private async shutdown(): Promise<void> {
     this.state = 'stopping'
     const writer = this.writer!
-    writer.flush()
     if (this.retentionTimer) clearInterval(this.retentionTimer)
     this.retentionTimer = null
     // Appends made from here on (say by a handler finishing its batch) reject with E_STREAM_CLOSED.
+    await writer.close()
     await Promise.all([...this.consumers].map((c) => c.stop()))
     await this.retentionRun?.catch(() => undefined)
     this.db?.close()

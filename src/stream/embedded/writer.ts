@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3'
 import { GatewayError } from '../../errors/catalogue.js'
 import { partitionForKey } from '../partitioner.js'
 import type { AppendResult, OutgoingRecord } from '../types.js'
+import { checkRecord, type DecodedRecord } from './record-batch.js'
 import { toStreamError } from './schema.js'
 import { serializeHeaders, type StreamStore, type TopicState } from './store.js'
 
@@ -57,7 +58,18 @@ interface BatchPlan {
   bytes: Map<TopicState, number[]>
 }
 
-export class GroupCommitWriter {
+/** What SqliteEventStream appends through: GroupCommitWriter on the event loop, or ThreadedWriter (writer-thread.ts). */
+export interface RecordWriter {
+  /** Resolves once the records are committed; throws E_BAD_REQUEST for a malformed record (nothing is queued then). */
+  append(topic: TopicState, records: OutgoingRecord[]): Promise<AppendResult[]>
+  stats(): WriterStats
+  /** Last commit failure, for health(); cleared by the next successful commit. */
+  readonly lastError: GatewayError | null
+  /** Commit what is queued and release the writer (the stream refuses appends from then on). */
+  close(): Promise<void>
+}
+
+export class GroupCommitWriter implements RecordWriter {
   private queue: PendingAppend[] = []
   private queuedRecords = 0
   private timer: NodeJS.Immediate | NodeJS.Timeout | null = null
@@ -86,7 +98,15 @@ export class GroupCommitWriter {
 
   /** Queue one call's records; throws E_BAD_REQUEST for a malformed record (nothing is queued then). */
   append(topic: TopicState, records: OutgoingRecord[]): Promise<AppendResult[]> {
-    const prepared = records.map((record) => this.prepare(topic, record))
+    return this.appendPrepared(topic, records.map((record) => this.prepare(topic, record)))
+  }
+
+  /** Queue records the writer thread received packed (record-batch.ts): already checked, headers serialized. */
+  appendDecoded(topic: TopicState, records: DecodedRecord[]): Promise<AppendResult[]> {
+    return this.appendPrepared(topic, records.map((record) => this.place(topic, record)))
+  }
+
+  private appendPrepared(topic: TopicState, prepared: PreparedRecord[]): Promise<AppendResult[]> {
     if (prepared.length === 0) return Promise.resolve([])
     return new Promise<AppendResult[]>((resolve, reject) => {
       this.queue.push({ topic, records: prepared, resolve, reject })
@@ -96,29 +116,27 @@ export class GroupCommitWriter {
     })
   }
 
+  async close(): Promise<void> {
+    this.flush()
+  }
+
   /** Write everything queued now, in transactions of up to maxBatchRecords records. */
   flush(): void {
     this.cancelTimer()
     while (this.queue.length > 0) this.commitBatch(this.takeBatch())
   }
 
-  /** Reject whatever is still queued (used when the stream is closing and cannot write any more). */
-  rejectQueued(err: GatewayError): void {
-    this.cancelTimer()
-    const pending = this.queue
-    this.queue = []
-    this.queuedRecords = 0
-    for (const call of pending) call.reject(err)
+  private prepare(topic: TopicState, record: OutgoingRecord): PreparedRecord {
+    checkRecord(topic.name, record)
+    return this.place(topic, { key: record.key, value: record.value, headers: serializeHeaders(record.headers), timestamp: record.timestamp ?? this.options.now() })
   }
 
-  private prepare(topic: TopicState, record: OutgoingRecord): PreparedRecord {
-    const { key, value } = record
-    if (!Buffer.isBuffer(value)) throw new GatewayError('E_BAD_REQUEST', 'record value must be a Buffer', { topic: topic.name })
-    if (key !== null && typeof key !== 'string') throw new GatewayError('E_BAD_REQUEST', 'record key must be a string or null', { topic: topic.name })
-    const headers = serializeHeaders(record.headers)
+  /** Partition and stored size of a checked record. */
+  private place(topic: TopicState, record: DecodedRecord): PreparedRecord {
+    const { key, value, headers } = record
     const partition = key === null ? topic.roundRobin++ % topic.partitions : partitionForKey(key, topic.partitions)
     const size = value.length + (key === null ? 0 : Buffer.byteLength(key)) + (headers === null ? 0 : Buffer.byteLength(headers))
-    return { partition, key, value, headers, timestamp: record.timestamp ?? this.options.now(), size }
+    return { partition, key, value, headers, timestamp: record.timestamp, size }
   }
 
   private schedule(): void {
