@@ -20,6 +20,7 @@ import type {
   DeliveryObserver,
   DeviceAuthenticator,
   DeviceChannel,
+  InboundPublish,
   PublishHandler,
   SendResult,
   SessionStore,
@@ -68,7 +69,6 @@ export class GatewayBroker implements DeviceChannel {
   readonly aedes: Aedes
   private readonly log: Logger
   private readonly warnings: RepeatLimitedLog
-  private readonly ingested = new WeakSet<object>()
   private readonly outbound: OutboundBound
   private readonly expiry: ExpiryWheel<Client>
   private closing = false
@@ -248,21 +248,25 @@ export class GatewayBroker implements DeviceChannel {
       )
       return
     }
-    const inbound = { topic: packet.topic, payload: toBuffer(packet.payload), qos: packet.qos as 0 | 1 | 2, retain: packet.retain === true }
-    const handle = (): Promise<void> => {
-      // A device that does not read what it is sent is not read either (outbound.ts).
-      const ready = drained(client, this.outbound)
-      return ready ? ready.then(() => this.options.publishHandler.handlePublish(ctx, inbound)) : this.options.publishHandler.handlePublish(ctx, inbound)
-    }
-    // Requests on IoT Hub's topics are answered one at a time per connection (DeviceConnection.serialize).
-    const handled = isIotHubTopic(packet.topic) ? ctx.serialize(handle) : handle()
+    const inbound: InboundPublish = { topic: packet.topic, payload: toBuffer(packet.payload), qos: packet.qos as 0 | 1 | 2, retain: packet.retain === true }
+    const handled = isIotHubTopic(packet.topic)
+      ? // Requests on IoT Hub's topics are answered one at a time per connection (DeviceConnection.serialize).
+        ctx.serialize(() => this.whenDrained(client, ctx, inbound))
+      : this.whenDrained(client, ctx, inbound)
     handled.then(
       () => {
-        this.ingested.add(packet)
+        ;(packet as IngestedPacket)[INGESTED] = true
         done(null)
       },
       (err: unknown) => done(this.refuse(client, ctx, toGatewayError(err), 'publish')),
     )
+  }
+
+  /** A device that does not read what it is sent is not read either (outbound.ts). */
+  private whenDrained(client: Client, ctx: DeviceConnection, inbound: InboundPublish): Promise<void> {
+    const ready = drained(client, this.outbound)
+    const handler = this.options.publishHandler
+    return ready ? ready.then(() => handler.handlePublish(ctx, inbound)) : handler.handlePublish(ctx, inbound)
   }
 
   private authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
@@ -323,10 +327,8 @@ export class GatewayBroker implements DeviceChannel {
    * device publishes never reaches mqemitter (whose recursion crashed bare Aedes, aedes #193).
    */
   private keepDevicePublishesOffFanOut(): void {
-    const ingested = this.ingested
     wrapPublish(this.aedes, (original) => (packet, client, done) => {
-      if (ingested.has(packet)) {
-        ingested.delete(packet)
+      if ((packet as IngestedPacket)[INGESTED] === true) {
         const cb = typeof client === 'function' ? (client as typeof done) : done
         if (cb) cb()
         return
@@ -356,5 +358,14 @@ function afterConnack(client: Client): Promise<boolean> {
 }
 
 function toBuffer(payload: PublishPacket['payload']): Buffer {
-  return typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+  // mqtt-packet hands a Buffer already (a view, no copy needed).
+  return typeof payload === 'string' ? Buffer.from(payload) : payload
 }
+
+/**
+ * Marks a device publish the gateway has taken, so that Aedes' publish stops it (see
+ * keepDevicePublishesOffFanOut). A property on the packet, not a WeakSet: weak collections cost
+ * the garbage collector work for every one of 100k packets a second.
+ */
+const INGESTED = Symbol('streamgate.ingested')
+type IngestedPacket = PublishPacket & { [INGESTED]?: boolean }

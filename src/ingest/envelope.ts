@@ -4,7 +4,7 @@ import type { SystemProperties, SystemPropertyName } from '../protocol/property-
 export interface MessageProperties {
   system: SystemProperties
   /** Application properties in the order sent; a bare `key` has the value null. */
-  app: ReadonlyArray<readonly [string, string | null]>
+  app: Iterable<readonly [string, string | null]>
 }
 
 /** Stream header names of the system properties (README, "Stream records"). */
@@ -19,6 +19,8 @@ const SYSTEM_HEADERS: Record<SystemPropertyName, string> = {
   interfaceId: 'interface-id',
   outputName: 'output-name',
 }
+
+const SYSTEM_HEADER_ENTRIES = Object.entries(SYSTEM_HEADERS) as ReadonlyArray<readonly [SystemPropertyName, string]>
 
 /** Header names the gateway sets itself; an application property may not overwrite them. */
 export const RESERVED_HEADERS = new Set<string>(['device-id', 'enqueued-time', 'mqtt-retain', ...Object.values(SYSTEM_HEADERS)])
@@ -46,7 +48,7 @@ export function buildTelemetryRecord(input: TelemetryInput): OutgoingRecord {
     const header = RESERVED_HEADERS.has(name) ? APP_COLLISION_PREFIX + name : name
     headers[header] = value ?? ''
   }
-  for (const [field, header] of Object.entries(SYSTEM_HEADERS) as Array<[SystemPropertyName, string]>) {
+  for (const [field, header] of SYSTEM_HEADER_ENTRIES) {
     const value = input.properties.system[field]
     if (value !== undefined) headers[header] = value
   }

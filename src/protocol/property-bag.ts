@@ -32,10 +32,19 @@ export const SUBJECT_WIRE_KEY = '$.sub'
 export const SUBJECT_PROPERTY = 'dt-subject'
 
 export interface PropertyBag {
-  system: SystemProperties
+  readonly system: Readonly<SystemProperties>
   /** Application properties in wire order; null is a bare key (`k`), '' is `k=`. */
+  readonly application: ReadonlyMap<string, string | null>
+}
+
+/** A bag being parsed. */
+interface MutableBag {
+  system: SystemProperties
   application: Map<string, string | null>
 }
+
+/** The bag of a topic without properties, shared by every such message (read-only by its type). */
+const EMPTY_BAG: PropertyBag = Object.freeze({ system: Object.freeze({}), application: new Map() })
 
 export interface PropertyBagInput {
   system?: SystemProperties
@@ -94,8 +103,9 @@ function isSystemKey(key: string): key is keyof typeof SYSTEM_PROPERTY_KEYS {
  *   `dt-subject`. Unknown `$.`-keys (e.g. the C SDK's `$.diagid`) stay application properties.
  */
 export function parsePropertyBag(bag: string, limits: PropertyBagLimits = DEFAULT_PROPERTY_BAG_LIMITS): PropertyBag {
-  const result: PropertyBag = { system: {}, application: new Map() }
-  if (bag === '') return result
+  // Most telemetry has no bag: one shared, frozen result instead of two new objects per message.
+  if (bag === '') return EMPTY_BAG
+  const result: MutableBag = { system: {}, application: new Map() }
   if (bag.length > limits.maxLength) throw invalid('too long', { length: bag.length, max: limits.maxLength })
   if (bag.includes('/')) throw invalid('raw "/" (values must be percent-encoded)')
   const pairs = bag.split('&')
@@ -113,7 +123,7 @@ export function parsePropertyBag(bag: string, limits: PropertyBagLimits = DEFAUL
   return result
 }
 
-function addProperty(bag: PropertyBag, key: string, value: string | null): void {
+function addProperty(bag: MutableBag, key: string, value: string | null): void {
   if (isSystemKey(key)) {
     const name = SYSTEM_PROPERTY_KEYS[key]
     if (value === null || value === '') delete bag.system[name]
