@@ -36,15 +36,17 @@ const RECORD_FIXED = 1 + 8 + 4 + 4 + 4
  * Pack the calls into one transferable buffer. `now` stamps records without a timestamp, so the
  * time is the append's, not the commit's. The records have passed checkRecord.
  */
-export function encodeBatch(calls: readonly BatchCall[], now: () => number): ArrayBuffer {
+export function encodeBatch(calls: readonly BatchCall[], now: () => number): { data: ArrayBuffer; length: number } {
   const headers: Array<string | null> = []
+  // An upper bound, not the exact size: UTF-8 takes at most 3 bytes per UTF-16 unit, and
+  // measuring every string first (Buffer.byteLength) cost more than the slack.
   let size = 4
   for (const call of calls) {
-    size += 2 + Buffer.byteLength(call.topic) + 4
+    size += 2 + 3 * call.topic.length + 4
     for (const record of call.records) {
       const text = serializeHeaders(record.headers)
       headers.push(text)
-      size += RECORD_FIXED + record.value.length + (record.key === null ? 0 : Buffer.byteLength(record.key)) + (text === null ? 0 : Buffer.byteLength(text))
+      size += RECORD_FIXED + record.value.length + 3 * ((record.key?.length ?? 0) + (text?.length ?? 0))
     }
   }
   // Its own ArrayBuffer (not a slice of Node's shared pool), so that it can be transferred.
@@ -68,12 +70,12 @@ export function encodeBatch(calls: readonly BatchCall[], now: () => number): Arr
       at = writeText(buf, text, at)
     }
   }
-  return buf.buffer
+  return { data: buf.buffer, length: at }
 }
 
 /** The calls of a packed batch, records decoded; values are views into `data`, not copies. */
-export function decodeBatch(data: ArrayBuffer): Array<{ topic: string; records: DecodedRecord[] }> {
-  const buf = Buffer.from(data)
+export function decodeBatch(data: ArrayBuffer, length: number): Array<{ topic: string; records: DecodedRecord[] }> {
+  const buf = Buffer.from(data, 0, length)
   const calls: Array<{ topic: string; records: DecodedRecord[]; count: number }> = []
   let at = 4
   for (let i = buf.readUInt32LE(0); i > 0; i--) {

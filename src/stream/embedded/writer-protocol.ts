@@ -16,7 +16,8 @@ export interface WireError {
   details?: Record<string, unknown>
 }
 
-export type ToWorker = { type: 'append'; id: number; data: ArrayBuffer } | { type: 'close' }
+/** `data` holds the packed batch (record-batch.ts) in its first `length` bytes. */
+export type ToWorker = { type: 'append'; id: number; data: ArrayBuffer; length: number } | { type: 'close' }
 
 export type FromWorker =
   | { type: 'ready' }

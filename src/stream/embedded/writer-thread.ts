@@ -86,11 +86,11 @@ export class ThreadedWriter implements RecordWriter {
     const calls = this.queue
     this.queue = []
     const id = this.nextId++
-    const data = encodeBatch(calls, this.now)
+    const { data, length } = encodeBatch(calls, this.now)
     this.inFlight.set(id, calls)
     const worker = this.thread()
     worker.ref()
-    worker.postMessage({ type: 'append', id, data }, [data])
+    worker.postMessage({ type: 'append', id, data, length }, [data])
   }
 
   private thread(): Worker {

@@ -30,7 +30,7 @@ try {
   store = new StreamStore(db)
   writer = new GroupCommitWriter(db, store, { maxBatchRecords: config.maxBatchRecords, lingerMs: config.lingerMs, now: Date.now }, () => undefined)
   port.on('message', (message: ToWorker) => {
-    if (message.type === 'append') append(message.id, message.data)
+    if (message.type === 'append') append(message.id, message.data, message.length)
     else close(db)
   })
   post({ type: 'ready' })
@@ -39,10 +39,10 @@ try {
   post({ type: 'fatal', error: { code: e.code, message: e.message } })
 }
 
-function append(id: number, data: ArrayBuffer): void {
+function append(id: number, data: ArrayBuffer, length: number): void {
   let pending: Array<Promise<AppendResult[]>>
   try {
-    pending = decodeBatch(data).map((call) => writer.appendDecoded(store.requireTopic(call.topic), call.records))
+    pending = decodeBatch(data, length).map((call) => writer.appendDecoded(store.requireTopic(call.topic), call.records))
   } catch (err) {
     fail(id, err)
     return
