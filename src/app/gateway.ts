@@ -175,6 +175,7 @@ export class Gateway {
 
   private async startStream(): Promise<() => Promise<void>> {
     this.stream = createEventStream(this.config)
+    this.stream.observeAppendFailures?.((err) => this.metrics.appendErrors.inc({ code: err.code }))
     const partitions = this.config.stream.partitions
     const specs: TopicSpec[] = Object.values(this.topics).map((name) => ({ name, partitions }))
     await this.stream.start(specs)

@@ -166,9 +166,10 @@ const kafkaSchema = z.strictObject({
   /** Timeout of one Kafka request, in ms. */
   requestTimeoutMs: positiveInt.default(10_000),
   /**
-   * Longest an append waits for acks=all before it fails with E_STREAM_UNAVAILABLE (the ingest then
-   * retries with back-off while the device waits for its PUBACK). Bounds every append when the
-   * cluster is unreachable instead of letting the client retry forever.
+   * A produce request unanswered this long marks the stream not ready (/readyz says why). The
+   * request is not abandoned: it is sent again as it was until Kafka answers, so a hung broker that
+   * comes back stores each record once (stream/kafka/appender.ts). On shutdown, the longest the
+   * gateway waits for that answer.
    */
   appendTimeoutMs: positiveInt.default(15_000),
   /** Most records sent in one produce request (appends queued meanwhile are batched together). */

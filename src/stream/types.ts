@@ -5,6 +5,8 @@
  * This folder knows nothing about MQTT.
  */
 
+import type { GatewayError } from '../errors/catalogue.js'
+
 export type Headers = Record<string, string>
 
 /** A record as handed to `append`. */
@@ -103,4 +105,10 @@ export interface EventStream {
   /** Start a consumer; records are pushed to its handler as they arrive. */
   consume(options: ConsumeOptions): Promise<Consumer>
   health(): StreamHealth
+  /**
+   * Told of append attempts that failed while the stream keeps retrying them itself (Kafka holds
+   * a request and sends it again; see kafka/appender.ts), for the append-errors counter. A stream
+   * that rejects failed appends instead has nothing to report here.
+   */
+  observeAppendFailures?(listener: (err: GatewayError) => void): void
 }

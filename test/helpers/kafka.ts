@@ -66,6 +66,8 @@ export interface LocalKafka {
   stop(): Promise<void>
   /** SIGKILL, as a crash; waits until the process is gone. */
   kill(): Promise<void>
+  /** Send the broker process a signal: SIGSTOP freezes it with its sockets open, SIGCONT resumes it. */
+  signal(signal: 'SIGSTOP' | 'SIGCONT'): void
   /** Start again on the same port and data (after stop or kill); resolves once it takes requests. */
   start(): Promise<void>
   /** Stop and delete its data. */
@@ -191,7 +193,14 @@ export async function createLocalKafka(options: LocalKafkaOptions = {}): Promise
       }
       while (isAlive(p)) await new Promise((resolve) => setTimeout(resolve, 50))
     },
+    signal: (signal) => {
+      const p = pid()
+      if (p !== null) process.kill(p, signal)
+    },
     destroy: async () => {
+      // A frozen broker would not act on the stop script's SIGTERM.
+      const p = pid()
+      if (p !== null && isAlive(p)) process.kill(p, 'SIGCONT')
       await script('stop')
       rmSync(dataDir, { recursive: true, force: true })
     },

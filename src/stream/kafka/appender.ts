@@ -28,6 +28,27 @@ interface PendingAppend {
 const MAX_PARTITION_BYTES = 900 * 1024
 /** And at most this much in all, to keep one request's memory and latency bounded. */
 const MAX_REQUEST_BYTES = 16 * 1024 * 1024
+/** Pause before sending an unacknowledged request again, doubling up to the maximum. */
+const RETRY_MIN_MS = 100
+const RETRY_MAX_MS = 2000
+
+/** Broker answers after which this producer's sequence numbers mean nothing: a new producer is needed. */
+const PRODUCER_LOST = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING', 'PRODUCER_FENCED'])
+/** Broker answers no retry of the same request can change. */
+const PERMANENT = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE', 'TOPIC_AUTHORIZATION_FAILED', 'CLUSTER_AUTHORIZATION_FAILED', 'INVALID_REQUIRED_ACKS'])
+
+function errorTypes(err: unknown): string[] {
+  const types: string[] = []
+  for (let e: unknown = err, depth = 0; e && typeof e === 'object' && depth < 5; depth++) {
+    const type = (e as { type?: unknown }).type
+    if (typeof type === 'string') types.push(type)
+    e = (e as { originalError?: unknown; cause?: unknown }).originalError ?? (e as { cause?: unknown }).cause
+  }
+  return types
+}
+
+const isProducerLost = (err: unknown): boolean => errorTypes(err).some((t) => PRODUCER_LOST.has(t))
+const isPermanent = (err: unknown): boolean => errorTypes(err).some((t) => PERMANENT.has(t))
 
 /**
  * Group commit for Kafka: appends queued while a produce request is in flight go out together in
@@ -35,11 +56,17 @@ const MAX_REQUEST_BYTES = 16 * 1024 * 1024
  * That keeps per-key order equal to call order, lets each record's offset be computed from the
  * partition's base offset, and makes each call resolve only after acks from all in-sync replicas.
  *
- * The producer is idempotent. When a request fails or times out its outcome is unknown; before the
- * next request the producer is replaced (new producer id), because reusing the old one's sequence
- * numbers for different records could make the broker discard them as duplicates of the unknown
- * request. Failed calls reject with E_STREAM_UNAVAILABLE and are retried by the caller; a record
- * that did reach Kafka may then be stored twice, never lost.
+ * The producer is idempotent, and a request that fails or gets no answer is sent again AS IT WAS
+ * (same records, same order, same producer, so the same sequence numbers) until Kafka answers:
+ * if the first attempt did reach the log, Kafka recognises the retry as a duplicate and answers
+ * with the offsets it already gave, so a broker that hangs (frozen, partitioned) and comes back
+ * stores every record exactly once. Meanwhile the calls stay pending, which holds the devices'
+ * PUBACKs; `stall` says why for health(), and after appendTimeoutMs without an answer the
+ * stall is reported even while kafkajs is still waiting on its socket.
+ *
+ * Only when the producer itself is lost (fenced, out of sequence, unknown producer id) is it
+ * replaced by a new one; a record that did reach Kafka may then be stored twice, never lost.
+ * Errors that no retry can fix (an unknown topic, a record Kafka refuses) reject the calls.
  */
 export class KafkaAppender {
   private queue: PendingAppend[] = []
@@ -47,6 +74,14 @@ export class KafkaAppender {
   private sending: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private roundRobin = 0
+  /** Set when close() stops waiting for Kafka; every attempt fails with it from then on. */
+  private abandoned: GatewayError | null = null
+  private wakeRetry: (() => void) | null = null
+  private abandonWait: ((err: GatewayError) => void) | null = null
+  /** Why the request at the head has not been acknowledged yet, and since when; null while all is well. */
+  stall: { reason: string; since: number } | null = null
+  /** Told of every failed attempt (for the append-errors counter). */
+  onAttemptFailed: (err: GatewayError) => void = () => undefined
   /** Set by a failed produce request, cleared by the next success (for health()). */
   lastError: string | null = null
   /** When lastError was set (ms since the epoch). */
@@ -72,15 +107,31 @@ export class KafkaAppender {
     })
   }
 
-  /** Sends what is queued, then disconnects the producer. */
+  /**
+   * Sends what is queued, then disconnects the producer. A request Kafka does not answer within
+   * appendTimeoutMs from here is given up: its calls reject with E_STREAM_UNAVAILABLE (outcome
+   * unknown; the devices were not acknowledged and will resend).
+   */
   async close(): Promise<void> {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
-    while (this.sending || this.queue.length > 0) {
-      this.sending ??= this.sendLoop()
-      await this.sending
+    const deadline = setTimeout(() => this.abandon(), this.options.appendTimeoutMs)
+    try {
+      while (this.sending || this.queue.length > 0) {
+        this.sending ??= this.sendLoop()
+        await this.sending
+      }
+    } finally {
+      clearTimeout(deadline)
     }
     await this.dropProducer()
+  }
+
+  /** Give up on everything (closing past its deadline). */
+  private abandon(): void {
+    this.abandoned = new GatewayError('E_STREAM_UNAVAILABLE', `no acknowledgement from Kafka within ${this.options.appendTimeoutMs} ms of shutdown`)
+    this.wakeRetry?.()
+    this.abandonWait?.(this.abandoned)
   }
 
   private schedule(): void {
@@ -124,38 +175,62 @@ export class KafkaAppender {
   }
 
   private async sendBatch(batch: PendingAppend[]): Promise<void> {
+    // Built once: every attempt sends exactly this request (see the class comment).
     const byTopic = new Map<string, Message[]>()
     for (const call of batch) {
       const messages = byTopic.get(call.topic) ?? []
       call.records.forEach((r, i) => messages.push(toMessage(r, call.partitions[i]!)))
       byTopic.set(call.topic, messages)
     }
-    let timer: NodeJS.Timeout | undefined
+    const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }))
+    let delay = RETRY_MIN_MS
+    for (;;) {
+      try {
+        const metadata = await this.attempt(topicMessages)
+        this.stall = null
+        this.lastError = null
+        settle(batch, metadata)
+        return
+      } catch (err) {
+        const error = toKafkaStreamError(err, 'cannot append to Kafka', batch[0]?.topic)
+        this.lastError = describeError(err)
+        this.lastErrorAt = Date.now()
+        this.onAttemptFailed(error)
+        const final = this.abandoned ?? (error.code === 'E_STREAM_UNAVAILABLE' && !isPermanent(err) ? null : error)
+        if (final) {
+          this.stall = null
+          for (const call of batch) call.reject(final)
+          return
+        }
+        this.stall = { reason: `produce request not acknowledged: ${this.lastError}`, since: this.stall?.since ?? Date.now() }
+        if (isProducerLost(err)) await this.dropProducer()
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay)
+          this.wakeRetry = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+        this.wakeRetry = null
+        delay = Math.min(delay * 2, RETRY_MAX_MS)
+      }
+    }
+  }
+
+  /** One produce request. Past appendTimeoutMs without an answer the stall is reported; the request goes on. */
+  private async attempt(topicMessages: Array<{ topic: string; messages: Message[] }>): Promise<RecordMetadata[]> {
+    if (this.abandoned) throw this.abandoned
+    const producer = await this.connectedProducer()
+    const slow = setTimeout(() => {
+      this.stall = { reason: `no acknowledgement from Kafka for ${this.options.appendTimeoutMs} ms`, since: this.stall?.since ?? Date.now() - this.options.appendTimeoutMs }
+    }, this.options.appendTimeoutMs)
     try {
-      const producer = await this.connectedProducer()
-      const send = producer.sendBatch({
-        acks: -1,
-        timeout: this.options.requestTimeoutMs,
-        compression: CompressionTypes.None,
-        topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-      })
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new GatewayError('E_STREAM_UNAVAILABLE', `no acknowledgement from Kafka within ${this.options.appendTimeoutMs} ms`)), this.options.appendTimeoutMs)
-      })
-      // The timed-out send keeps running inside kafkajs until its producer is dropped; its outcome
-      // no longer matters (see the class comment).
-      send.catch(() => undefined)
-      const metadata = await Promise.race([send, timeout])
-      this.lastError = null
-      settle(batch, metadata)
-    } catch (err) {
-      const error = toKafkaStreamError(err, 'cannot append to Kafka', batch[0]?.topic)
-      this.lastError = describeError(err)
-      this.lastErrorAt = Date.now()
-      await this.dropProducer()
-      for (const call of batch) call.reject(error)
+      const send = producer.sendBatch({ acks: -1, timeout: this.options.requestTimeoutMs, compression: CompressionTypes.None, topicMessages })
+      // Shutdown past its deadline stops waiting; the request's outcome no longer matters then.
+      return await Promise.race([send, new Promise<never>((_, reject) => (this.abandonWait = reject))])
     } finally {
-      clearTimeout(timer)
+      clearTimeout(slow)
+      this.abandonWait = null
     }
   }
 

@@ -161,10 +161,17 @@ export class KafkaEventStream implements EventStream {
     }
   }
 
+  observeAppendFailures(listener: (err: GatewayError) => void): void {
+    this.appender.onAttemptFailed = listener
+  }
+
   health(): StreamHealth {
     if (this.state !== 'open') return { ready: false, detail: this.state === 'new' ? 'not started' : 'stopped' }
     const brokers = this.options.brokers.join(',')
     if (!this.provisioned) return { ready: false, detail: `Kafka (${brokers}): topics not provisioned yet${this.clusterError ? `: ${this.clusterError}` : ''}` }
+    // A stalled request is not cleared by a healthy metadata check: Kafka must answer it.
+    const stall = this.appender.stall
+    if (stall) return { ready: false, detail: `Kafka (${brokers}): ${stall.reason} (PUBACKs held for ${Math.round((Date.now() - stall.since) / 1000)} s)` }
     const failure = this.appender.lastError ?? this.clusterError
     if (failure) return { ready: false, detail: `Kafka (${brokers}): ${failure}` }
     const mismatches = [...this.topics.mismatches.values()]
