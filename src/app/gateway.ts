@@ -155,6 +155,8 @@ export class Gateway {
   private async doStop(): Promise<void> {
     if (this.startPromise) await this.startPromise.catch(() => undefined)
     this.state = 'stopping'
+    // Before the ingest and device-event drains: with Kafka silent they would wait for ever.
+    this.stream?.beginStop?.()
     await this.lifecycle.stop()
     this.state = 'stopped'
   }

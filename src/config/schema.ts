@@ -168,8 +168,8 @@ const kafkaSchema = z.strictObject({
   /**
    * A produce request unanswered this long marks the stream not ready (/readyz says why). The
    * request is not abandoned: it is sent again as it was until Kafka answers, so a hung broker that
-   * comes back stores each record once (stream/kafka/appender.ts). On shutdown, the longest the
-   * gateway waits for that answer.
+   * comes back stores each record once (stream/kafka/appender.ts). Once shutdown has begun, the
+   * longest the gateway waits for that answer before it gives the request up (unacknowledged).
    */
   appendTimeoutMs: positiveInt.default(15_000),
   /** Most records sent in one produce request (appends queued meanwhile are batched together). */

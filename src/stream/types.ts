@@ -111,4 +111,10 @@ export interface EventStream {
    * that rejects failed appends instead has nothing to report here.
    */
   observeAppendFailures?(listener: (err: GatewayError) => void): void
+  /**
+   * The gateway has begun to shut down (stop() follows once the parts that append have drained):
+   * a stream that holds unanswered appends gives them up after its append timeout from here, so
+   * that those drains end. Streams that never hold an append need not implement it.
+   */
+  beginStop?(): void
 }

@@ -138,6 +138,28 @@ describe.skipIf(!enabled)('Kafka frozen under load', () => {
     expect(duplicated).toEqual([])
     await waitFor(async () => (await fetch(`${gw.httpUrl}/readyz`)).status === 200, 30_000, 'ready again')
   }, 300_000)
+
+  it('stops within appendTimeoutMs of a frozen Kafka, leaving what it held unacknowledged', async () => {
+    kafka.signal('SIGSTOP')
+    const acks: string[] = []
+    const client = clients[0]!
+    const deviceId = devices[0]!.deviceId
+    for (let i = 0; i < 20; i++) {
+      const id = `${deviceId}-at-stop-${i}`
+      client.publish(`devices/${deviceId}/messages/events/%24.mid=${id}`, 'held', { qos: 1 }, (err) => {
+        if (!err) acks.push(id)
+      })
+    }
+    await waitFor(async () => /streamgate_ingest_in_flight_records [1-9]/.test(await (await fetch(`${gw.httpUrl}/metrics`)).text()), 20_000, 'publishes held')
+    const started = Date.now()
+    await gw.stop()
+    const took = Date.now() - started
+    console.log(`kafka-freeze: stopped in ${took} ms with Kafka frozen (appendTimeoutMs 3000)`)
+    // Each wait of the shutdown (ingest drain, device events, the stream's own close) is bounded
+    // by appendTimeoutMs once stopping began; without that bound the stop never ends.
+    expect(took).toBeLessThan(3000 + 10_000)
+    expect(acks).toEqual([])
+  }, 60_000)
 })
 
 function sleep(ms: number): Promise<void> {

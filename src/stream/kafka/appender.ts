@@ -74,10 +74,12 @@ export class KafkaAppender {
   private sending: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private roundRobin = 0
-  /** Set when close() stops waiting for Kafka; every attempt fails with it from then on. */
+  /** Set when shutdown stops waiting for Kafka; every attempt fails with it from then on. */
   private abandoned: GatewayError | null = null
   private wakeRetry: (() => void) | null = null
   private abandonWait: ((err: GatewayError) => void) | null = null
+  /** Runs from beginStop(): gives up once a request has waited appendTimeoutMs during shutdown. */
+  private stopWatch: NodeJS.Timeout | null = null
   /** Why the request at the head has not been acknowledged yet, and since when; null while all is well. */
   stall: { reason: string; since: number } | null = null
   /** Told of every failed attempt (for the append-errors counter). */
@@ -108,28 +110,44 @@ export class KafkaAppender {
   }
 
   /**
-   * Sends what is queued, then disconnects the producer. A request Kafka does not answer within
-   * appendTimeoutMs from here is given up: its calls reject with E_STREAM_UNAVAILABLE (outcome
-   * unknown; the devices were not acknowledged and will resend).
+   * Shutdown has begun: from now on, a request Kafka leaves unanswered for appendTimeoutMs
+   * (counted from now at the earliest) is given up, and so is everything after it: the calls
+   * reject with E_STREAM_UNAVAILABLE (outcome unknown; devices were not acknowledged and resend,
+   * device events stay in their outbox). Until then appends go on as usual, so a shutdown that
+   * takes a while on a healthy cluster still writes its last records.
    */
+  beginStop(): void {
+    if (this.stopWatch) return
+    const stopAt = Date.now()
+    const { appendTimeoutMs } = this.options
+    this.stopWatch = setInterval(() => {
+      if (this.stall && Date.now() - Math.max(this.stall.since, stopAt) >= appendTimeoutMs) this.abandon()
+    }, Math.min(250, Math.max(10, appendTimeoutMs / 4)))
+    this.stopWatch.unref()
+  }
+
+  /** Sends what is queued (bounded as beginStop says), then disconnects the producer. */
   async close(): Promise<void> {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
-    const deadline = setTimeout(() => this.abandon(), this.options.appendTimeoutMs)
+    this.beginStop()
     try {
       while (this.sending || this.queue.length > 0) {
         this.sending ??= this.sendLoop()
         await this.sending
       }
     } finally {
-      clearTimeout(deadline)
+      if (this.stopWatch) clearInterval(this.stopWatch)
     }
-    await this.dropProducer()
+    // Given up on a silent Kafka: its disconnect would wait on the same silence; let it finish alone.
+    if (this.abandoned) void this.dropProducer()
+    else await this.dropProducer()
   }
 
-  /** Give up on everything (closing past its deadline). */
+  /** Give up on everything (shutting down, Kafka silent for too long). */
   private abandon(): void {
-    this.abandoned = new GatewayError('E_STREAM_UNAVAILABLE', `no acknowledgement from Kafka within ${this.options.appendTimeoutMs} ms of shutdown`)
+    if (this.abandoned) return
+    this.abandoned = new GatewayError('E_STREAM_UNAVAILABLE', `Kafka did not answer within ${this.options.appendTimeoutMs} ms while the gateway was stopping`)
     this.wakeRetry?.()
     this.abandonWait?.(this.abandoned)
   }
@@ -220,12 +238,15 @@ export class KafkaAppender {
   /** One produce request. Past appendTimeoutMs without an answer the stall is reported; the request goes on. */
   private async attempt(topicMessages: Array<{ topic: string; messages: Message[] }>): Promise<RecordMetadata[]> {
     if (this.abandoned) throw this.abandoned
-    const producer = await this.connectedProducer()
     const slow = setTimeout(() => {
       this.stall = { reason: `no acknowledgement from Kafka for ${this.options.appendTimeoutMs} ms`, since: this.stall?.since ?? Date.now() - this.options.appendTimeoutMs }
     }, this.options.appendTimeoutMs)
     try {
-      const send = producer.sendBatch({ acks: -1, timeout: this.options.requestTimeoutMs, compression: CompressionTypes.None, topicMessages })
+      // Connecting counts as part of the attempt: a producer first needed while Kafka is frozen
+      // waits here, and that wait is reported and given up like any other.
+      const send = this.connectedProducer().then((producer) =>
+        producer.sendBatch({ acks: -1, timeout: this.options.requestTimeoutMs, compression: CompressionTypes.None, topicMessages }),
+      )
       // Shutdown past its deadline stops waiting; the request's outcome no longer matters then.
       return await Promise.race([send, new Promise<never>((_, reject) => (this.abandonWait = reject))])
     } finally {
@@ -234,19 +255,33 @@ export class KafkaAppender {
     }
   }
 
+  /**
+   * The producer, connected. A connect that fails is forgotten, so that the next attempt connects
+   * again (a producer first needed while Kafka is down must not stay failed once it is back).
+   */
   private connectedProducer(): Promise<Producer> {
-    this.producer ??= (async () => {
+    if (this.producer) return this.producer
+    const connecting = (async () => {
       const producer = this.kafka.producer({
         idempotent: true,
         maxInFlightRequests: 1,
         allowAutoTopicCreation: false,
-        // Short: the whole call is bounded by appendTimeoutMs and retried by the caller.
+        // Short: sendBatch sends a failed request again itself (the same request, see above).
         retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1000 },
       })
-      await producer.connect()
+      try {
+        await producer.connect()
+      } catch (err) {
+        await producer.disconnect().catch(() => undefined)
+        throw err
+      }
       return producer
     })()
-    return this.producer
+    this.producer = connecting
+    connecting.catch(() => {
+      if (this.producer === connecting) this.producer = null
+    })
+    return connecting
   }
 
   private async dropProducer(): Promise<void> {

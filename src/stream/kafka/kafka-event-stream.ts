@@ -154,8 +154,11 @@ export class KafkaEventStream implements EventStream {
   private track(consumer: Consumer): Consumer {
     this.consumers.add(consumer)
     return {
+      // A consumer leaves its group through Kafka: with the broker frozen that waits for request
+      // timeouts. Past appendTimeoutMs it finishes in the background (offsets are committed only
+      // for handled batches, so at worst a batch is delivered again after a restart).
       stop: async () => {
-        await consumer.stop()
+        await settledWithin(consumer.stop(), this.options.appendTimeoutMs)
         this.consumers.delete(consumer)
       },
     }
@@ -279,6 +282,10 @@ export class KafkaEventStream implements EventStream {
     }
   }
 
+  beginStop(): void {
+    this.appender.beginStop()
+  }
+
   private async shutdown(): Promise<void> {
     this.state = 'stopping'
     if (this.monitor) clearTimeout(this.monitor)
@@ -287,7 +294,8 @@ export class KafkaEventStream implements EventStream {
     await this.appender.close()
     await Promise.all([...this.consumers].map((c) => c.stop()))
     this.consumers.clear()
-    await Promise.all([this.topics.close(), this.fetcher.disconnect().catch(() => undefined)])
+    // With the broker frozen the clients' disconnects wait on it: bounded like the rest.
+    await settledWithin(Promise.all([this.topics.close(), this.fetcher.disconnect().catch(() => undefined)]), this.options.appendTimeoutMs)
     this.state = 'stopped'
   }
 
@@ -304,4 +312,16 @@ export class KafkaEventStream implements EventStream {
     if (!Number.isInteger(partitions) || partitions < 1) throw new GatewayError('E_CONFIG_INVALID', `topic ${spec.name}: partitions must be a positive integer`)
     return { name: spec.name, partitions }
   }
+}
+
+/** Waits for `work` to settle, or `ms` at most; whether it settled in time. */
+function settledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms)
+    const done = (): void => {
+      clearTimeout(timer)
+      resolve(true)
+    }
+    work.then(done, done)
+  })
 }

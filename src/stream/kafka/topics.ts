@@ -62,15 +62,29 @@ export class KafkaTopics {
     }
   }
 
-  /** Partition count, from a short-lived cache; E_STREAM_TOPIC_UNKNOWN for a missing topic. */
+  /**
+   * Partition count; E_STREAM_TOPIC_UNKNOWN for a missing topic. A known count is answered at once; past PARTITION_CACHE_MS it is looked up again in the
+   * background, so an append never waits on a metadata request once its topic is known (with
+   * Kafka frozen such a request would hold it for the admin's timeouts and retries).
+   */
   async partitionCount(topic: string): Promise<number> {
     const cached = this.partitions.get(topic)
-    if (cached && Date.now() - cached.at < PARTITION_CACHE_MS) return cached.count
+    if (cached) {
+      if (Date.now() - cached.at >= PARTITION_CACHE_MS) this.lookup(topic).catch(() => undefined)
+      return cached.count
+    }
+    return this.lookup(topic)
+  }
+
+  private lookup(topic: string): Promise<number> {
     let lookup = this.lookups.get(topic)
     if (!lookup) {
       lookup = (async () => {
         const found = (await this.describe(await this.connected(), [topic])).get(topic)
-        if (!found) throw new GatewayError('E_STREAM_TOPIC_UNKNOWN', `topic ${topic} does not exist`, { topic })
+        if (!found) {
+          this.partitions.delete(topic)
+          throw new GatewayError('E_STREAM_TOPIC_UNKNOWN', `topic ${topic} does not exist`, { topic })
+        }
         this.partitions.set(topic, { count: found.partitions, at: Date.now() })
         return found.partitions
       })().finally(() => this.lookups.delete(topic))
