@@ -2,13 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import * as hdr from 'hdr-histogram-js'
-import { Kafka, logLevel, type Message } from 'kafkajs'
-import { buildTelemetryRecord } from '../src/ingest/envelope.js'
-import { partitionForKey } from '../src/stream/partitioner.js'
 import { LOAD_OPTIONS, loadFromArgs, profileArgs, runClosedLoop } from './lib/closed-loop.js'
 import { mqttPort, sasCredentials, seedDevices, startGateway, waitReady } from './lib/sim-bench.js'
 import { benchKafka } from './lib/local-kafka.js'
+import { producerAlone } from './lib/producer-alone.js'
 
 /**
  * bench/kafka-ingest: the ingest benchmark on the Kafka backend. N devices publish QoS 1 telemetry
@@ -44,10 +41,6 @@ interface Result {
   latencyOf: string
 }
 
-function histogram(): hdr.Histogram {
-  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
-}
-
 /** Same load as bench/ingest.ts: a window of unacknowledged QoS 1 publishes per device. */
 async function runLoad(name: string, port: number, creds: (i: number) => { clientId: string; username: string; password: string }): Promise<Result> {
   const client = (i: number): ReturnType<typeof creds> & { clean: boolean } => ({ ...creds(i), clean: false })
@@ -70,44 +63,9 @@ async function benchGateway(brokers: string[]): Promise<Result> {
   }
 }
 
-/** kafkajs alone: the gateway's records, DEVICES × WINDOW outstanding, one request at a time. */
 async function benchProducer(brokers: string[]): Promise<Result> {
-  const kafka = new Kafka({ brokers, clientId: 'bench-producer', logLevel: logLevel.NOTHING })
-  const topic = `${PREFIX}producer-alone`
-  const admin = kafka.admin()
-  await admin.connect()
-  await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: PARTITIONS }] })
-  await admin.disconnect()
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false })
-  await producer.connect()
-  const batchSize = DEVICES * WINDOW
-  let next = 0
-  const batch = (): Message[] =>
-    Array.from({ length: batchSize }, () => {
-      const id = deviceId(next++ % DEVICES)
-      const record = buildTelemetryRecord({ deviceId: id, payload: PAYLOAD, properties: { system: {}, app: [] }, enqueuedAt: Date.now(), retain: false })
-      return { key: id, value: record.value, headers: record.headers ?? {}, partition: partitionForKey(id, PARTITIONS), timestamp: String(record.timestamp) }
-    })
-  const h = histogram()
-  let counted = 0
-  const run = async (untilNs: bigint, measure: boolean): Promise<void> => {
-    while (process.hrtime.bigint() < untilNs) {
-      const messages = batch()
-      const t0 = process.hrtime.bigint()
-      await producer.send({ topic, acks: -1, messages })
-      if (!measure) continue
-      counted += messages.length
-      h.recordValue(Number((process.hrtime.bigint() - t0) / 1000n))
-    }
-  }
-  await run(process.hrtime.bigint() + BigInt(WARMUP * 1e9), false)
-  const t0 = process.hrtime.bigint()
-  await run(t0 + BigInt(SECONDS * 1e9), true)
-  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9
-  await producer.disconnect()
-  const result = { name: `kafkajs producer alone (batches of ${batchSize})`, messages: counted, seconds: elapsed, rate: counted / elapsed, p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000, latencyOf: 'send' }
-  h.destroy()
-  return result
+  const r = await producerAlone({ brokers, topic: `${PREFIX}producer-alone`, partitions: PARTITIONS, devices: DEVICES, window: WINDOW, payload: PAYLOAD, seconds: SECONDS, warmupSeconds: WARMUP, deviceId })
+  return { name: `kafkajs producer alone (batches of ${r.batchSize})`, messages: r.messages, seconds: r.seconds, rate: r.rate, p50: r.p50Ms, p99: r.p99Ms, latencyOf: 'send' }
 }
 
 const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })

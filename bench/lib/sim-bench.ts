@@ -45,10 +45,10 @@ function stopper(child: ChildProcess, memStatsFile: string): () => Promise<void>
   }
 }
 
-/** `nodeArgs`: extra options for node itself (e.g. --cpu-prof). */
-export async function startGateway(dataDir: string, env: Record<string, string> = {}, args: string[] = [], nodeArgs: string[] = []): Promise<Server> {
+/** `nodeArgs`: extra options for node itself (e.g. --cpu-prof); `main`: another build's dist/src/cli/main.js (before/after runs). */
+export async function startGateway(dataDir: string, env: Record<string, string> = {}, args: string[] = [], nodeArgs: string[] = [], main = join(here, '..', '..', 'src', 'cli', 'main.js')): Promise<Server> {
   const mem = memStatsFor('gateway')
-  const child = spawn(process.execPath, [...nodeArgs, ...mem.nodeArgs, join(here, '..', '..', 'src', 'cli', 'main.js'), 'start', ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, ...mem.nodeArgs, main, 'start', ...args], {
     env: {
       ...mem.env,
       ...process.env,
