@@ -15,7 +15,7 @@ export function createEventStream(config: GatewayConfig, role: 'gateway' | 'tool
     case 'embedded':
       // Retention is the gateway's job; a CLI process reading the same file leaves it alone, and
       // its few appends need no writer thread.
-      return SqliteEventStream.fromConfig(config.stream.embedded, resolve(config.dataDir), config.stream.partitions, role === 'tool' ? { retentionIntervalSeconds: 0, writerThread: false } : {})
+      return SqliteEventStream.fromConfig(config.stream.embedded, resolve(config.dataDir), config.stream.partitions, role === 'tool' ? { retentionIntervalSeconds: 0, writerThread: false, checkpointThread: false } : {})
     case 'kafka':
       // Retention is the brokers' job; a tool and the gateway are both plain Kafka clients.
       return KafkaEventStream.fromConfig(config.stream.kafka, config.stream.partitions, role === 'tool' ? { clientId: `${config.stream.kafka.clientId}-tool` } : {})

@@ -126,6 +126,11 @@ const embeddedSchema = z.strictObject({
    * and the second core does the writing. false = commit on the event loop (one core).
    */
   writerThread: z.boolean().default(true),
+  /**
+   * Copy WAL pages into the database on a thread of its own (a PASSIVE checkpoint every 200 ms)
+   * rather than in the commit that crosses SQLite's threshold, which held PUBACKs for milliseconds.
+   */
+  checkpointThread: z.boolean().default(true),
 })
 
 /** `host:port` list; the env form is one comma-separated string. */

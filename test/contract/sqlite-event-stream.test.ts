@@ -26,11 +26,11 @@ function options(file: string, overrides: Partial<SqliteEventStreamOptions> = {}
 
 // Every test runs twice: commits on the event loop, and on the writer thread (the gateway's default).
 for (const writerThread of [false, true]) {
-  const mode = writerThread ? ' (writer thread)' : ''
+  const mode = writerThread ? ' (writer and checkpoint threads)' : ''
 
   eventStreamContract(`SqliteEventStream${mode}`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'streamgate-stream-'))
-    const stream = new SqliteEventStream(options(join(dir, 'stream.db'), { writerThread }))
+    const stream = new SqliteEventStream(options(join(dir, 'stream.db'), { writerThread, checkpointThread: writerThread }))
     return {
       stream,
       cleanup: async () => {
@@ -60,7 +60,7 @@ for (const writerThread of [false, true]) {
     })
 
     async function open(overrides: Partial<SqliteEventStreamOptions> = {}, topics = [{ name: 't', partitions: 1 }]): Promise<SqliteEventStream> {
-      const stream = new SqliteEventStream(options(file, { writerThread, ...overrides }))
+      const stream = new SqliteEventStream(options(file, { writerThread, checkpointThread: writerThread, ...overrides }))
       streams.push(stream)
       await stream.start(topics)
       return stream
@@ -286,7 +286,7 @@ for (const writerThread of [false, true]) {
 
     it('builds from the stream.embedded config section with the file in the data dir', async () => {
       const stream = SqliteEventStream.fromConfig(
-        { synchronous: 'FULL', maxBatchRecords: 10, lingerMs: 0, retentionHours: 0, retentionMaxMiBPerPartition: 0, retentionIntervalSeconds: 60, pollIntervalMs: 100, busyTimeoutMs: 1000, writerThread },
+        { synchronous: 'FULL', maxBatchRecords: 10, lingerMs: 0, retentionHours: 0, retentionMaxMiBPerPartition: 0, retentionIntervalSeconds: 60, pollIntervalMs: 100, busyTimeoutMs: 1000, writerThread, checkpointThread: writerThread },
         join(dir, 'data'),
         3,
       )

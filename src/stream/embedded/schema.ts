@@ -72,6 +72,8 @@ export interface OpenOptions {
   file: string
   synchronous: 'NORMAL' | 'FULL'
   busyTimeoutMs: number
+  /** SQLite's automatic checkpoint threshold in pages (default 1000); raised while a Checkpointer runs. */
+  walAutocheckpointPages?: number
 }
 
 /** Open (creating if needed) the stream file in WAL mode and bring its schema up to date. */
@@ -88,6 +90,7 @@ export function openStreamDatabase(options: OpenOptions): Database {
     db.pragma(`synchronous = ${options.synchronous}`)
     // 16 MiB page cache: keeps the tails of hot partitions (where appends and consumers work) cached.
     db.pragma('cache_size = -16384')
+    if (options.walAutocheckpointPages !== undefined) db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpointPages))}`)
     migrate(db, options.file)
     return db
   } catch (err) {

@@ -19,6 +19,7 @@ import { openStreamDatabase, toStreamError } from './schema.js'
 import { StreamStore, type TopicState } from './store.js'
 import { GroupCommitWriter, type RecordWriter, type WriterStats } from './writer.js'
 import { ThreadedWriter } from './writer-thread.js'
+import { Checkpointer, WAL_BACKSTOP_PAGES } from './checkpointer.js'
 
 export type EmbeddedStreamConfig = GatewayConfig['stream']['embedded']
 
@@ -50,6 +51,12 @@ export interface SqliteEventStreamOptions {
    * Default false here; the gateway turns it on (`stream.embedded.writerThread`), a CLI tool does not need it.
    */
   writerThread?: boolean
+  /**
+   * Copy WAL pages into the database on a thread of their own (checkpointer.ts) instead of in the
+   * commit that crosses SQLite's threshold. Default false here; the gateway turns it on
+   * (`stream.embedded.checkpointThread`).
+   */
+  checkpointThread?: boolean
   /** Consumer-group partition lease. Default 10 000 ms. */
   leaseMs?: number
   /** Lease renewal and rebalance period. Default 2000 ms. */
@@ -57,6 +64,9 @@ export interface SqliteEventStreamOptions {
 }
 
 type State = 'new' | 'open' | 'stopping' | 'stopped'
+
+/** How often the checkpoint thread copies committed WAL pages into the database. */
+const CHECKPOINT_INTERVAL_MS = 200
 
 /**
  * EventStream on one SQLite file (WAL): partitioned, ordered, durable topics for a single machine.
@@ -70,6 +80,7 @@ export class SqliteEventStream implements EventStream {
   private db: Database | null = null
   private store: StreamStore | null = null
   private writer: RecordWriter | null = null
+  private checkpointer: Checkpointer | null = null
   private retention: Retention | null = null
   private retentionTimer: NodeJS.Timeout | null = null
   private retentionRun: Promise<RetentionReport> | null = null
@@ -83,6 +94,7 @@ export class SqliteEventStream implements EventStream {
       now: Date.now,
       busyTimeoutMs: 5000,
       writerThread: false,
+      checkpointThread: false,
       leaseMs: 10_000,
       heartbeatMs: 2000,
       ...options,
@@ -173,8 +185,8 @@ export class SqliteEventStream implements EventStream {
 
   health(): StreamHealth {
     if (this.state !== 'open') return { ready: false, detail: `embedded stream ${this.state}` }
-    const problem = this.writer?.lastError ?? this.retentionError
-    return problem ? { ready: true, detail: `last error: ${problem.message}` } : { ready: true }
+    const problem = this.writer?.lastError?.message ?? this.retentionError?.message ?? this.checkpointer?.lastError
+    return problem ? { ready: true, detail: `last error: ${problem}` } : { ready: true }
   }
 
   /** Group-commit counters (commits, records, failedCommits, queuedRecords). */
@@ -204,15 +216,20 @@ export class SqliteEventStream implements EventStream {
 
   private open(): void {
     const { file, synchronous, busyTimeoutMs, maxBatchRecords, lingerMs, now } = this.options
-    const db = openStreamDatabase({ file, synchronous, busyTimeoutMs })
+    const walAutocheckpointPages = this.options.checkpointThread ? WAL_BACKSTOP_PAGES : undefined
+    const db = openStreamDatabase({ file, synchronous, busyTimeoutMs, walAutocheckpointPages })
     const store = new StreamStore(db)
     this.db = db
     this.store = store
     const committed = (topics: ReadonlySet<string>): void => this.wakeConsumers(topics)
     this.writer = this.options.writerThread
-      ? new ThreadedWriter({ file, synchronous, busyTimeoutMs, maxBatchRecords, lingerMs }, now, committed)
+      ? new ThreadedWriter({ file, synchronous, busyTimeoutMs, maxBatchRecords, lingerMs, walAutocheckpointPages }, now, committed)
       : new GroupCommitWriter(db, store, { maxBatchRecords, lingerMs, now }, committed)
     this.retention = new Retention(db, store, { ...this.options, now })
+    if (this.options.checkpointThread) {
+      this.checkpointer = new Checkpointer({ file, intervalMs: CHECKPOINT_INTERVAL_MS, busyTimeoutMs: busyTimeoutMs ?? 5000 })
+      this.checkpointer.start()
+    }
     this.stopping = null
     this.state = 'open'
     if (this.options.retentionIntervalSeconds > 0 && this.retention.enabled) {
@@ -232,6 +249,8 @@ export class SqliteEventStream implements EventStream {
     this.retentionTimer = null
     // Appends made from here on (say by a handler finishing its batch) reject with E_STREAM_CLOSED.
     await writer.close()
+    await this.checkpointer?.close()
+    this.checkpointer = null
     await Promise.all([...this.consumers].map((c) => c.stop()))
     await this.retentionRun?.catch(() => undefined)
     this.db?.close()

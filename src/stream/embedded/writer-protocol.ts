@@ -8,6 +8,7 @@ export interface WriterThreadConfig {
   busyTimeoutMs: number
   maxBatchRecords: number
   lingerMs: number
+  walAutocheckpointPages?: number
 }
 
 export interface WireError {

@@ -1,9 +1,9 @@
-import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { GatewayError } from '../../errors/catalogue.js'
 import type { AppendResult, OutgoingRecord } from '../types.js'
 import { checkRecord, encodeBatch, type BatchCall } from './record-batch.js'
 import type { TopicState } from './store.js'
+import { siblingWorkerFile } from './worker-file.js'
 import type { RecordWriter, WriterStats } from './writer.js'
 import type { FromWorker, WireError, WriterThreadConfig } from './writer-protocol.js'
 
@@ -95,7 +95,7 @@ export class ThreadedWriter implements RecordWriter {
 
   private thread(): Worker {
     if (this.worker) return this.worker
-    const worker = new Worker(workerFile(), { workerData: this.config, name: 'stream-writer' })
+    const worker = new Worker(siblingWorkerFile(import.meta.url, 'writer-worker'), { workerData: this.config, name: 'stream-writer' })
     worker.on('message', (message: FromWorker) => this.received(message))
     worker.on('error', (err) => this.lost(worker, `the stream writer thread failed: ${err.message}`))
     worker.on('exit', (code) => this.lost(worker, `the stream writer thread exited (code ${code})`))
@@ -176,8 +176,3 @@ function fromWire(error: WireError): GatewayError {
  * The compiled worker beside this module. Under vitest this module runs from its TypeScript
  * source, which a worker cannot load: the build's copy in dist/ is used then (npm test builds first).
  */
-function workerFile(): string {
-  const here = fileURLToPath(import.meta.url)
-  const file = here.replace(/writer-thread\.(ts|js)$/, 'writer-worker.js')
-  return here.endsWith('.ts') ? file.replace(/([\\/])src([\\/]stream[\\/]embedded[\\/])/, '$1dist$1src$2') : file
-}
