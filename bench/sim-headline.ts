@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -6,6 +6,7 @@ import { parseScenario, type Scenario } from '../device-sim/scenario.js'
 import { runSimulation } from '../device-sim/simulate.js'
 import type { SimReport } from '../device-sim/report/build.js'
 import { benchKafka, localKafkaMissing } from './lib/local-kafka.js'
+import { CLIENT_BOUND_CORES } from './lib/loadgen.js'
 import { collectMemStats, type MemStats } from './lib/mem-stats.js'
 import { gatewayConnections, openSockets, rssBytes, seedRegistry, startBareAedes, startGateway, waitReady, type Server } from './lib/sim-bench.js'
 
@@ -76,8 +77,29 @@ if (!kafkaSkipped && only.has('a') && !values['kafka-brokers'] && localKafkaMiss
   process.exit(2)
 }
 
+/**
+ * CPU the simulator used while `run` ran, in cores: this process (its threads) plus simulator
+ * worker processes that ended within it (Linux /proc/self/stat: utime, stime, cutime, cstime).
+ * Measured before the server under test stops, so the server's own CPU is not in it.
+ */
+function ownCpuSeconds(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')
+  return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0) / 100
+}
+
+async function measuredSim(run: () => Promise<SimReport>): Promise<{ report: SimReport; simCores: number }> {
+  const cpu0 = ownCpuSeconds()
+  const t0 = performance.now()
+  const report = await run()
+  return { report, simCores: (ownCpuSeconds() - cpu0) / ((performance.now() - t0) / 1000) }
+}
+
+/** The load generator must not be what is measured: above half a core, a run is client-bound. */
+const boundNote = (cores: number): string => `; simulator ${fmt(cores * 100)} % of a core${cores > CLIENT_BOUND_CORES ? ' CLIENT-BOUND' : ''}`
+
 interface IngestRun {
   name: string
+  simCores: number
   report: SimReport
   /** Mean acked msgs/s over the steady seconds. */
   rate: number
@@ -85,34 +107,34 @@ interface IngestRun {
 
 /** One gateway run of (a): its own data dir and registry, the simulator reading the stream back. */
 async function ingestGateway(name: string, load: Record<string, unknown>, devices: number, stream: (dir: string) => { args: string[]; sim: Record<string, unknown> }): Promise<IngestRun> {
-  const report = await withDataDir(async (dir) => {
+  const { report, simCores } = await withDataDir(async (dir) => {
     const credentials = await seedRegistry(dir, 'ing-', devices)
     const target = stream(dir)
     const server = await startGateway(dir, {}, target.args)
     try {
       // Kafka: ready once the topics exist; the load starts only then.
       await waitReady(server)
-      return await runSimulation(scenario(server, { ...load, credentials, ...target.sim }))
+      return await measuredSim(() => runSimulation(scenario(server, { ...load, credentials, ...target.sim })))
     } finally {
       await server.stop()
     }
   })
-  return { name, report, rate: sustained(report, Number(load.duration)) }
+  return { name, report, simCores, rate: sustained(report, Number(load.duration)) }
 }
 
 async function ingestBare(load: Record<string, unknown>, devices: number): Promise<IngestRun> {
-  const report = await withDataDir(async (dir) => {
+  const { report, simCores } = await withDataDir(async (dir) => {
     // Bare Aedes authenticates nobody: any key will do; the simulator still signs tokens.
     const credentials = join(dir, 'creds.json')
     writeFileSync(credentials, JSON.stringify(Array.from({ length: devices }, (_, i) => ({ deviceId: `ing-${String(i + 1).padStart(6, '0')}`, key: 'AAAA' }))))
     const server = await startBareAedes()
     try {
-      return await runSimulation(scenario(server, { ...load, credentials }))
+      return await measuredSim(() => runSimulation(scenario(server, { ...load, credentials })))
     } finally {
       await server.stop()
     }
   })
-  return { name: 'bare Aedes 1.2', report, rate: sustained(report, Number(load.duration)) }
+  return { name: 'bare Aedes 1.2', report, simCores, rate: sustained(report, Number(load.duration)) }
 }
 
 /** The gateway on Kafka: a config file that both the gateway and the simulator's stream reader load. */
@@ -135,7 +157,7 @@ async function ingestKafka(load: Record<string, unknown>, devices: number): Prom
 function ingestLine(r: IngestRun, bare: IngestRun): string {
   const c = r.report.counts
   const stream = c.stored === null ? '' : `, acked ${fmt(c.acked)}, stored ${fmt(c.stored)}${c.stored === c.acked ? ' (= acked)' : ''}, duplicated ${fmt(c.duplicated ?? 0)}, lost ${fmt(c.lost)}`
-  return `    ${r.name.padEnd(27)} ${fmt(r.rate).padStart(7)} msgs/s${r === bare ? '' : ` (${fmt(r.rate / bare.rate, 2)} x bare)`}${stream}, PUBACK p50 ${fmt(r.report.latencyMs.puback.p50, 2)} ms p99 ${fmt(r.report.latencyMs.puback.p99, 2)} ms`
+  return `    ${r.name.padEnd(27)} ${fmt(r.rate).padStart(7)} msgs/s${r === bare ? '' : ` (${fmt(r.rate / bare.rate, 2)} x bare)`}${stream}, PUBACK p50 ${fmt(r.report.latencyMs.puback.p50, 2)} ms p99 ${fmt(r.report.latencyMs.puback.p99, 2)} ms${boundNote(r.simCores)}`
 }
 
 async function ingest(): Promise<void> {
@@ -150,7 +172,7 @@ async function ingest(): Promise<void> {
   if (!kafkaSkipped) runs.push(await ingestKafka(load, devices))
   for (const r of [...runs, bare]) out(ingestLine(r, bare))
   if (kafkaSkipped) out(`    gateway -> Kafka: SKIPPED (${kafkaSkipped})`)
-  const entry = (r: IngestRun): Record<string, unknown> => ({ rate: r.rate, ratioToBare: r.rate / bare.rate, counts: r.report.counts, puback: r.report.latencyMs.puback, e2e: r.report.latencyMs.e2e })
+  const entry = (r: IngestRun): Record<string, unknown> => ({ rate: r.rate, simulatorCores: r.simCores, clientBound: r.simCores > CLIENT_BOUND_CORES, ratioToBare: r.rate / bare.rate, counts: r.report.counts, puback: r.report.latencyMs.puback, e2e: r.report.latencyMs.e2e })
   results.ingest = { offered: devices * rate, seconds, workers, embedded: entry(runs[0]!), kafka: runs[1] ? entry(runs[1]) : { skipped: kafkaSkipped }, bare: entry(bare) }
 }
 
@@ -158,18 +180,18 @@ async function latency(): Promise<void> {
   const total = n('latency-rate', 1000)
   const seconds = n('latency-seconds', 6)
   const devices = 100
-  const report = await withDataDir(async (dir) => {
+  const { report, simCores } = await withDataDir(async (dir) => {
     const credentials = await seedRegistry(dir, 'lat-', devices)
     const server = await startGateway(dir)
     try {
-      return await runSimulation(scenario(server, { duration: seconds, credentials, dataDir: dir, groups: [{ count: devices, rate: total / devices, qos: 1, payloadSize: 200 }] }))
+      return await measuredSim(() => runSimulation(scenario(server, { duration: seconds, credentials, dataDir: dir, groups: [{ count: devices, rate: total / devices, qos: 1, payloadSize: 200 }] })))
     } finally {
       await server.stop()
     }
   })
   const { puback, e2e } = report.latencyMs
-  results.latency = { offered: total, seconds, puback, e2e, sent: report.counts.sent, stored: report.counts.stored, lost: report.counts.lost }
-  out(`(b) latency at ${fmt(total)} msgs/s (${devices} devices x ${fmt(total / devices)}/s, QoS 1, ${seconds} s): sent ${fmt(report.counts.sent)}, stored ${fmt(report.counts.stored ?? 0)}, lost ${fmt(report.counts.lost)}`)
+  results.latency = { offered: total, seconds, simulatorCores: simCores, clientBound: simCores > CLIENT_BOUND_CORES, puback, e2e, sent: report.counts.sent, stored: report.counts.stored, lost: report.counts.lost }
+  out(`(b) latency at ${fmt(total)} msgs/s (${devices} devices x ${fmt(total / devices)}/s, QoS 1, ${seconds} s): sent ${fmt(report.counts.sent)}, stored ${fmt(report.counts.stored ?? 0)}, lost ${fmt(report.counts.lost)}${boundNote(simCores)}`)
   out(`    PUBACK      p50 ${fmt(puback.p50, 2)} ms  p99 ${fmt(puback.p99, 2)} ms  p99.9 ${fmt(puback.p999, 2)} ms`)
   out(`    end to end  p50 ${fmt(e2e.p50, 2)} ms  p99 ${fmt(e2e.p99, 2)} ms  p99.9 ${fmt(e2e.p999, 2)} ms  (publish -> record readable in the stream)`)
 }
