@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from 'node:net'
 import { parseArgs } from 'node:util'
-import { benchKafka, freePort, hasCommand } from './lib/local-kafka.js'
+import { benchKafka, freePort, hasCommand, localKafkaMissing } from './lib/local-kafka.js'
 import { holdConnections, runLoadgen, writeConnections, type LoadgenConnection, type LoadgenResult } from './lib/loadgen.js'
 import { producerAlone } from './lib/producer-alone.js'
 import { mqttPort, rssBytes, sasCredentials, seedDevices, startBareAedes, startGateway, waitReady, type SeededDevice, type Server } from './lib/sim-bench.js'
@@ -18,8 +18,8 @@ import { mqttPort, rssBytes, sasCredentials, seedDevices, startBareAedes, startG
  *   ingest   QoS 1 PUBACKs/s at saturation: 100 connections x 10 in flight, 200-byte payloads
  *   latency  PUBACK p50/p99 at a fixed 5,000 msg/s over the same 100 connections
  *   connect  connect storm (SAS for the gateway), connects/s, then RSS per held connection
- *   kafka    gateway on Kafka at saturation vs a kafkajs producer alone (--only kafka; local
- *            broker from scripts/kafka-local.sh or --brokers)
+ *   kafka    gateway on Kafka at saturation vs a kafkajs producer alone (a local broker from
+ *            scripts/kafka-local.sh, or --brokers; skipped, saying why, without Java and Maven)
  *
  *   npm run bench:compare [-- --reps 3 --only ingest,latency,connect,kafka --seconds 10 --devices 19500 --json FILE]
  *                         [--gateway-main OTHER/dist/src/cli/main.js] [--gateway-env KEY=VALUE ...]
@@ -27,7 +27,7 @@ import { mqttPort, rssBytes, sasCredentials, seedDevices, startBareAedes, startG
 const { values } = parseArgs({
   options: {
     reps: { type: 'string', default: '3' },
-    only: { type: 'string', default: 'ingest,latency,connect' },
+    only: { type: 'string', default: 'ingest,latency,connect,kafka' },
     seconds: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
     conns: { type: 'string', default: '100' },
@@ -316,6 +316,12 @@ try {
         out(`  rep ${rep + 1} ${name.padEnd(7)} ${target.name.padEnd(11)} ${got.map((s) => `${s.figure} ${fmt(s.value, s.unit === 'ms' || s.unit === 'KiB' ? 2 : 0)} ${s.unit}`).join(', ')}; generator ${fmt(got[0]!.cpuShare * 100)} % of a core${got[0]!.clientBound ? ' CLIENT-BOUND' : ''}`)
       }
     }
+  }
+  // G2 needs a broker: --brokers / KAFKA_BROKERS, or a local one (Java 17+ and Maven).
+  const kafkaSkipped = ONLY.has('kafka') && !values.brokers ? localKafkaMissing() : null
+  if (kafkaSkipped) {
+    out(`  kafka: SKIPPED (${kafkaSkipped})`)
+    ONLY.delete('kafka')
   }
   if (ONLY.has('kafka')) samples.push(...(await kafkaRuns()))
   report(

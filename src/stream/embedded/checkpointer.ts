@@ -58,6 +58,9 @@ export class Checkpointer {
     const worker = this.worker
     if (!worker) return Promise.resolve()
     this.closing ??= new Promise<void>((resolve) => {
+      // Unref'd while it runs; while we wait for it, it must keep the process alive (or a stop with
+      // nothing else left would end the process mid-await, exit code 13).
+      worker.ref()
       worker.once('exit', () => resolve())
       worker.postMessage({ type: 'close' })
     })
