@@ -23,9 +23,13 @@ export const invokeMethodBody = z.strictObject({
   connectTimeoutSeconds: z.number().int().min(0).max(300).default(0),
 })
 
-export const patchTwinBody = z.strictObject({
-  desired: z.record(z.string(), z.unknown()),
-})
+/** Desired properties, tags (IoT Hub: set by the back end, never seen by the device), or both. */
+export const patchTwinBody = z
+  .strictObject({
+    desired: z.record(z.string(), z.unknown()).optional(),
+    tags: z.record(z.string(), z.unknown()).optional(),
+  })
+  .refine((body) => body.desired !== undefined || body.tags !== undefined, 'give desired, tags or both')
 
 export const methodParams = z.strictObject({ id: z.string(), name: z.string() })
 

@@ -88,6 +88,10 @@ export function registerCommandRoutes(api: FastifyInstance, commands: CommandsAp
     const { id } = parseWith(deviceParams, request.params, 'path')
     const body = parseWith(patchTwinBody, request.body, 'request body')
     const ifVersion = parseWith(ifMatchHeader, request.headers['if-match'], 'If-Match header')
-    return commands.twins.patchDesired(id, body.desired, ifVersion)
+    // Tags first: If-Match guards the desired version only, and a refused desired patch then
+    // leaves the tags changed, as two separate IoT Hub updates would.
+    let view = body.tags === undefined ? undefined : await commands.twins.patchTags(id, body.tags)
+    if (body.desired !== undefined) view = await commands.twins.patchDesired(id, body.desired, ifVersion)
+    return view
   })
 }

@@ -9,7 +9,7 @@ import type { TwinService } from '../commands/twin-service.js'
 export interface CommandsApi {
   c2d: Pick<C2dService, 'send' | 'list' | 'purge'>
   methods: Pick<MethodInvoker, 'invoke'>
-  twins: Pick<TwinService, 'get' | 'patchDesired'>
+  twins: Pick<TwinService, 'get' | 'patchDesired' | 'patchTags'>
 }
 
 /**

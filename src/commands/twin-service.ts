@@ -11,10 +11,11 @@ export interface TwinView {
   deviceId: string
   desired: TwinProperties
   reported: TwinProperties
+  tags: TwinProperties
 }
 
 export function toTwinView(twin: Twin): TwinView {
-  return { deviceId: twin.deviceId, desired: sectionDocument(twin.desired), reported: sectionDocument(twin.reported) }
+  return { deviceId: twin.deviceId, desired: sectionDocument(twin.desired), reported: sectionDocument(twin.reported), tags: sectionDocument(twin.tags) }
 }
 
 const DESIRED_PROBE = '$iothub/twin/PATCH/properties/desired/?$version=1'
@@ -55,6 +56,13 @@ export class TwinService {
     // The registry wrote the twin-desired event with the change; the writer takes it to the stream.
     void this.events.flush()
     await this.notifyDesired(deviceId, patch, twin.desired.version)
+    return toTwinView(twin)
+  }
+
+  /** Tags change nothing on the device (it never sees them); routing reads them. */
+  async patchTags(deviceId: string, patch: TwinProperties): Promise<TwinView> {
+    const twin = await this.registry.patchTwin(deviceId, 'tags', patch, this.patchLimits())
+    void this.events.flush()
     return toTwinView(twin)
   }
 

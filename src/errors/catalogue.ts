@@ -61,6 +61,12 @@ export const ERROR_CODES = {
   E_TWIN_TOO_DEEP: { http: 400, connack: 3, summary: 'A twin patch nests objects or arrays deeper than commands.maxTwinDepth (IoT Hub: 10); nothing is changed.' },
   E_GATEWAY_NOT_RUNNING: { http: 503, connack: 3, summary: 'The CLI command needs a running gateway on the data directory (send, invoke, twin) and found none.' },
   E_TWIN_VERSION_MISMATCH: { http: 412, connack: 3, summary: 'The If-Match version does not equal the current desired-properties version; nothing is changed.' },
+
+  E_ROUTE_QUERY_INVALID: { http: 400, connack: 3, summary: 'A route condition does not parse (IoT Hub routing query syntax) or exceeds its length or nesting bound; the message gives the column.' },
+  E_ROUTE_NOT_FOUND: { http: 404, connack: 3, summary: 'No route with that name exists.' },
+  E_ENDPOINT_NOT_FOUND: { http: 404, connack: 3, summary: 'No routing endpoint with that name exists (a route names an endpoint that was never defined).' },
+  E_ENDPOINT_IN_USE: { http: 409, connack: 3, summary: 'The routing endpoint is named by a route; remove or change the route first.' },
+  E_ENDPOINT_DELIVERY: { http: 502, connack: 3, summary: 'A routing endpoint refused or did not answer a delivery (webhook status, timeout, connection error); retried with back-off, then dead-lettered.' },
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

@@ -5,7 +5,7 @@
  * the same JSON.
  */
 
-export type DeviceEventType = 'connected' | 'disconnected' | 'created' | 'deleted' | 'twin-reported' | 'twin-desired'
+export type DeviceEventType = 'connected' | 'disconnected' | 'created' | 'deleted' | 'twin-reported' | 'twin-desired' | 'twin-tags'
 
 /** The JSON value of a `device-events` record. */
 export interface DeviceEvent {
@@ -60,6 +60,6 @@ export function registryEvent(deviceId: string, type: 'created' | 'deleted', at:
 }
 
 /** A twin section changed: its new version and the patch that made it. */
-export function twinEvent(deviceId: string, section: 'desired' | 'reported', version: number, patch: Record<string, unknown>, at: Date): DeviceEvent {
-  return { type: section === 'desired' ? 'twin-desired' : 'twin-reported', deviceId, details: { version, patch }, time: at.toISOString() }
+export function twinEvent(deviceId: string, section: 'desired' | 'reported' | 'tags', version: number, patch: Record<string, unknown>, at: Date): DeviceEvent {
+  return { type: `twin-${section}`, deviceId, details: { version, patch }, time: at.toISOString() }
 }

@@ -222,7 +222,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     // Depth first: everything after it recurses.
     assertTwinDepth(patch, options.maxDepth)
     const checked = validateTwinPatch(patch)
-    const column = section === 'desired' ? 'twin_desired' : 'twin_reported'
+    const column = `twin_${section}` as const
     // Read, merge and write in one IMMEDIATE transaction: a CLI or second gateway patching the same
     // twin waits on busy_timeout instead of losing an update.
     return this.run((db) =>

@@ -26,16 +26,19 @@ export interface TwinRow {
   twin_desired_version: number
   twin_reported: string
   twin_reported_version: number
+  twin_tags: string
+  twin_tags_version: number
 }
 
 export const SELECT_DEVICE = 'SELECT * FROM devices WHERE device_id = ?'
-export const SELECT_TWIN = 'SELECT device_id, twin_desired, twin_desired_version, twin_reported, twin_reported_version FROM devices WHERE device_id = ?'
+export const SELECT_TWIN = 'SELECT device_id, twin_desired, twin_desired_version, twin_reported, twin_reported_version, twin_tags, twin_tags_version FROM devices WHERE device_id = ?'
 
 export function toTwin(row: TwinRow): Twin {
   return {
     deviceId: row.device_id,
     desired: { version: row.twin_desired_version, properties: JSON.parse(row.twin_desired) as TwinProperties },
     reported: { version: row.twin_reported_version, properties: JSON.parse(row.twin_reported) as TwinProperties },
+    tags: { version: row.twin_tags_version, properties: JSON.parse(row.twin_tags) as TwinProperties },
   }
 }
 

@@ -77,6 +77,27 @@ const MIGRATIONS: readonly string[] = [
      claimed_until INTEGER NOT NULL DEFAULT 0
    ) STRICT;
    CREATE INDEX device_event_outbox_by_device ON device_event_outbox (device_id, id);`,
+  // v5: twin tags (set by the back end, read by routing) and message routing: endpoints and the
+  // routes that name them, shared by every gateway on this registry. Definitions are JSON
+  // documents checked by src/routing/definitions.ts; `changes` counts every write so that a
+  // gateway notices another process's change with one cheap read.
+  `ALTER TABLE devices ADD COLUMN twin_tags TEXT NOT NULL DEFAULT '{}';
+   ALTER TABLE devices ADD COLUMN twin_tags_version INTEGER NOT NULL DEFAULT 1;
+   CREATE TABLE routing_endpoints (
+     name TEXT PRIMARY KEY NOT NULL,
+     definition TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE routing_routes (
+     name TEXT PRIMARY KEY NOT NULL,
+     definition TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE routing_changes (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     counter INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO routing_changes (id, counter) VALUES (1, 0);`,
 ]
 
 export const REGISTRY_SCHEMA_VERSION = MIGRATIONS.length

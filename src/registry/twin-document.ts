@@ -17,9 +17,14 @@ export interface Twin {
   deviceId: string
   desired: TwinSection
   reported: TwinSection
+  tags: TwinSection
 }
 
-export type TwinSectionName = 'desired' | 'reported'
+/**
+ * Tags are the third section: set by the back end only (IoT Hub: "tags ... are not visible to
+ * the device"), read by routing conditions and enrichments ($twin.tags.x).
+ */
+export type TwinSectionName = 'desired' | 'reported' | 'tags'
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)

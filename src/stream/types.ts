@@ -49,6 +49,12 @@ export interface PartitionOffsets {
   high: number
 }
 
+export interface CommittedOffset {
+  partition: number
+  /** The next offset the group reads. */
+  offset: number
+}
+
 export type StartPosition = 'earliest' | 'latest'
 
 export interface ConsumeOptions {
@@ -104,6 +110,11 @@ export interface EventStream {
   read(topic: string, partition: number, offset: number, max: number): Promise<StoredRecord[]>
   /** Start a consumer; records are pushed to its handler as they arrive. */
   consume(options: ConsumeOptions): Promise<Consumer>
+  /**
+   * The next offset a consumer group will read in each partition of a topic, for the partitions
+   * it has committed (a group that never committed one has none): with offsets(), a group's lag.
+   */
+  committedOffsets(group: string, topic: string): Promise<CommittedOffset[]>
   health(): StreamHealth
   /**
    * Told of append attempts that failed while the stream keeps retrying them itself (Kafka holds

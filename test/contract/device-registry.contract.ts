@@ -302,7 +302,7 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
 
       it('starts with empty sections at version 1 and null for an unknown device', async () => {
         await registry.create({ deviceId: 'tw' })
-        expect(await registry.getTwin('tw')).toEqual({ deviceId: 'tw', desired: { version: 1, properties: {} }, reported: { version: 1, properties: {} } })
+        expect(await registry.getTwin('tw')).toEqual({ deviceId: 'tw', desired: { version: 1, properties: {} }, reported: { version: 1, properties: {} }, tags: { version: 1, properties: {} } })
         expect(await registry.getTwin('nobody')).toBeNull()
       })
 
@@ -313,6 +313,17 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         expect(twin.reported).toEqual({ version: 3, properties: { temp: { max: 30, min: 1 } } })
         expect(twin.desired.version).toBe(1)
         expect((await registry.getTwin('tw'))?.reported.version).toBe(3)
+      })
+
+      it('keeps tags as a third section with its own version and a twin-tags event', async () => {
+        await registry.create({ deviceId: 'tg' })
+        await registry.patchTwin('tg', 'tags', { deploymentLocation: { building: '43', floor: 1 } }, limits)
+        const twin = await registry.patchTwin('tg', 'tags', { deploymentLocation: { floor: 2 }, owner: 'ops' }, limits)
+        expect(twin.tags).toEqual({ version: 3, properties: { deploymentLocation: { building: '43', floor: 2 }, owner: 'ops' } })
+        expect([twin.desired.version, twin.reported.version]).toEqual([1, 1])
+        const events = (await registry.pendingEvents(100)).map((e) => e.event).filter((e) => e.deviceId === 'tg')
+        expect(events.map((e) => e.type)).toEqual(['created', 'twin-tags', 'twin-tags'])
+        expect(events[2]!.details).toEqual({ version: 3, patch: { deploymentLocation: { floor: 2 }, owner: 'ops' } })
       })
 
       it('refuses with stable codes and changes nothing', async () => {

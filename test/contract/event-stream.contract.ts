@@ -200,6 +200,27 @@ export function eventStreamContract(name: string, factory: () => Promise<EventSt
       expectExactlyOnce([...first.records, ...second.records], [...names(30, 'a'), ...names(10, 'b')])
     })
 
+    it('reports a group\'s committed offsets (none before it commits), which with offsets() give its lag', async () => {
+      const topic = await newTopic(2)
+      const group = `g-${randomBytes(4).toString('hex')}`
+      expect(await stream.committedOffsets(group, topic)).toEqual([])
+      await stream.append(topic, values(20, 'c'))
+      const seen = collector()
+      const consumer = await consume({ topic, group, from: 'earliest', maxBatch: 100, handler: seen.handler })
+      await waitFor(() => seen.records.length >= 20, 'all 20 records')
+      await consumer.stop()
+      const highs = new Map((await stream.offsets(topic)).map((p) => [p.partition, p.high]))
+      const committed = await stream.committedOffsets(group, topic)
+      // Every partition that held records has its end committed: lag 0.
+      for (const [partition, high] of highs) {
+        if (high > 0) expect(committed).toContainEqual({ partition, offset: high })
+      }
+      await stream.append(topic, values(5, 'd'))
+      const after = new Map((await stream.offsets(topic)).map((p) => [p.partition, p.high]))
+      const lag = committed.reduce((sum, c) => sum + after.get(c.partition)! - c.offset, 0)
+      expect(lag).toBe(5)
+    })
+
     it('shares a group between two consumers: every record exactly once', async () => {
       const topic = await newTopic(4)
       const group = `g-${randomBytes(4).toString('hex')}`

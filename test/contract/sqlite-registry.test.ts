@@ -103,7 +103,7 @@ describe('SqliteDeviceRegistry on a file', () => {
     db.close()
     const registry = await open()
     expect((await registry.get('old'))?.primaryKey).toBe('cHJpbWFyeS1rZXktMDEyMzQ1Njc4OWFi')
-    expect(await registry.getTwin('old')).toEqual({ deviceId: 'old', desired: { version: 1, properties: {} }, reported: { version: 1, properties: {} } })
+    expect(await registry.getTwin('old')).toEqual({ deviceId: 'old', desired: { version: 1, properties: {} }, reported: { version: 1, properties: {} }, tags: { version: 1, properties: {} } })
     expect((await registry.get('old'))?.x509Thumbprint).toBeNull()
     // v3 widened the auth_method CHECK (table rebuilt): X.509 devices fit in the upgraded file.
     expect((await registry.create({ deviceId: 'cam', authMethod: 'x509-ca' })).authMethod).toBe('x509-ca')

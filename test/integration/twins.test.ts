@@ -49,7 +49,7 @@ describe('device twins', () => {
     const r2 = await request(dev, '$iothub/twin/PATCH/properties/reported/?$rid=b', 'b', JSON.stringify({ fw: null, temp: { min: 1 } }))
     expect(r2.topic).toBe('$iothub/twin/res/204/?$rid=b&$version=3')
     const twin = await api(gw.httpUrl, 'GET', `/api/devices/${d.deviceId}/twin`)
-    expect(twin.body).toEqual({ deviceId: d.deviceId, desired: { $version: 1 }, reported: { temp: { max: 30, min: 1 }, $version: 3 } })
+    expect(twin.body).toEqual({ deviceId: d.deviceId, desired: { $version: 1 }, reported: { temp: { max: 30, min: 1 }, $version: 3 }, tags: { $version: 1 } })
     const events = await waitFor(async () => {
       const all = (await readAll(gw.gateway, gw.gateway.topics.deviceEvents)).map((r) => JSON.parse(r.value.toString()) as { type: string; deviceId: string; details?: { version: number } })
       const mine = all.filter((e) => e.deviceId === d.deviceId && e.type === 'twin-reported')
@@ -106,6 +106,21 @@ describe('device twins', () => {
     expect([stale.status, errorCode(stale)]).toEqual([412, 'E_TWIN_VERSION_MISMATCH'])
     const twin = await api(gw.httpUrl, 'GET', `/api/devices/${d.deviceId}/twin`)
     expect((twin.body as { desired: unknown }).desired).toEqual({ interval: 5, $version: 2 })
+  })
+
+  it('service tags PATCH changes the tags only; the device never sees them', async () => {
+    const d = await gw.gateway.registry.create({ deviceId: 't-tags' })
+    const dev = await twinDevice(d)
+    const res = await api(gw.httpUrl, 'PATCH', `/api/devices/${d.deviceId}/twin`, { tags: { deploymentLocation: { floor: 1 } } })
+    expect(res.status).toBe(200)
+    expect(res.body).toEqual({ deviceId: d.deviceId, desired: { $version: 1 }, reported: { $version: 1 }, tags: { deploymentLocation: { floor: 1 }, $version: 2 } })
+    const both = await api(gw.httpUrl, 'PATCH', `/api/devices/${d.deviceId}/twin`, { tags: { owner: 'ops' }, desired: { interval: 7 } })
+    expect((both.body as { tags: unknown }).tags).toEqual({ deploymentLocation: { floor: 1 }, owner: 'ops', $version: 3 })
+    const get = await request(dev, '$iothub/twin/GET/?$rid=tg', 'tg', ' ')
+    expect(JSON.parse(get.payload)).toEqual({ desired: { interval: 7, $version: 2 }, reported: { $version: 1 } })
+    expect(dev.got.filter((m) => m.topic.startsWith('$iothub/twin/PATCH/properties/desired/'))).toHaveLength(1)
+    const big = await api(gw.httpUrl, 'PATCH', `/api/devices/${d.deviceId}/twin`, { tags: { blob: 'x'.repeat(40 * 1024) } })
+    expect([big.status, errorCode(big)]).toEqual([413, 'E_TWIN_TOO_LARGE'])
   })
 
   it('answers auth and validation errors on the twin routes', async () => {

@@ -4,6 +4,7 @@ import { GatewayError } from '../../errors/catalogue.js'
 import type { GatewayConfig } from '../../config/schema.js'
 import type {
   AppendResult,
+  CommittedOffset,
   ConsumeOptions,
   Consumer,
   EventStream,
@@ -162,6 +163,12 @@ export class SqliteEventStream implements EventStream {
     const state = this.lookup(store, topic)
     store.requirePartition(state, partition)
     return this.guard(() => store.read(state, partition, offset, max), 'cannot read records')
+  }
+
+  async committedOffsets(group: string, topic: string): Promise<CommittedOffset[]> {
+    const store = this.requireOpen()
+    const state = this.lookup(store, topic)
+    return this.guard(() => store.committedOffsets(group, state), 'cannot read committed offsets')
   }
 
   async consume(options: ConsumeOptions): Promise<Consumer> {

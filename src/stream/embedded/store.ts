@@ -1,6 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3'
 import { GatewayError } from '../../errors/catalogue.js'
-import type { Headers, PartitionOffsets, StoredRecord, TopicSpec } from '../types.js'
+import type { CommittedOffset, Headers, PartitionOffsets, StoredRecord, TopicSpec } from '../types.js'
 
 /**
  * Topics, watermarks and reads over the stream file. Shared by the writer, consumers and
@@ -40,6 +40,7 @@ export class StreamStore {
   private readonly insertTopic: Statement<[string, number, number]>
   private readonly insertPartition: Statement<[string, number]>
   private readonly selectTopicNames: Statement<[], { name: string }>
+  private readonly selectCommitted: Statement<[string, string], { partition: number; next_offset: number }>
 
   constructor(readonly db: Database) {
     this.selectTopic = db.prepare('SELECT partitions FROM topics WHERE name = ?')
@@ -62,6 +63,7 @@ export class StreamStore {
     this.insertTopic = db.prepare('INSERT OR IGNORE INTO topics (name, partitions, created_at) VALUES (?, ?, ?)')
     this.insertPartition = db.prepare('INSERT OR IGNORE INTO partitions (topic, partition) VALUES (?, ?)')
     this.selectTopicNames = db.prepare('SELECT name FROM topics ORDER BY name')
+    this.selectCommitted = db.prepare('SELECT partition, next_offset FROM group_offsets WHERE group_id = ? AND topic = ? ORDER BY partition')
   }
 
   /**
@@ -115,6 +117,10 @@ export class StreamStore {
 
   offsets(topic: TopicState): PartitionOffsets[] {
     return this.selectOffsets.all(topic.name).map((row) => ({ partition: row.partition, low: row.low ?? row.high, high: row.high }))
+  }
+
+  committedOffsets(group: string, topic: TopicState): CommittedOffset[] {
+    return this.selectCommitted.all(group, topic.name).filter((row) => row.partition < topic.partitions).map((row) => ({ partition: row.partition, offset: row.next_offset }))
   }
 
   read(topic: TopicState, partition: number, offset: number, max: number): StoredRecord[] {

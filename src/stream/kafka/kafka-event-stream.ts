@@ -2,6 +2,7 @@ import { Kafka } from 'kafkajs'
 import { GatewayError } from '../../errors/catalogue.js'
 import type {
   AppendResult,
+  CommittedOffset,
   ConsumeOptions,
   Consumer,
   EventStream,
@@ -118,6 +119,18 @@ export class KafkaEventStream implements EventStream {
       // embedded stream does. Past the high watermark: nothing yet.
       const low = (await this.topics.offsets(topic)).find((p) => p.partition === partition)?.low ?? 0
       return offset < low ? this.fetchAt(topic, partition, low, max) : []
+    }
+  }
+
+  async committedOffsets(group: string, topic: string): Promise<CommittedOffset[]> {
+    this.requireOpen()
+    await this.topics.partitionCount(topic)
+    const admin = await this.topics.connected()
+    try {
+      const [committed] = await admin.fetchOffsets({ groupId: group, topics: [topic] })
+      return (committed?.partitions ?? []).filter((p) => Number(p.offset) >= 0).map((p) => ({ partition: p.partition, offset: Number(p.offset) }))
+    } catch (err) {
+      throw toKafkaStreamError(err, 'cannot read committed offsets', topic)
     }
   }
 
