@@ -4,6 +4,7 @@ import type { Logger } from '../observability/logger.js'
 import type { C2dService } from '../commands/c2d-service.js'
 import type { MethodInvoker } from '../commands/method-invoker.js'
 import type { TwinService } from '../commands/twin-service.js'
+import type { RoutingApi } from './routing.js'
 
 /** The command channel as the API uses it (cloud-to-device messages, direct methods, twins). */
 export interface CommandsApi {
@@ -53,6 +54,8 @@ export interface ApiDeps {
   deviceConnection?: (deviceId: string) => LiveConnection | null
   /** When given, the message, method and twin routes are served. */
   commands?: CommandsApi
+  /** When given, /api/routes and /api/endpoints are served. */
+  routing?: RoutingApi
   /** Largest request body in bytes; default 64 KiB (device admin bodies are tiny). */
   bodyLimit?: number
   /** Nesting levels of a JSON payload passed on to a device (http.maxJsonDepth; default 64). */

@@ -3,6 +3,7 @@ import { bearerAuth } from './auth.js'
 import type { ApiDeps } from './deps.js'
 import { registerDeviceRoutes } from './devices.js'
 import { registerCommandRoutes } from './commands.js'
+import { registerRoutingRoutes } from './routing.js'
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandlers } from './errors.js'
 import { registerHealthRoutes } from './health.js'
 import { registerRequestObservers } from './http-metrics.js'
@@ -47,6 +48,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
       api.addHook('onRequest', bearerAuth(deps.adminToken))
       registerDeviceRoutes(api, deps)
       if (deps.commands) registerCommandRoutes(api, deps.commands, deps.maxJsonDepth)
+      if (deps.routing) registerRoutingRoutes(api, deps.routing)
     },
     { prefix: '/api' },
   )

@@ -10,6 +10,7 @@ import type { CommandChannel } from '../commands/command-channel.js'
 import type { DeviceEventWriter } from '../ingest/device-events.js'
 import { createApiServer, type ReadinessReport } from '../api/server.js'
 import { tailRoute } from '../api/tail-socket.js'
+import type { RoutingApi } from '../api/routing.js'
 import { attachHttpEdge } from './edge.js'
 
 export interface ApiParts {
@@ -22,6 +23,7 @@ export interface ApiParts {
   logger: Logger
   adminToken: string
   readiness: () => ReadinessReport
+  routing: Omit<RoutingApi, 'maxJsonDepth'>
 }
 
 /**
@@ -32,6 +34,7 @@ export async function createGatewayApi(config: GatewayConfig, edge: ListenerCont
   const api = await createApiServer({
     registry: p.registry,
     commands: p.commands,
+    routing: { ...p.routing, maxJsonDepth: config.http.maxJsonDepth },
     // Method payloads (128 KiB) and C2D payloads (64 KiB) travel inside JSON bodies.
     bodyLimit: 2 * Math.max(config.commands.maxMethodPayloadBytes, config.commands.maxMessageBytes, config.commands.maxTwinSectionBytes) + 16 * 1024,
     maxJsonDepth: config.http.maxJsonDepth,

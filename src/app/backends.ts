@@ -2,6 +2,8 @@ import { join, resolve } from 'node:path'
 import type { GatewayConfig } from '../config/schema.js'
 import type { DeviceRegistry } from '../registry/types.js'
 import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
+import { SqliteRouteStore } from '../registry/sqlite-route-store.js'
+import type { RouteStore } from '../routing/types.js'
 import type { EventStream } from '../stream/types.js'
 import { SqliteEventStream } from '../stream/embedded/sqlite-event-stream.js'
 import { KafkaEventStream } from '../stream/kafka/kafka-event-stream.js'
@@ -29,4 +31,9 @@ export function embeddedStreamFile(config: GatewayConfig): string {
 
 export function createDeviceRegistry(config: GatewayConfig): DeviceRegistry {
   return new SqliteDeviceRegistry({ file: join(resolve(config.dataDir), 'registry.db') })
+}
+
+/** Routes live in the registry's database: every gateway sharing the registry runs the same ones. */
+export function createRouteStore(config: GatewayConfig): RouteStore {
+  return new SqliteRouteStore({ file: join(resolve(config.dataDir), 'registry.db') })
 }

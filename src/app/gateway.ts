@@ -7,7 +7,9 @@ import { createLogger, type Logger } from '../observability/logger.js'
 import { GatewayMetrics } from '../observability/metrics.js'
 import type { DeviceRegistry } from '../registry/types.js'
 import type { EventStream, TopicSpec } from '../stream/types.js'
-import { createDeviceRegistry, createEventStream } from './backends.js'
+import { createDeviceRegistry, createEventStream, createRouteStore } from './backends.js'
+import { RoutingService } from '../routing/router.js'
+import type { RouteStore } from '../routing/types.js'
 import type { Authenticator } from '../auth/authenticator.js'
 import { createAuthenticator } from '../auth/create-authenticator.js'
 import { TrustedCaStore } from '../auth/ca-store.js'
@@ -68,6 +70,8 @@ export class Gateway {
   /** Queued cloud-to-device messages and persistent subscriptions (`<dataDir>/commands.db`). */
   commandStore!: SqliteCommandStore
   commands!: CommandChannel
+  routeStore!: RouteStore
+  routing!: RoutingService
   admission!: ConnectionAdmission
   private api!: FastifyInstance
   private ingest!: TelemetryIngest
@@ -127,6 +131,7 @@ export class Gateway {
       { name: 'device-events', run: () => this.startDeviceEvents() },
       { name: 'ingest', run: () => this.startIngest() },
       { name: 'command-store', run: () => this.startCommandStore() },
+      { name: 'routing', run: () => this.startRouting() },
       { name: 'broker', run: () => this.startBroker() },
       { name: 'api', run: () => this.startApi() },
       // After the API and before any listener: pending method calls are answered (E_SHUTTING_DOWN)
@@ -222,6 +227,39 @@ export class Gateway {
     return () => this.commandStore.stop()
   }
 
+  /**
+   * Routes run as consumers of their source topics (routing/router.ts), beside the ingest and
+   * never in it. With routing.enabled off they are still kept and managed, and not run.
+   */
+  private async startRouting(): Promise<() => Promise<void>> {
+    const { config } = this
+    this.routeStore = createRouteStore(config)
+    await this.routeStore.start()
+    const topics = this.topics
+    this.routing = new RoutingService({
+      store: this.routeStore,
+      stream: this.stream,
+      registry: this.registry,
+      topics: { telemetry: topics.telemetry, deviceEvents: topics.deviceEvents, deadLetter: topics.deadLetter, reserved: Object.values(topics) },
+      settings: { ...config.routing, topicPrefix: config.stream.topicPrefix, partitions: config.stream.partitions, hubName: config.hostname },
+      metrics: this.metrics,
+      logger: this.logger,
+    })
+    this.metrics.watchRouting(async () => (await this.routing.status()).map((s) => ({ endpoint: s.name, health: s.health, lag: s.lag })))
+    try {
+      if (config.routing.enabled) await this.routing.start({ endpoints: config.routing.endpoints, routes: config.routing.routes })
+      else await this.routing.reload()
+    } catch (err) {
+      await this.routing.stop()
+      await this.routeStore.stop()
+      throw err
+    }
+    return async () => {
+      await this.routing.stop()
+      await this.routeStore.stop()
+    }
+  }
+
   private async startBroker(): Promise<() => Promise<void>> {
     const { config } = this
     const { admission, refusals } = createAdmission(config, this.metrics, this.logger)
@@ -261,6 +299,14 @@ export class Gateway {
       logger: this.logger,
       adminToken: this.adminToken.token,
       readiness: () => this.readiness(),
+      routing: {
+        store: this.routeStore,
+        service: this.routing,
+        twin: async (deviceId) => {
+          const twin = await this.registry.getTwin(deviceId)
+          return twin ? { tags: twin.tags.properties, properties: { desired: twin.desired.properties, reported: twin.reported.properties } } : undefined
+        },
+      },
     })
     this.api = api
     return close

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { endpointSchema, routeSchema } from '../routing/definitions.js'
 
 /**
  * The one configuration schema. Every default lives here; config/default.yaml mirrors it with
@@ -194,6 +195,8 @@ const topicsSchema = z.strictObject({
   deviceEvents: z.string().min(1).default('device-events'),
   commands: z.string().min(1).default('commands'),
   commandFeedback: z.string().min(1).default('command-feedback'),
+  /** Messages a routing endpoint refused maxAttempts times, with the error (routing/endpoint-worker.ts). */
+  deadLetter: z.string().min(1).default('routing-deadletter'),
 })
 
 const streamSchema = z.strictObject({
@@ -272,6 +275,24 @@ const commandsSchema = z.strictObject({
   expiryCheckIntervalMs: z.number().int().min(50).max(60_000).default(1000),
 })
 
+const routingSchema = z.strictObject({
+  /** Run the routes of the registry (off: they are kept, and still managed through the API). */
+  enabled: z.boolean().default(true),
+  /** How often the registry is checked for routes changed by another process (the CLI, another gateway). */
+  reloadIntervalMs: z.number().int().min(100).max(300_000).default(5000),
+  /** Longest a twin read by a condition or an enrichment is reused: a twin change shows this late at most. */
+  twinCacheMs: z.number().int().min(0).max(3_600_000).default(10_000),
+  /** Twins held in that cache (the oldest read is dropped first). */
+  twinCacheEntries: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** Consumer groups of endpoints are named <prefix><endpoint>.<source topic>. */
+  consumerGroupPrefix: z.string().min(1).default('streamgate-route.'),
+  /** Pause before an endpoint's consumer that stopped on an error (stream down) starts again. */
+  restartDelayMs: z.number().int().min(10).max(60_000).default(2000),
+  /** Created at start when the registry has no endpoint or route of that name (the registry's copy wins after that). */
+  endpoints: z.array(endpointSchema).max(100).default([]),
+  routes: z.array(routeSchema).max(100).default([]),
+})
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /**
@@ -294,6 +315,7 @@ export const configSchema = z.strictObject({
   stream: streamSchema.prefault({}),
   limits: limitsSchema.prefault({}),
   commands: commandsSchema.prefault({}),
+  routing: routingSchema.prefault({}),
   log: logSchema.prefault({}),
 })
 

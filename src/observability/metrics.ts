@@ -85,6 +85,39 @@ export class GatewayMetrics {
   readonly upgradeRefusals = new Counter({ name: 'streamgate_http_upgrade_refusals_total', help: 'WebSocket upgrade requests answered with an error status, by status', labelNames: ['status'], registers: [this.registry] })
   readonly logLinesLeftOut = new Counter({ name: 'streamgate_log_lines_left_out_total', help: 'Client-caused warnings not logged because one of the same code was logged within log.repeatIntervalSeconds', labelNames: ['code'], registers: [this.registry] })
 
+  readonly routeMatched = new Counter({ name: 'streamgate_route_matched_total', help: 'Messages whose route condition was true, by route and endpoint (a message matching several routes of one endpoint reaches it once)', labelNames: ['route', 'endpoint'], registers: [this.registry] })
+  readonly routeUndefined = new Counter({ name: 'streamgate_route_undefined_condition_total', help: 'Messages whose route condition was undefined or not boolean (counted as no match, as IoT Hub does)', labelNames: ['route', 'endpoint'], registers: [this.registry] })
+  readonly endpointDelivered = new Counter({ name: 'streamgate_endpoint_delivered_total', help: 'Messages an endpoint accepted (webhook 2xx, stream append durable)', labelNames: ['endpoint'], registers: [this.registry] })
+  readonly endpointFailures = new Counter({ name: 'streamgate_endpoint_failed_attempts_total', help: 'Delivery attempts an endpoint refused or did not answer (each retried with back-off)', labelNames: ['endpoint'], registers: [this.registry] })
+  readonly endpointDeadLettered = new Counter({ name: 'streamgate_endpoint_dead_lettered_total', help: 'Messages written to the dead-letter topic after an endpoint refused them maxAttempts times', labelNames: ['endpoint'], registers: [this.registry] })
+
+  /** Routing endpoints' lag and health, read at each scrape (routing/router.ts). */
+  watchRouting(read: () => Promise<Array<{ endpoint: string; health: string; lag: Record<string, number> }>>): void {
+    const states = ['healthy', 'unhealthy', 'dead']
+    let last: Awaited<ReturnType<typeof read>> = []
+    const refresh = async (): Promise<typeof last> => (last = await read().catch(() => last))
+    new Gauge({
+      name: 'streamgate_endpoint_lag',
+      help: 'Records of a source topic not yet handled by an endpoint (high watermark minus committed offset, summed over partitions)',
+      labelNames: ['endpoint', 'topic'],
+      registers: [this.registry],
+      async collect() {
+        this.reset()
+        for (const e of await refresh()) for (const [topic, lag] of Object.entries(e.lag)) this.set({ endpoint: e.endpoint, topic }, lag)
+      },
+    })
+    new Gauge({
+      name: 'streamgate_endpoint_state',
+      help: 'Endpoint health: 1 for its current state (healthy; unhealthy = retrying; dead = its last delivery went to the dead-letter topic), 0 for the others',
+      labelNames: ['endpoint', 'state'],
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const e of last) for (const state of states) this.set({ endpoint: e.endpoint, state }, e.health === state ? 1 : 0)
+      },
+    })
+  }
+
   /** Admission control's counts, read at each scrape (broker/admission.ts). */
   watchAdmission(read: () => { pending: number; mqtt: number; http: number; maxConnections: number }): void {
     const gauge = (name: string, help: string, key: 'pending' | 'mqtt' | 'http' | 'maxConnections'): void => {

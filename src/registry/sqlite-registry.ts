@@ -1,8 +1,7 @@
-import BetterSqlite3, { type Database } from 'better-sqlite3'
+import type { Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
 import { hashPassword } from '../auth/password.js'
-import { createPrivateFile } from '../sqlite/private-file.js'
-import { migrate } from './sqlite-schema.js'
+import { guardRegistryFile, openRegistryDatabase } from './sqlite-schema.js'
 import {
   assertDeviceId,
   generateKey,
@@ -33,9 +32,6 @@ import { SELECT_DEVICE, SELECT_TWIN, notFound, sqliteCode, toDevice, toTwin, typ
 import { assertTwinDepth, assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
 import { prepared } from '../sqlite/statements.js'
 
-/** SQLITE_BUSY after busy_timeout, locks, open/I-O failures, a full disk, a damaged file. */
-const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|CORRUPT|NOTADB|READONLY|FULL|PERM)/
-
 /**
  * DeviceRegistry on one SQLite file (`<dataDir>/registry.db`, apart from the embedded stream so
  * that stream group commits never wait on registry writes and vice versa).
@@ -55,25 +51,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
 
   async start(): Promise<void> {
     if (this.db) return
-    createPrivateFile(this.file)
-    const db = this.guard(() => new BetterSqlite3(this.file))
-    try {
-      this.guard(() => {
-        // busy_timeout first: switching a fresh file to WAL takes a lock that a gateway or CLI
-        // process opening the same file at the same moment may hold.
-        db.pragma('busy_timeout = 5000')
-        db.pragma('journal_mode = WAL')
-        // NORMAL in WAL mode survives a killed process; a power cut may lose the last registry
-        // write, which an admin can repeat. The stream's own durability setting is separate.
-        db.pragma('synchronous = NORMAL')
-        db.pragma('foreign_keys = ON')
-        migrate(db, this.file)
-      })
-    } catch (err) {
-      db.close()
-      throw err
-    }
-    this.db = db
+    this.db = openRegistryDatabase(this.file, (fn) => this.guard(fn))
   }
 
   async stop(): Promise<void> {
@@ -286,18 +264,6 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   private guard<T>(fn: () => T): T {
-    try {
-      return fn()
-    } catch (err) {
-      if (err instanceof GatewayError) throw err
-      const code = sqliteCode(err)
-      // Only failures of the file itself become E_REGISTRY_UNAVAILABLE (a 503 the caller may
-      // retry); anything else is a bug and stays an internal error.
-      if (code === undefined || !UNAVAILABLE.test(code)) throw err
-      throw new GatewayError('E_REGISTRY_UNAVAILABLE', `device registry ${this.file}: ${(err as Error).message}`, {
-        file: this.file,
-        sqliteCode: code,
-      }, { cause: err })
-    }
+    return guardRegistryFile(this.file, fn)
   }
 }

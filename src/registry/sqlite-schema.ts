@@ -1,4 +1,6 @@
-import type { Database } from 'better-sqlite3'
+import BetterSqlite3, { type Database } from 'better-sqlite3'
+import { createPrivateFile } from '../sqlite/private-file.js'
+import { sqliteCode } from './sqlite-rows.js'
 import { GatewayError } from '../errors/catalogue.js'
 
 /**
@@ -124,4 +126,49 @@ export function migrate(db: Database, file: string): void {
     if (current !== MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`)
   })
   apply.immediate()
+}
+
+/**
+ * Open (creating it owner-only) and migrate the registry file. The device registry and the route
+ * store each hold a connection of their own to it; `guard` maps SQLite's failures to the caller's
+ * E_REGISTRY_UNAVAILABLE.
+ */
+export function openRegistryDatabase(file: string, guard: <T>(fn: () => T) => T): Database {
+  createPrivateFile(file)
+  const db = guard(() => new BetterSqlite3(file))
+  try {
+    guard(() => {
+      // busy_timeout first: switching a fresh file to WAL takes a lock that a gateway or CLI
+      // process opening the same file at the same moment may hold.
+      db.pragma('busy_timeout = 5000')
+      db.pragma('journal_mode = WAL')
+      // NORMAL in WAL mode survives a killed process; a power cut may lose the last registry
+      // write, which an admin can repeat. The stream's own durability setting is separate.
+      db.pragma('synchronous = NORMAL')
+      db.pragma('foreign_keys = ON')
+      migrate(db, file)
+    })
+  } catch (err) {
+    db.close()
+    throw err
+  }
+  return db
+}
+
+/** SQLITE_BUSY after busy_timeout, locks, open/I-O failures, a full disk, a damaged file. */
+const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|CORRUPT|NOTADB|READONLY|FULL|PERM)/
+
+/**
+ * Only failures of the file itself become E_REGISTRY_UNAVAILABLE (a 503 the caller may retry);
+ * anything else is a bug and stays an internal error.
+ */
+export function guardRegistryFile<T>(file: string, fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    if (err instanceof GatewayError) throw err
+    const code = sqliteCode(err)
+    if (code === undefined || !UNAVAILABLE.test(code)) throw err
+    throw new GatewayError('E_REGISTRY_UNAVAILABLE', `device registry ${file}: ${(err as Error).message}`, { file, sqliteCode: code }, { cause: err })
+  }
 }

@@ -10,6 +10,7 @@ describe('docs/metrics.md', () => {
   metrics.watchCommandQueue(async () => ({ messages: 0, feedback: 0 }))
   metrics.watchAdmission(() => ({ pending: 0, mqtt: 0, http: 0, maxConnections: 1 }))
   metrics.watchDeviceEventOutbox(async () => 0)
+  metrics.watchRouting(async () => [])
   requestCounter(metrics.registry)
   const registered = metrics.registry.getMetricsAsArray().map((m) => ({ name: m.name, type: m.constructor.name.toLowerCase() }))
 
