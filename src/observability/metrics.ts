@@ -95,7 +95,12 @@ export class GatewayMetrics {
   watchRouting(read: () => Promise<Array<{ endpoint: string; health: string; lag: Record<string, number> }>>): void {
     const states = ['healthy', 'unhealthy', 'dead']
     let last: Awaited<ReturnType<typeof read>> = []
-    const refresh = async (): Promise<typeof last> => (last = await read().catch(() => last))
+    // Both gauges are collected at once per scrape: they share one read.
+    let pending: Promise<typeof last> | null = null
+    const refresh = (): Promise<typeof last> =>
+      (pending ??= read()
+        .then((v) => (last = v), () => last)
+        .finally(() => (pending = null)))
     new Gauge({
       name: 'streamgate_endpoint_lag',
       help: 'Records of a source topic not yet handled by an endpoint (high watermark minus committed offset, summed over partitions)',
@@ -111,9 +116,9 @@ export class GatewayMetrics {
       help: 'Endpoint health: 1 for its current state (healthy; unhealthy = retrying; dead = its last delivery went to the dead-letter topic), 0 for the others',
       labelNames: ['endpoint', 'state'],
       registers: [this.registry],
-      collect() {
+      async collect() {
         this.reset()
-        for (const e of last) for (const state of states) this.set({ endpoint: e.endpoint, state }, e.health === state ? 1 : 0)
+        for (const e of await refresh()) for (const state of states) this.set({ endpoint: e.endpoint, state }, e.health === state ? 1 : 0)
       },
     })
   }

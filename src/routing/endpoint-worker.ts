@@ -45,8 +45,11 @@ export interface WorkerContext {
   restartDelayMs: number
 }
 
-/** Records read per handler call: a restart hands at most this many to the endpoint again. */
-export const ROUTING_BATCH = 500
+/**
+ * Records read per handler call, committed together: a stop or crash hands at most this many to
+ * the endpoint again. A webhook reads its maxBatch (one POST per commit), a stream endpoint more.
+ */
+export const STREAM_ROUTING_BATCH = 500
 const MAX_ERROR_TEXT = 512
 
 /**
@@ -109,7 +112,7 @@ export class EndpointWorker {
         topic: this.ctx.topic,
         group: this.ctx.group,
         from: 'latest',
-        maxBatch: ROUTING_BATCH,
+        maxBatch: this.plan.endpoint.type === 'webhook' ? this.plan.endpoint.maxBatch : STREAM_ROUTING_BATCH,
         handler: (records) => this.handle(records),
         onError: (err) => this.restart(err),
       })

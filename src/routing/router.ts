@@ -112,14 +112,7 @@ export class RoutingService {
 
   /** An endpoint as the API would store it: also refuses writing into the gateway's own topics. */
   checkEndpoint(input: unknown): EndpointDefinition {
-    const endpoint = checkEndpoint(input)
-    if (endpoint.type === 'stream') {
-      const topic = this.topicOf(endpoint.topic)
-      if (this.options.topics.reserved.includes(topic)) {
-        throw new GatewayError('E_BAD_REQUEST', `endpoint.topic: "${topic}" is a topic the gateway writes itself; route into a topic of its own`, { field: 'topic' })
-      }
-    }
-    return endpoint
+    return checkEndpointFor(input, this.options.settings.topicPrefix, this.options.topics.reserved)
   }
 
   checkRoute(input: unknown): RouteDefinition {
@@ -265,6 +258,18 @@ export class RoutingService {
   private topicOf(name: string): string {
     return this.options.settings.topicPrefix + name
   }
+}
+
+/**
+ * checkEndpoint, and a stream endpoint may not write into a topic the gateway writes itself
+ * (`reserved`, with the prefix): a route from telemetry into telemetry would feed itself for ever.
+ */
+export function checkEndpointFor(input: unknown, topicPrefix: string, reserved: readonly string[]): EndpointDefinition {
+  const endpoint = checkEndpoint(input)
+  if (endpoint.type === 'stream' && reserved.includes(topicPrefix + endpoint.topic)) {
+    throw new GatewayError('E_BAD_REQUEST', `endpoint.topic: "${topicPrefix + endpoint.topic}" is a topic the gateway writes itself; route into a topic of its own`, { field: 'topic' })
+  }
+  return endpoint
 }
 
 const HEALTH_ORDER: Record<EndpointHealth, number> = { healthy: 0, unhealthy: 1, dead: 2 }

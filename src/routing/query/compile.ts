@@ -15,7 +15,7 @@
  * AND stops at the first false and OR at the first true; operands are evaluated left to right
  * (an undefined operand does not stop them: `U AND F` is still F).
  */
-import type { ArithOp, CallNode, CompareNode, LogicalNode, Node } from './ast.js'
+import type { AppNode, ArithNode, ArithOp, BodyNode, CallNode, CompareNode, LiteralNode, LogicalNode, Node, SystemNode, TwinNode } from './ast.js'
 import type { RoutingMessage } from './index.js'
 import { arithmetic, comparator, compareValues, walk } from './values.js'
 
@@ -73,6 +73,37 @@ export function references(node: Node | undefined, kind: 'body' | 'twin'): boole
 function compileKind(node: Node, text: string, tracer: Tracer | undefined): Evaluator {
   const sub = (n: Node): Evaluator => compileNode(n, text, tracer)
   switch (node.kind) {
+    case 'not': {
+      const operand = sub(node.operand)
+      return (m) => {
+        const v = operand(m)
+        return typeof v === 'boolean' ? !v : undefined
+      }
+    }
+    case 'neg': {
+      const operand = sub(node.operand)
+      return (m) => {
+        const v = operand(m)
+        return typeof v === 'number' ? -v : undefined
+      }
+    }
+    case 'and':
+    case 'or':
+      return compileLogical(node, node.operands.map(sub))
+    case 'compare':
+      return compileCompare(node, sub(node.left), sub(node.right))
+    case 'arith':
+      return compileArithmetic(node, node.operands.map(sub))
+    case 'call':
+      return compileCall(node, node.args.map(sub))
+    default:
+      return compileLeaf(node)
+  }
+}
+
+/** Constants and reads of the message. */
+function compileLeaf(node: LiteralNode | SystemNode | AppNode | BodyNode | TwinNode): Evaluator {
+  switch (node.kind) {
     case 'literal': {
       const value = node.value
       return () => value
@@ -103,39 +134,19 @@ function compileKind(node: Node, text: string, tracer: Tracer | undefined): Eval
       const path = node.path
       return (m) => walk(m.twin(), path)
     }
-    case 'not': {
-      const operand = sub(node.operand)
-      return (m) => {
-        const v = operand(m)
-        return typeof v === 'boolean' ? !v : undefined
-      }
+  }
+}
+
+/** Left to right; once a step is undefined the rest cannot change that, so they are skipped. */
+function compileArithmetic(node: ArithNode, operands: Evaluator[]): Evaluator {
+  const ops = node.ops
+  return (m) => {
+    let acc = (operands[0] as Evaluator)(m)
+    for (let i = 1; i < operands.length; i++) {
+      acc = arithmetic(ops[i - 1] as ArithOp, acc, (operands[i] as Evaluator)(m))
+      if (acc === undefined) return undefined
     }
-    case 'neg': {
-      const operand = sub(node.operand)
-      return (m) => {
-        const v = operand(m)
-        return typeof v === 'number' ? -v : undefined
-      }
-    }
-    case 'and':
-    case 'or':
-      return compileLogical(node, node.operands.map(sub))
-    case 'compare':
-      return compileCompare(node, sub(node.left), sub(node.right))
-    case 'arith': {
-      const operands = node.operands.map(sub)
-      const ops = node.ops
-      return (m) => {
-        let acc = (operands[0] as Evaluator)(m)
-        for (let i = 1; i < operands.length; i++) {
-          acc = arithmetic(ops[i - 1] as ArithOp, acc, (operands[i] as Evaluator)(m))
-          if (acc === undefined) return undefined
-        }
-        return acc
-      }
-    }
-    case 'call':
-      return compileCall(node, node.args.map(sub))
+    return acc
   }
 }
 
