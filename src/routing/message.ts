@@ -34,6 +34,7 @@ export type RecordKind = 'telemetry' | 'device-event'
 export class RecordMessage implements RoutingMessage {
   private appProps: Map<string, string> | null = null
   private parsedBody: { value: unknown } | null = null
+  private enqueuedIso: string | undefined
 
   constructor(
     readonly record: StoredRecord,
@@ -51,7 +52,8 @@ export class RecordMessage implements RoutingMessage {
       case 'connectionDeviceId':
         return this.deviceId
       case 'enqueuedTime':
-        return new Date(Number(headers['enqueued-time'] ?? this.record.timestamp)).toISOString()
+        this.enqueuedIso ??= new Date(Number(headers['enqueued-time'] ?? this.record.timestamp)).toISOString()
+        return this.enqueuedIso
       default:
         if (this.kind === 'device-event' && name === 'contentType') return 'application/json'
         if (this.kind === 'device-event' && name === 'contentEncoding') return 'UTF-8'
