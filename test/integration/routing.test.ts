@@ -92,6 +92,35 @@ describe('message routing', () => {
     expect(shown.body).toMatchObject({ hasAuthHeader: true, type: 'webhook' })
   })
 
+  it('routes device lifecycle events and twin changes as their own sources', async () => {
+    await put('/api/endpoints/events', { type: 'stream', topic: 'routed-events' })
+    await put('/api/endpoints/twins', { type: 'stream', topic: 'routed-twins' })
+    await put('/api/routes/lifecycle', { source: 'device-events', condition: "$connectionDeviceId = 'r-ev'", endpoints: ['events'] })
+    await put('/api/routes/twin-changes', { source: 'twin-changes', condition: "$connectionDeviceId = 'r-ev'", endpoints: ['twins'] })
+    const client = await device('r-ev')
+    await client.endAsync()
+    clients.splice(clients.indexOf(client), 1)
+    await api(gw.httpUrl, 'PATCH', '/api/devices/r-ev/twin', { tags: { floor: 3 } })
+    await api(gw.httpUrl, 'PATCH', '/api/devices/r-ev/twin', { desired: { interval: 5 } })
+    const events = await waitFor(async () => {
+      const records = (await readAll(gw.gateway, 'routed-events').catch(() => [])).filter((r) => r.key === 'r-ev')
+      return records.length >= 3 && records
+    }, 15_000, 'created, connected and disconnected routed')
+    expect(events.map((r) => JSON.parse(r.value.toString()).type)).toEqual(['created', 'connected', 'disconnected'])
+    const twins = await waitFor(async () => {
+      const records = (await readAll(gw.gateway, 'routed-twins').catch(() => [])).filter((r) => r.key === 'r-ev')
+      return records.length >= 2 && records
+    }, 15_000, 'the twin changes routed')
+    // Everything written so far has been looked at before the final read.
+    await waitFor(async () => ((await api(gw.httpUrl, 'GET', '/api/endpoints/twins')).body as { lag: Record<string, number> }).lag['device-events'] === 0, 10_000, 'twins endpoint caught up')
+    const settled = (await readAll(gw.gateway, 'routed-twins')).filter((r) => r.key === 'r-ev')
+    expect(settled).toHaveLength(twins.length)
+    // Lifecycle events never reach a twin-changes route, and twin changes never a device-events one.
+    expect(settled.map((r) => r.headers['event-type'])).toEqual(['twin-tags', 'twin-desired'])
+    await waitFor(async () => ((await api(gw.httpUrl, 'GET', '/api/endpoints/events')).body as { lag: Record<string, number> }).lag['device-events'] === 0, 10_000, 'events endpoint caught up')
+    expect((await readAll(gw.gateway, 'routed-events')).filter((r) => r.key === 'r-ev').map((r) => r.headers['event-type'])).toEqual(['created', 'connected', 'disconnected'])
+  })
+
   it('refuses bad definitions with typed errors', async () => {
     const bad = await api(gw.httpUrl, 'PUT', '/api/routes/broken', { condition: '$body.temp > ', endpoints: ['hot'] })
     expect([bad.status, errorCode(bad)]).toEqual([400, 'E_ROUTE_QUERY_INVALID'])
