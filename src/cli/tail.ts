@@ -21,7 +21,8 @@ value is UTF-8 text when the bytes are readable text, else base64 (encoding says
   --partition P     only these partitions (repeatable)
   --lines N         without --from-beginning or a group: start N records before the end of each
                     partition (default 10)
-TOPIC is a stream topic name (telemetry, device-events, commands, command-feedback); the
+TOPIC is a stream topic name (telemetry, device-events, commands, command-feedback,
+routing-deadletter, or a routing endpoint's topic); the
 configured topic prefix is added when the bare name does not exist.`
 
 const OPTIONS = {
