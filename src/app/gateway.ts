@@ -9,6 +9,7 @@ import type { DeviceRegistry } from '../registry/types.js'
 import type { EventStream, TopicSpec } from '../stream/types.js'
 import { createDeviceRegistry, createEventStream, createRouteStore } from './backends.js'
 import { RoutingService } from '../routing/router.js'
+import { twinDocument } from '../routing/twin-cache.js'
 import type { RouteStore } from '../routing/types.js'
 import type { Authenticator } from '../auth/authenticator.js'
 import { createAuthenticator } from '../auth/create-authenticator.js'
@@ -303,8 +304,7 @@ export class Gateway {
         store: this.routeStore,
         service: this.routing,
         twin: async (deviceId) => {
-          const twin = await this.registry.getTwin(deviceId)
-          return twin ? { tags: twin.tags.properties, properties: { desired: twin.desired.properties, reported: twin.reported.properties } } : undefined
+          return twinDocument(await this.registry.getTwin(deviceId))
         },
       },
     })

@@ -20,13 +20,15 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   certs: { summary: 'create a development CA, a server certificate and device certificates', load: async () => (await import('./certs.js')).certsCommand },
   ca: { summary: 'trust a CA for devices with X.509 certificates (--auth x509-ca)', load: async () => (await import('./ca.js')).caCommand },
   twin: { summary: "show a device twin or patch its desired properties", load: async () => (await import('./commands.js')).twinCommand },
+  routes: { summary: 'list, add, remove message routes; test a condition against a sample message', load: async () => (await import('./routes.js')).routesCommand },
+  endpoints: { summary: 'list, add, remove routing endpoints (stream topics, webhooks)', load: async () => (await import('./routes.js')).endpointsCommand },
 }
 
 const USAGE = [
   'usage: streamgate <command> [options]',
   '',
   'commands:',
-  ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(9)}${c.summary}`),
+  ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(11)}${c.summary}`),
   '',
   'streamgate <command> --help   options of one command',
   'streamgate --version          print the version',

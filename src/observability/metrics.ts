@@ -108,7 +108,8 @@ export class GatewayMetrics {
       registers: [this.registry],
       async collect() {
         this.reset()
-        for (const e of await refresh()) for (const [topic, lag] of Object.entries(e.lag)) this.set({ endpoint: e.endpoint, topic }, lag)
+        // A lag that could not be read (the stream is down) is left out rather than shown as 0.
+        for (const e of await refresh()) for (const [topic, lag] of Object.entries(e.lag)) if (lag >= 0) this.set({ endpoint: e.endpoint, topic }, lag)
       },
     })
     new Gauge({

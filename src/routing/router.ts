@@ -47,7 +47,7 @@ export interface EndpointStatus {
   type: EndpointDefinition['type']
   health: EndpointHealth
   lastError: { code: string; message: string; at: string } | null
-  /** Per source topic; absent when no enabled route uses the endpoint. */
+  /** Per source topic (-1: could not be read now); empty when no enabled route uses the endpoint. */
   lag: Record<string, number>
   routes: string[]
   delivered: number

@@ -1,9 +1,14 @@
-import type { DeviceRegistry } from '../registry/types.js'
+import type { DeviceRegistry, Twin } from '../registry/types.js'
 
 /** A twin as conditions and enrichments read it (`$twin.tags.x`, `$twin.properties.desired.x`). */
 export interface TwinDocument {
   tags: Record<string, unknown>
   properties: { desired: Record<string, unknown>; reported: Record<string, unknown> }
+}
+
+/** The registry's twin as conditions read it; undefined for an unknown device. */
+export function twinDocument(twin: Twin | null): TwinDocument | undefined {
+  return twin ? { tags: twin.tags.properties, properties: { desired: twin.desired.properties, reported: twin.reported.properties } } : undefined
 }
 
 interface Entry {
@@ -52,7 +57,7 @@ export class TwinCache {
 
   private async load(deviceId: string): Promise<TwinDocument | undefined> {
     const twin = await this.registry.getTwin(deviceId)
-    const doc = twin ? { tags: twin.tags.properties, properties: { desired: twin.desired.properties, reported: twin.reported.properties } } : undefined
+    const doc = twinDocument(twin)
     this.entries.delete(deviceId)
     this.entries.set(deviceId, { twin: doc, readAt: this.now() })
     while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!)
