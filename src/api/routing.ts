@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { GatewayError } from '../errors/catalogue.js'
 import { nestingExceeds } from '../protocol/json-depth.js'
 import { endpointView, type EndpointDefinition, type RouteDefinition } from '../routing/definitions.js'
-import { endpointsFor, routeTestBody, runRouteTest, type RouteTestResult } from '../routing/route-test.js'
+import { resolveRouteTest, routeTestBody, runRouteTest, type RouteTestResult } from '../routing/route-test.js'
 import type { EndpointStatus, RouteStatus, RoutingService } from '../routing/router.js'
 import type { TwinDocument } from '../routing/twin-cache.js'
 import type { RouteStore } from '../routing/types.js'
@@ -36,19 +36,10 @@ export function registerRoutingRoutes(api: FastifyInstance, routing: RoutingApi)
   api.post('/routes/test', async (request): Promise<RouteTestResult> => {
     if (nestingExceeds(request.body, routing.maxJsonDepth)) throw new GatewayError('E_BAD_REQUEST', `request body nests objects or arrays more than ${routing.maxJsonDepth} levels deep (http.maxJsonDepth)`)
     const body = parseWith(routeTestBody, request.body, 'request body')
-    const definitions = await store.load()
-    let condition = body.condition
-    let endpointNames = body.endpoint === undefined ? [] : [body.endpoint]
-    if (body.route !== undefined) {
-      const route = definitions.routes.find((r) => r.name === body.route)
-      if (!route) throw routeNotFound(body.route)
-      condition = route.condition
-      if (body.endpoint === undefined) endpointNames = route.endpoints
-      body.source = route.source
-    }
-    const query = service.query(condition ?? 'true')
+    const resolved = resolveRouteTest(body, await store.load())
+    const query = service.query(resolved.condition)
     const twin = body.twin ?? (await routing.twin(body.message.deviceId))
-    return runRouteTest(body, query, endpointsFor(endpointNames, definitions.endpoints), twin, service.hubName)
+    return runRouteTest(resolved.body, query, resolved.endpoints, twin, service.hubName)
   })
 
   api.get('/routes/:name', async (request) => {

@@ -6,10 +6,10 @@ import { createDeviceRegistry, createRouteStore } from '../app/backends.js'
 import { findRunningGateway, isProcessAlive, readRuntimeFile } from '../app/runtime-file.js'
 import { topicNames } from '../config/load.js'
 import type { GatewayConfig } from '../config/schema.js'
-import { GatewayError, isGatewayError, type ErrorCode } from '../errors/catalogue.js'
+import { isGatewayError, type ErrorCode } from '../errors/catalogue.js'
 import { checkRoute, endpointView, type EndpointInput, type RouteDefinition, type RouteInput, type StreamEndpointDefinition, type WebhookEndpointDefinition } from '../routing/definitions.js'
 import { compileQuery } from '../routing/query/index.js'
-import { endpointsFor, routeTestBody, runRouteTest, type RouteTestResult } from '../routing/route-test.js'
+import { resolveRouteTest, routeTestBody, runRouteTest, type RouteTestResult } from '../routing/route-test.js'
 import { checkEndpointFor, type EndpointStatus, type RouteStatus } from '../routing/router.js'
 import { twinDocument, type TwinDocument } from '../routing/twin-cache.js'
 import type { RouteStore } from '../routing/types.js'
@@ -98,20 +98,10 @@ export class LocalRouteAdmin implements RouteAdmin {
    */
   async test(input: RouteTestInput): Promise<RouteTestResult> {
     const body = parseWith(routeTestBody, input, 'route test')
-    const definitions = await this.store.load()
-    let condition = body.condition
-    let endpointNames = body.endpoint === undefined ? [] : [body.endpoint]
-    if (body.route !== undefined) {
-      const route = definitions.routes.find((r) => r.name === body.route)
-      if (!route) throw new GatewayError('E_ROUTE_NOT_FOUND', `route "${body.route}" not found`, { route: body.route })
-      condition = route.condition
-      if (body.endpoint === undefined) endpointNames = route.endpoints
-      body.source = route.source
-    }
-    const query = compileQuery(condition ?? 'true')
-    const endpoints = endpointsFor(endpointNames, definitions.endpoints)
+    const resolved = resolveRouteTest(body, await this.store.load())
+    const query = compileQuery(resolved.condition)
     const twin = body.twin ?? (input.message?.deviceId === undefined ? undefined : await this.twinOf(body.message.deviceId))
-    return runRouteTest(body, query, endpoints, twin, this.config.hostname)
+    return runRouteTest(resolved.body, query, resolved.endpoints, twin, this.config.hostname)
   }
 
   close(): Promise<void> {

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { GatewayError } from '../errors/catalogue.js'
 import type { Headers, StoredRecord } from '../stream/types.js'
-import { ROUTE_SOURCES, type EndpointDefinition } from './definitions.js'
+import { ROUTE_SOURCES, type EndpointDefinition, type RouteDefinition } from './definitions.js'
 import { compileEnrichments } from './enrich.js'
 import { RecordMessage } from './message.js'
 import type { CompiledQuery } from './query/index.js'
@@ -91,6 +91,24 @@ function reasonFor(value: unknown, twin: TwinDocument | undefined, query: Compil
   const what = value === undefined ? 'undefined (a property it reads is missing, or values of different types were compared)' : `${JSON.stringify(value)}, not a boolean`
   const hint = query.usesTwin && twin === undefined ? '; the device has no twin (unknown device)' : ''
   return `the condition is ${what}${hint}: that counts as no match, as in IoT Hub`
+}
+
+/**
+ * What a test runs: the given condition, or a stored route's condition and source; the named
+ * endpoint's enrichments, else the route's endpoints'. E_ROUTE_NOT_FOUND, E_ENDPOINT_NOT_FOUND.
+ */
+export function resolveRouteTest(body: RouteTestBody, definitions: { routes: RouteDefinition[]; endpoints: EndpointDefinition[] }): { body: RouteTestBody; condition: string; endpoints: EndpointDefinition[] } {
+  let condition = body.condition ?? 'true'
+  let endpointNames = body.endpoint === undefined ? [] : [body.endpoint]
+  let resolved = body
+  if (body.route !== undefined) {
+    const route = definitions.routes.find((r) => r.name === body.route)
+    if (!route) throw new GatewayError('E_ROUTE_NOT_FOUND', `route "${body.route}" not found`, { route: body.route })
+    condition = route.condition
+    if (body.endpoint === undefined) endpointNames = route.endpoints
+    resolved = { ...body, source: route.source }
+  }
+  return { body: resolved, condition, endpoints: endpointsFor(endpointNames, definitions.endpoints) }
 }
 
 export function endpointsFor(names: string[], all: EndpointDefinition[]): EndpointDefinition[] {
