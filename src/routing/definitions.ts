@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { GatewayError } from '../errors/catalogue.js'
 import { RESERVED_HEADERS } from '../ingest/envelope.js'
-import { MAX_QUERY_LENGTH, compileQuery, parseTwinPath } from './query/index.js'
+import { compileQuery, parseTwinPath } from './query/index.js'
 
 /**
  * What a route and an endpoint are, checked in one place: the API, the CLI (offline), the config
@@ -26,7 +26,14 @@ export const MAX_ROUTE_ENDPOINTS = 10
 export const ROUTE_SOURCES = ['telemetry', 'device-events', 'twin-changes'] as const
 export type RouteSource = (typeof ROUTE_SOURCES)[number]
 
-const name = (what: string) => z.string().regex(NAME, `${what} names are 1 to 64 of A-Z a-z 0-9 . _ -`)
+/** `.` and `..` fit the patterns, but URL clients rewrite them out of a path (and Kafka refuses them as topics). */
+const notDots = (text: string): boolean => text !== '.' && text !== '..'
+
+const name = (what: string) =>
+  z
+    .string()
+    .regex(NAME, `${what} names are 1 to 64 of A-Z a-z 0-9 . _ -`)
+    .refine(notDots, `${what} names may not be . or ..`)
 
 const enrichmentSchema = z.strictObject({
   key: z
@@ -59,7 +66,7 @@ const streamEndpointSchema = z.strictObject({
   ...endpointBase,
   type: z.literal('stream'),
   /** Topic of the gateway's stream backend (stream.topicPrefix is put before it). */
-  topic: z.string().regex(TOPIC, 'topic names are 1 to 200 of A-Z a-z 0-9 . _ -'),
+  topic: z.string().regex(TOPIC, 'topic names are 1 to 200 of A-Z a-z 0-9 . _ -').refine(notDots, 'a topic may not be named . or ..'),
   /** Partitions when the gateway creates the topic (default stream.partitions). */
   partitions: z.number().int().min(1).max(1024).optional(),
 })
@@ -72,8 +79,17 @@ const webhookEndpointSchema = z.strictObject({
     .max(2048)
     .refine((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), 'url must be an http:// or https:// URL')
     .refine((text) => !URL.canParse(text) || (new URL(text).username === '' && new URL(text).password === ''), 'url may not carry credentials; give them as authHeader'),
-  /** Sent as the Authorization header. A secret: never returned by the API, never logged. */
-  authHeader: z.string().min(1).max(4096).optional(),
+  /**
+   * Sent as the Authorization header. A secret: never returned by the API, never logged. Only
+   * what an HTTP header value may hold (RFC 9110 field-value: tab, visible ASCII, obs-text): a
+   * CR, LF or NUL would otherwise fail every delivery with an error that quotes the value.
+   */
+  authHeader: z
+    .string()
+    .min(1)
+    .max(4096)
+    .regex(/^[\t\x20-\x7e\x80-\xff]+$/, 'authHeader may hold only tab, visible ASCII and Latin-1 characters (no CR, LF or NUL)')
+    .optional(),
   /** One POST waits this long for its answer. */
   timeoutMs: z.number().int().min(100).max(120_000).default(5000),
   /** Messages in one POST, and their bytes (payloads as sent); a batch past either is split. */
@@ -90,8 +106,12 @@ export type EndpointInput = z.input<typeof endpointSchema>
 export const routeSchema = z.strictObject({
   name: name('route'),
   source: z.enum(ROUTE_SOURCES).default('telemetry'),
-  /** IoT Hub routing query; empty or `true` routes every message of the source. */
-  condition: z.string().max(MAX_QUERY_LENGTH).default('true'),
+  /**
+   * IoT Hub routing query; empty or `true` routes every message of the source. Its length bound
+   * (MAX_QUERY_LENGTH) is the compiler's, so that it is reported as E_ROUTE_QUERY_INVALID with a
+   * column like every other problem of a condition.
+   */
+  condition: z.string().default('true'),
   endpoints: z
     .array(name('endpoint'))
     .min(1)

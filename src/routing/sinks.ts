@@ -117,10 +117,13 @@ function toJson(m: RoutedMessage): Record<string, unknown> {
   }
 }
 
-/** undici hides the reason in `cause` (ECONNREFUSED, ENOTFOUND, ...); never the URL's credentials. */
+/**
+ * undici puts the reason in `cause` (ECONNREFUSED, ENOTFOUND, ...). Its own message is never
+ * used: a request it refuses to build quotes the offending header, and that may be the secret.
+ */
 function describeFetchError(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause
-  return cause?.code ?? cause?.message ?? (err as Error).message
+  const cause = (err as { cause?: { code?: unknown } }).cause
+  return typeof cause?.code === 'string' ? cause.code : `the request could not be sent (${(err as Error).name})`
 }
 
 export function sinkFor(endpoint: StreamEndpointDefinition | WebhookEndpointDefinition, stream: EventStream, topic: string, partitions: number): EndpointSink {
