@@ -42,7 +42,8 @@ commands:
   list                                   every endpoint (and health, counters, lag when a gateway runs)
   add NAME --stream TOPIC [--partitions N]
   add NAME --webhook URL [--auth-header VALUE|-] [--timeout-ms N] [--max-batch N]
-      either one also [--max-attempts N] [--backoff-ms N] [--max-backoff-ms N] [--enrich key=value]...
+      either one also [--max-attempts N] [--backoff-ms N] [--max-backoff-ms N] [--read-batch N]
+      [--enrich key=value]...
                                          create or replace an endpoint (prints created/replaced)
   remove NAME                            delete an endpoint no route names
 
@@ -75,6 +76,7 @@ const OPTIONS = {
   'max-attempts': { type: 'string' },
   'backoff-ms': { type: 'string' },
   'max-backoff-ms': { type: 'string' },
+  'read-batch': { type: 'string' },
   enrich: { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options']
 
@@ -121,7 +123,7 @@ const ENDPOINT_COMMANDS: Record<string, Subcommand> = {
   },
   add: {
     takesName: true,
-    options: ['stream', 'partitions', 'webhook', 'auth-header', 'timeout-ms', 'max-batch', 'max-attempts', 'backoff-ms', 'max-backoff-ms', 'enrich'],
+    options: ['stream', 'partitions', 'webhook', 'auth-header', 'timeout-ms', 'max-batch', 'max-attempts', 'backoff-ms', 'max-backoff-ms', 'read-batch', 'enrich'],
     prepare: prepareEndpointAdd,
   },
   remove: { takesName: true, options: [], prepare: (name) => removed('endpoint', name, (admin) => admin.removeEndpoint(name)) },
@@ -253,6 +255,7 @@ async function endpointInput(name: string, values: Values): Promise<EndpointInpu
       return { key, value }
     }),
     ...integer(values, 'max-attempts', 'maxAttempts'),
+    ...integer(values, 'read-batch', 'readBatch'),
     ...integer(values, 'backoff-ms', 'backoffMs'),
     ...integer(values, 'max-backoff-ms', 'maxBackoffMs'),
   }
@@ -274,7 +277,7 @@ async function endpointInput(name: string, values: Values): Promise<EndpointInpu
   }
 }
 
-function integer<K extends string>(values: Values, flag: 'partitions' | 'timeout-ms' | 'max-batch' | 'max-attempts' | 'backoff-ms' | 'max-backoff-ms', key: K): Partial<Record<K, number>> {
+function integer<K extends string>(values: Values, flag: 'partitions' | 'timeout-ms' | 'max-batch' | 'max-attempts' | 'backoff-ms' | 'max-backoff-ms' | 'read-batch', key: K): Partial<Record<K, number>> {
   const text = values[flag]
   if (text === undefined) return {}
   if (!/^\d+$/.test(text)) throw new UsageError(`--${flag} expects a whole number, got "${text}"`)

@@ -60,6 +60,12 @@ const endpointBase = {
   /** First pause after a failed attempt; doubles up to maxBackoffMs. */
   backoffMs: z.number().int().min(1).max(60_000).default(200),
   maxBackoffMs: z.number().int().min(1).max(300_000).default(5000),
+  /**
+   * Source records read, evaluated and committed together. A stop or crash hands at most this
+   * many records' matches to the endpoint again; smaller means fewer resent, larger keeps up with
+   * a faster ingest (each read is a round of deliveries and one commit).
+   */
+  readBatch: z.number().int().min(1).max(10_000).default(500),
 }
 
 const streamEndpointSchema = z.strictObject({

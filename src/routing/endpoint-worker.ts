@@ -45,11 +45,6 @@ export interface WorkerContext {
   restartDelayMs: number
 }
 
-/**
- * Records read per handler call, committed together: a stop or crash hands at most this many to
- * the endpoint again. A webhook reads its maxBatch (one POST per commit), a stream endpoint more.
- */
-export const STREAM_ROUTING_BATCH = 500
 const MAX_ERROR_TEXT = 512
 
 /**
@@ -59,7 +54,7 @@ const MAX_ERROR_TEXT = 512
  * order, chunk after chunk, retrying each chunk with doubling back-off; after maxAttempts its
  * messages go to the dead-letter topic with the error. Only then does the handler resolve and the
  * consumer commit the batch: delivery is at least once, in order per device, and a stop or crash
- * re-delivers at most the uncommitted batch.
+ * re-delivers at most the uncommitted batch (the endpoint's readBatch records).
  */
 export class EndpointWorker {
   health: EndpointHealth = 'healthy'
@@ -82,6 +77,7 @@ export class EndpointWorker {
     plan: WorkerPlan,
   ) {
     this.plan = plan
+    this.readBatch = plan.endpoint.readBatch
     const endpoint = plan.endpoint.name
     this.log = ctx.logger.child({ component: 'routing', endpoint, topic: ctx.topic })
     this.delivered = ctx.metrics.endpointDelivered.labels(endpoint)
@@ -92,6 +88,9 @@ export class EndpointWorker {
   get topic(): string {
     return this.ctx.topic
   }
+
+  /** Records its consumer reads per batch (fixed when it starts). */
+  readonly readBatch: number
 
   get endpointName(): string {
     return this.plan.endpoint.name
@@ -112,7 +111,7 @@ export class EndpointWorker {
         topic: this.ctx.topic,
         group: this.ctx.group,
         from: 'latest',
-        maxBatch: this.plan.endpoint.type === 'webhook' ? this.plan.endpoint.maxBatch : STREAM_ROUTING_BATCH,
+        maxBatch: this.readBatch,
         handler: (records) => this.handle(records),
         onError: (err) => this.restart(err),
       })

@@ -205,10 +205,12 @@ export class RoutingService {
     }
     for (const [key, { topic, endpoint, plan }] of plans) {
       const worker = this.workers.get(key)
-      if (worker) {
+      if (worker && worker.readBatch === plan.endpoint.readBatch) {
         worker.update(plan)
         continue
       }
+      // New, or reading a different batch size: its consumer is made anew (from the committed offsets).
+      if (worker) await worker.stop()
       const group = `${this.options.settings.consumerGroupPrefix}${endpoint}.${topic}`
       const created = new EndpointWorker({ ...this.workerContext(), topic, group }, plan)
       this.workers.set(key, created)

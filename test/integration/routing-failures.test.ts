@@ -159,7 +159,7 @@ describe('routing failures', () => {
       return 200
     }
     const first = await gateway(dataDir)
-    await defineWebhook(first, h.url, { maxBatch: 10 })
+    await defineWebhook(first, h.url, { maxBatch: 10, readBatch: 10 })
     const fleet = await devices(first, 'rs', 3)
     await publishSteadily(fleet, 100, 1000)
     await waitFor(() => h.delivered().length >= 50, 15_000, 'some deliveries before the stop')
