@@ -60,7 +60,7 @@ describe('hostile: twin patches nested 5,000 deep', () => {
     expect(client.connected, 'device connection still up').toBe(true)
     await client.endAsync()
     const twin = await gw.api('GET', `/api/devices/${dev.deviceId}/twin`)
-    expect(await twin.json()).toEqual({ deviceId: dev.deviceId, desired: { $version: 1 }, reported: { $version: 1 } })
+    expect(await twin.json()).toEqual({ deviceId: dev.deviceId, desired: { $version: 1 }, reported: { $version: 1 }, tags: { $version: 1 } })
     const twinEvents = (await readTopic(gw.dataDir, 'device-events')).filter((r) => r.key === dev.deviceId && r.headers['event-type']!.startsWith('twin-'))
     expect(twinEvents, 'no twin event for a refused patch').toEqual([])
     expect(gw.output()).not.toMatch(/Maximum call stack|RangeError/)
