@@ -75,6 +75,8 @@ describe('message routing', () => {
   it('delivers to a webhook in order per device, with the auth header, never showing the header', async () => {
     await put('/api/endpoints/hook', { type: 'webhook', url: hook.url, authHeader: 'Bearer s3cret-hook', maxBatch: 5, backoffMs: 50, maxBackoffMs: 200 })
     await put('/api/routes/all-to-hook', { condition: 'true', endpoints: ['hook'] })
+    // A second route to the same endpoint matching the same messages: each still arrives once.
+    await put('/api/routes/hook-again', { condition: "STARTSWITH($connectionDeviceId, 'r-w')", endpoints: ['hook'] })
     const a = await device('r-wa')
     const b = await device('r-wb')
     for (let i = 0; i < 20; i++) {
@@ -85,6 +87,8 @@ describe('message routing', () => {
     for (const id of ['r-wa', 'r-wb']) {
       expect(hook.delivered().filter((m) => m.deviceId === id).map((m) => JSON.parse(m.body).i)).toEqual([...Array(20).keys()])
     }
+    const routes = (await api(gw.httpUrl, 'GET', '/api/routes')).body as { routes: Array<{ name: string; matched: Record<string, number> }> }
+    expect(routes.routes.find((r) => r.name === 'hook-again')?.matched).toEqual({ hook: 40 })
     expect(hook.posts.every((p) => p.headers.authorization === 'Bearer s3cret-hook')).toBe(true)
     expect(hook.posts.every((p) => p.messages.length <= 5)).toBe(true)
     const shown = await api(gw.httpUrl, 'GET', '/api/endpoints/hook')
