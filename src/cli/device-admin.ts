@@ -213,19 +213,22 @@ function issued(reply: DeviceWithConnectionString): IssuedDevice {
 }
 
 /**
- * Through the gateway's API when one serves this data dir (it must learn of every change),
- * otherwise on the registry file. `warn` hears when a gateway seems to run but does not answer.
+ * The gateway serving this data dir, or null. `warn` hears when one seems to run but does not
+ * answer (then the caller changes the registry file, and `directly` says what that means).
  */
-export async function openDeviceAdmin(config: GatewayConfig, warn: (message: string) => void): Promise<DeviceAdmin> {
+export async function runningGateway(config: GatewayConfig, warn: (message: string) => void, directly: string): Promise<{ httpUrl: string; token: string } | null> {
   const dataDir = resolve(config.dataDir)
   const running = await findRunningGateway(dataDir)
-  if (running) return new HttpDeviceAdmin(running.httpUrl, resolveAdminToken(config).token)
+  if (running) return { httpUrl: running.httpUrl, token: resolveAdminToken(config).token }
   const stale = readRuntimeFile(dataDir)
   if (stale && isProcessAlive(stale.pid)) {
-    warn(
-      `a gateway (pid ${stale.pid}) seems to run on ${dataDir} but ${stale.httpUrl}/healthz did not answer; ` +
-        'changing the registry file directly (its connected devices are not disconnected)',
-    )
+    warn(`a gateway (pid ${stale.pid}) seems to run on ${dataDir} but ${stale.httpUrl}/healthz did not answer; changing the registry file directly (${directly})`)
   }
-  return LocalDeviceAdmin.open(config)
+  return null
+}
+
+/** Through the gateway's API when one serves this data dir (it must learn of every change), otherwise on the registry file. */
+export async function openDeviceAdmin(config: GatewayConfig, warn: (message: string) => void): Promise<DeviceAdmin> {
+  const running = await runningGateway(config, warn, 'its connected devices are not disconnected')
+  return running ? new HttpDeviceAdmin(running.httpUrl, running.token) : LocalDeviceAdmin.open(config)
 }

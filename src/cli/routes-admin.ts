@@ -1,9 +1,6 @@
-import { resolve } from 'node:path'
 import type { z } from 'zod'
-import { resolveAdminToken } from '../api/admin-token.js'
 import { parseWith } from '../api/errors.js'
 import { createDeviceRegistry, createRouteStore } from '../app/backends.js'
-import { findRunningGateway, isProcessAlive, readRuntimeFile } from '../app/runtime-file.js'
 import { topicNames } from '../config/load.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { isGatewayError, type ErrorCode } from '../errors/catalogue.js'
@@ -13,7 +10,7 @@ import { resolveRouteTest, routeTestBody, runRouteTest, type RouteTestResult } f
 import { checkEndpointFor, type EndpointStatus, type RouteStatus } from '../routing/router.js'
 import { twinDocument, type TwinDocument } from '../routing/twin-cache.js'
 import type { RouteStore } from '../routing/types.js'
-import { apiRequest } from './device-admin.js'
+import { apiRequest, runningGateway } from './device-admin.js'
 
 /** A route as listed; the counters come only from a running gateway (since it started). */
 export type RouteRow = RouteDefinition & Partial<RouteStatus>
@@ -194,15 +191,6 @@ function shown(endpoint: Parameters<typeof endpointView>[0]): EndpointShown {
  * next polls the registry (routing.reloadIntervalMs).
  */
 export async function openRouteAdmin(config: GatewayConfig, warn: (message: string) => void): Promise<RouteAdmin> {
-  const dataDir = resolve(config.dataDir)
-  const running = await findRunningGateway(dataDir)
-  if (running) return new HttpRouteAdmin(running.httpUrl, resolveAdminToken(config).token)
-  const stale = readRuntimeFile(dataDir)
-  if (stale && isProcessAlive(stale.pid)) {
-    warn(
-      `a gateway (pid ${stale.pid}) seems to run on ${dataDir} but ${stale.httpUrl}/healthz did not answer; ` +
-        'changing the registry file directly (the gateway reloads its routes when it next polls the registry)',
-    )
-  }
-  return LocalRouteAdmin.open(config)
+  const running = await runningGateway(config, warn, 'the gateway reloads its routes when it next polls the registry')
+  return running ? new HttpRouteAdmin(running.httpUrl, running.token) : LocalRouteAdmin.open(config)
 }
