@@ -1,4 +1,4 @@
-import type { MqttClient } from 'mqtt'
+import { connect, type IClientOptions, type MqttClient } from 'mqtt'
 import type { StoredRecord } from '../../src/stream/types.js'
 import type { Gateway } from '../../src/app/gateway.js'
 import { readAll, waitFor } from './gateway.js'
@@ -31,6 +31,27 @@ export interface Received {
   topic: string
   payload: string
   dup: boolean
+}
+
+/**
+ * Connect with the collector already listening. A session's queued messages follow the CONNACK at
+ * once and may arrive in the same TCP read: mqtt.js handles that PUBLISH (and acknowledges it)
+ * before an `await connectAsync()` continues, so a collector attached afterwards misses it.
+ */
+export function connectCollecting(url: string, options: IClientOptions): Promise<{ client: MqttClient; got: Received[] }> {
+  const client = connect(url, options)
+  const got = collect(client)
+  return new Promise((resolve, reject) => {
+    const failed = (err: Error): void => {
+      client.end(true)
+      reject(err)
+    }
+    client.once('error', failed)
+    client.once('connect', () => {
+      client.off('error', failed)
+      resolve({ client, got })
+    })
+  })
 }
 
 /** Collect every PUBLISH a device receives. */

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
-import { connectDevice, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
-import { api, collect, errorCode, feedbackRecords, sleep } from '../helpers/commands.js'
+import { connectDevice, deviceOptions, sasFor, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
+import { api, collect, connectCollecting, errorCode, feedbackRecords, sleep } from '../helpers/commands.js'
 import { parsePropertyBag } from '../../src/protocol/property-bag.js'
 import type { Device } from '../../src/registry/types.js'
 
@@ -43,8 +43,8 @@ describe('cloud-to-device messages', () => {
     const listed = await api(gw.httpUrl, 'GET', `/api/devices/${d.deviceId}/messages`)
     expect((listed.body as { messages: Array<{ messageId: string }> }).messages.map((m) => m.messageId)).toEqual(ids)
 
-    const client = await connect(d, false)
-    const got = collect(client)
+    const { client, got } = await connectCollecting(gw.mqttUrl, deviceOptions(d.deviceId, sasFor(d)))
+    clients.push(client)
     await waitFor(() => got.length === 3, 15_000, 'three messages')
     expect(got.map((m) => m.payload)).toEqual(['m0', 'm1', 'm2'])
     const bag = parsePropertyBag(got[0]!.topic.split('/').slice(4).join('/'))
@@ -105,8 +105,8 @@ describe('cloud-to-device messages', () => {
     await sleep(100)
     expect(await feedbackRecords(gw.gateway).then((f) => f.filter((x) => x.deviceId === d.deviceId))).toEqual([])
 
-    const client = await connect(d, false)
-    const got = collect(client)
+    const { client, got } = await connectCollecting(gw.mqttUrl, deviceOptions(d.deviceId, sasFor(d)))
+    clients.push(client)
     await waitFor(() => got.length === 1, 15_000, 'redelivery')
     expect(got[0]!.payload).toBe('again')
     expect(got[0]!.dup).toBe(true)

@@ -6,7 +6,7 @@ import { connectAsync, type MqttClient } from 'mqtt'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
 import { deviceOptions, sasFor, waitFor } from '../helpers/gateway.js'
 import { ensureBuilt, startChildGateway, type ChildGateway } from '../helpers/child-gateway.js'
-import { api, collect } from '../helpers/commands.js'
+import { api, connectCollecting } from '../helpers/commands.js'
 import type { Device } from '../../src/registry/types.js'
 
 const TOKEN = 'child-admin-token-0123456789'
@@ -56,8 +56,9 @@ describe('command channel across a gateway restart', () => {
     await gw.kill()
 
     gw = await startChildGateway(dataDir)
-    const again = await connect()
-    const got = collect(again)
+    const { client: again, got } = await connectCollecting(`mqtt://127.0.0.1:${gw.mqttPort}`, deviceOptions(device.deviceId, sasFor(device)))
+    again.on('error', () => undefined)
+    clients.push(again)
     await waitFor(() => got.length === 3, 10_000, 'queued messages after restart')
     expect(got.map((m) => m.payload)).toEqual(['one', 'two', 'three'])
 
