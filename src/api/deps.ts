@@ -5,6 +5,7 @@ import type { C2dService } from '../commands/c2d-service.js'
 import type { MethodInvoker } from '../commands/method-invoker.js'
 import type { TwinService } from '../commands/twin-service.js'
 import type { RoutingApi } from './routing.js'
+import type { AnalyticsApi } from './analytics.js'
 
 /** The command channel as the API uses it (cloud-to-device messages, direct methods, twins). */
 export interface CommandsApi {
@@ -56,6 +57,7 @@ export interface ApiDeps {
   commands?: CommandsApi
   /** When given, /api/routes and /api/endpoints are served. */
   routing?: RoutingApi
+  analytics?: AnalyticsApi
   /** Largest request body in bytes; default 64 KiB (device admin bodies are tiny). */
   bodyLimit?: number
   /** Nesting levels of a JSON payload passed on to a device (http.maxJsonDepth; default 64). */

@@ -94,7 +94,8 @@ export function registerRoutingRoutes(api: FastifyInstance, routing: RoutingApi)
 }
 
 /** The body may leave the name out; when it gives one, it is the one in the path. */
-function withName(body: unknown, name: string): unknown {
+/** The path names the definition; a body naming another is refused rather than silently renamed. */
+export function withName(body: unknown, name: string): unknown {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new GatewayError('E_BAD_REQUEST', 'the request body must be a JSON object')
   const given = (body as { name?: unknown }).name
   if (given !== undefined && given !== name) throw new GatewayError('E_BAD_REQUEST', `the body names "${String(given)}", the path "${name}"`, { field: 'name' })

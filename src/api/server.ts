@@ -4,6 +4,7 @@ import type { ApiDeps } from './deps.js'
 import { registerDeviceRoutes } from './devices.js'
 import { registerCommandRoutes } from './commands.js'
 import { registerRoutingRoutes } from './routing.js'
+import { registerAnalyticsRoutes } from './analytics.js'
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandlers } from './errors.js'
 import { registerHealthRoutes } from './health.js'
 import { registerRequestObservers } from './http-metrics.js'
@@ -49,6 +50,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
       registerDeviceRoutes(api, deps)
       if (deps.commands) registerCommandRoutes(api, deps.commands, deps.maxJsonDepth)
       if (deps.routing) registerRoutingRoutes(api, deps.routing)
+      if (deps.analytics) registerAnalyticsRoutes(api, deps.analytics)
     },
     { prefix: '/api' },
   )

@@ -11,6 +11,7 @@ import type { DeviceEventWriter } from '../ingest/device-events.js'
 import { createApiServer, type ReadinessReport } from '../api/server.js'
 import { tailRoute } from '../api/tail-socket.js'
 import type { RoutingApi } from '../api/routing.js'
+import type { AnalyticsApi } from '../api/analytics.js'
 import { attachHttpEdge } from './edge.js'
 
 export interface ApiParts {
@@ -24,6 +25,7 @@ export interface ApiParts {
   adminToken: string
   readiness: () => ReadinessReport
   routing: Omit<RoutingApi, 'maxJsonDepth'>
+  analytics: AnalyticsApi
 }
 
 /**
@@ -35,6 +37,7 @@ export async function createGatewayApi(config: GatewayConfig, edge: ListenerCont
     registry: p.registry,
     commands: p.commands,
     routing: { ...p.routing, maxJsonDepth: config.http.maxJsonDepth },
+    analytics: p.analytics,
     // Method payloads (128 KiB) and C2D payloads (64 KiB) travel inside JSON bodies.
     bodyLimit: 2 * Math.max(config.commands.maxMethodPayloadBytes, config.commands.maxMessageBytes, config.commands.maxTwinSectionBytes) + 16 * 1024,
     maxJsonDepth: config.http.maxJsonDepth,

@@ -1,3 +1,5 @@
+import { SqliteAnalyticsStore } from '../registry/sqlite-analytics-store.js'
+import type { AnalyticsStore } from '../analytics/types.js'
 import { join, resolve } from 'node:path'
 import type { GatewayConfig } from '../config/schema.js'
 import type { DeviceRegistry } from '../registry/types.js'
@@ -34,6 +36,10 @@ export function createDeviceRegistry(config: GatewayConfig): DeviceRegistry {
 }
 
 /** Routes live in the registry's database: every gateway sharing the registry runs the same ones. */
+export function createAnalyticsStore(config: GatewayConfig): AnalyticsStore {
+  return new SqliteAnalyticsStore({ file: join(resolve(config.dataDir), 'registry.db') })
+}
+
 export function createRouteStore(config: GatewayConfig): RouteStore {
   return new SqliteRouteStore({ file: join(resolve(config.dataDir), 'registry.db') })
 }

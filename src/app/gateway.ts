@@ -7,7 +7,9 @@ import { createLogger, type Logger } from '../observability/logger.js'
 import { GatewayMetrics } from '../observability/metrics.js'
 import type { DeviceRegistry } from '../registry/types.js'
 import type { EventStream, TopicSpec } from '../stream/types.js'
-import { createDeviceRegistry, createEventStream, createRouteStore } from './backends.js'
+import { createAnalyticsStore, createDeviceRegistry, createEventStream, createRouteStore } from './backends.js'
+import { AnalyticsService } from '../analytics/service.js'
+import type { AnalyticsStore } from '../analytics/types.js'
 import { RoutingService } from '../routing/router.js'
 import { twinDocument } from '../routing/twin-cache.js'
 import type { RouteStore } from '../routing/types.js'
@@ -73,6 +75,8 @@ export class Gateway {
   commands!: CommandChannel
   routeStore!: RouteStore
   routing!: RoutingService
+  analyticsStore!: AnalyticsStore
+  analytics!: AnalyticsService
   admission!: ConnectionAdmission
   private api!: FastifyInstance
   private ingest!: TelemetryIngest
@@ -133,6 +137,7 @@ export class Gateway {
       { name: 'ingest', run: () => this.startIngest() },
       { name: 'command-store', run: () => this.startCommandStore() },
       { name: 'routing', run: () => this.startRouting() },
+      { name: 'analytics', run: () => this.startAnalytics() },
       { name: 'broker', run: () => this.startBroker() },
       { name: 'api', run: () => this.startApi() },
       // After the API and before any listener: pending method calls are answered (E_SHUTTING_DOWN)
@@ -241,7 +246,7 @@ export class Gateway {
       store: this.routeStore,
       stream: this.stream,
       registry: this.registry,
-      topics: { telemetry: topics.telemetry, deviceEvents: topics.deviceEvents, deadLetter: topics.deadLetter, reserved: Object.values(topics) },
+      topics: { telemetry: topics.telemetry, deviceEvents: topics.deviceEvents, deadLetter: topics.deadLetter, alerts: topics.alerts, reserved: Object.values(topics) },
       settings: { ...config.routing, topicPrefix: config.stream.topicPrefix, partitions: config.stream.partitions, hubName: config.hostname },
       metrics: this.metrics,
       logger: this.logger,
@@ -258,6 +263,37 @@ export class Gateway {
     return async () => {
       await this.routing.stop()
       await this.routeStore.stop()
+    }
+  }
+
+  /**
+   * Aggregates and alert rules run as consumers of their source topics (analytics/service.ts),
+   * like routes. With analytics.enabled off they are kept and managed, and not run.
+   */
+  private async startAnalytics(): Promise<() => Promise<void>> {
+    const { config } = this
+    this.analyticsStore = createAnalyticsStore(config)
+    await this.analyticsStore.start()
+    const topics = this.topics
+    this.analytics = new AnalyticsService({
+      store: this.analyticsStore,
+      stream: this.stream,
+      topics: { telemetry: topics.telemetry, deviceEvents: topics.deviceEvents, alerts: topics.alerts, reserved: Object.values(topics) },
+      settings: { ...config.analytics, topicPrefix: config.stream.topicPrefix, partitions: config.stream.partitions },
+      metrics: this.metrics,
+      logger: this.logger,
+    })
+    try {
+      if (config.analytics.enabled) await this.analytics.start()
+      else await this.analytics.reload()
+    } catch (err) {
+      await this.analytics.stop()
+      await this.analyticsStore.stop()
+      throw err
+    }
+    return async () => {
+      await this.analytics.stop()
+      await this.analyticsStore.stop()
     }
   }
 
@@ -307,6 +343,7 @@ export class Gateway {
           return twinDocument(await this.registry.getTwin(deviceId))
         },
       },
+      analytics: { store: this.analyticsStore, service: this.analytics },
     })
     this.api = api
     return close

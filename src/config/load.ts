@@ -165,7 +165,7 @@ function isTree(v: unknown): v is Tree {
 }
 
 /** Full names of the gateway's stream topics, prefix applied. */
-export function topicNames(config: GatewayConfig): { telemetry: string; deviceEvents: string; commands: string; commandFeedback: string; deadLetter: string } {
+export function topicNames(config: GatewayConfig): { telemetry: string; deviceEvents: string; commands: string; commandFeedback: string; deadLetter: string; alerts: string } {
   const p = config.stream.topicPrefix
   const t = config.stream.topics
   return {
@@ -174,5 +174,6 @@ export function topicNames(config: GatewayConfig): { telemetry: string; deviceEv
     commands: p + t.commands,
     commandFeedback: p + t.commandFeedback,
     deadLetter: p + t.deadLetter,
+    alerts: p + t.alerts,
   }
 }

@@ -197,6 +197,8 @@ const topicsSchema = z.strictObject({
   commandFeedback: z.string().min(1).default('command-feedback'),
   /** Messages a routing endpoint refused maxAttempts times, with the error (routing/endpoint-worker.ts). */
   deadLetter: z.string().min(1).default('routing-deadletter'),
+  /** alert-raised and alert-cleared records of the alert rules (analytics/alert-processor.ts). */
+  alerts: z.string().min(1).default('alerts'),
 })
 
 const streamSchema = z.strictObject({
@@ -293,6 +295,23 @@ const routingSchema = z.strictObject({
   routes: z.array(routeSchema).max(100).default([]),
 })
 
+const analyticsSchema = z.strictObject({
+  /** Run the aggregates and alert rules of the registry (off: they are kept, and still managed through the API). */
+  enabled: z.boolean().default(true),
+  /** How often the registry is checked for definitions changed by another process (the CLI). */
+  reloadIntervalMs: z.number().int().min(100).max(300_000).default(5000),
+  /** Source records read per round of one partition. */
+  readBatch: z.number().int().min(1).max(10_000).default(1000),
+  /** Pause between reads of a partition that is read to its end. */
+  pollMs: z.number().int().min(5).max(10_000).default(50),
+  /** Closed windows and alert events wait at most this long to be checkpointed and written together. */
+  emitIntervalMs: z.number().int().min(0).max(10_000).default(100),
+  /** Progress without output is checkpointed this often (a restart reads at most this much again). */
+  checkpointIntervalMs: z.number().int().min(10).max(600_000).default(1000),
+  /** Pause before a round that failed (stream or registry down) starts again from the checkpoint. */
+  retryDelayMs: z.number().int().min(10).max(60_000).default(1000),
+})
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /**
@@ -316,6 +335,7 @@ export const configSchema = z.strictObject({
   limits: limitsSchema.prefault({}),
   commands: commandsSchema.prefault({}),
   routing: routingSchema.prefault({}),
+  analytics: analyticsSchema.prefault({}),
   log: logSchema.prefault({}),
 })
 

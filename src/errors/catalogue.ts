@@ -67,6 +67,9 @@ export const ERROR_CODES = {
   E_ENDPOINT_NOT_FOUND: { http: 404, connack: 3, summary: 'No routing endpoint with that name exists (a route names an endpoint that was never defined).' },
   E_ENDPOINT_IN_USE: { http: 409, connack: 3, summary: 'The routing endpoint is named by a route; remove or change the route first.' },
   E_ENDPOINT_DELIVERY: { http: 502, connack: 3, summary: 'A routing endpoint refused or did not answer a delivery (webhook status, timeout, connection error); retried with back-off, then dead-lettered.' },
+  E_AGGREGATE_NOT_FOUND: { http: 404, connack: 3, summary: 'No aggregate with that name exists (an alert rule names an aggregate that was never defined).' },
+  E_AGGREGATE_IN_USE: { http: 409, connack: 3, summary: 'The aggregate is read by an alert rule; remove or change the rule first.' },
+  E_ALERT_RULE_NOT_FOUND: { http: 404, connack: 3, summary: 'No alert rule with that name exists.' },
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

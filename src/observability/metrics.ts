@@ -91,6 +91,36 @@ export class GatewayMetrics {
   readonly endpointFailures = new Counter({ name: 'streamgate_endpoint_failed_attempts_total', help: 'Delivery attempts an endpoint refused or did not answer (each retried with back-off)', labelNames: ['endpoint'], registers: [this.registry] })
   readonly endpointDeadLettered = new Counter({ name: 'streamgate_endpoint_dead_lettered_total', help: 'Messages written to the dead-letter topic after an endpoint refused them maxAttempts times', labelNames: ['endpoint'], registers: [this.registry] })
 
+  /** Set by the analytics service: brings aggregateRecords up to date before a scrape reads it. */
+  syncAggregateCounts: () => void = () => undefined
+  readonly aggregateRecords = new Counter({ collect: () => this.syncAggregateCounts(), name: 'streamgate_aggregate_records_total', help: 'Records an aggregate read past its filter, by outcome (in = folded into windows, late = dropped, adjusted = moved to the oldest open time, untimed = timestampBy held no usable time) and skipped non-number values', labelNames: ['aggregate', 'outcome'], registers: [this.registry] })
+  readonly aggregateEmitDelay = new Histogram({ name: 'streamgate_aggregate_emit_delay_seconds', help: 'From the end of a window (event time) to its output record being durable', labelNames: ['aggregate'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: [this.registry] })
+  readonly alertEvents = new Counter({ name: 'streamgate_alert_events_total', help: 'alert-raised and alert-cleared records written to the alerts topic, by rule and type', labelNames: ['rule', 'type'], registers: [this.registry] })
+
+  /** Open windows and open alerts, read at each scrape (analytics/service.ts). */
+  watchAnalytics(read: () => { windows: Record<string, number>; alerts: Record<string, number> }): void {
+    new Gauge({
+      name: 'streamgate_aggregate_windows_open',
+      help: 'Windows an aggregate holds open now (one per group and window not yet closed)',
+      labelNames: ['aggregate'],
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const [aggregate, n] of Object.entries(read().windows)) this.set({ aggregate }, n)
+      },
+    })
+    new Gauge({
+      name: 'streamgate_alerts_open',
+      help: 'Alerts raised and not cleared, by rule',
+      labelNames: ['rule'],
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const [rule, n] of Object.entries(read().alerts)) this.set({ rule }, n)
+      },
+    })
+  }
+
   /** Routing endpoints' lag and health, read at each scrape (routing/router.ts). */
   watchRouting(read: () => Promise<Array<{ endpoint: string; health: string; lag: Record<string, number> }>>): void {
     const states = ['healthy', 'unhealthy', 'dead']

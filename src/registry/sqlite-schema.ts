@@ -100,6 +100,36 @@ const MIGRATIONS: readonly string[] = [
      counter INTEGER NOT NULL
    ) STRICT;
    INSERT INTO routing_changes (id, counter) VALUES (1, 0);`,
+  // v6: windowed aggregates and alert rules (JSON documents checked by src/analytics/definitions.ts),
+  // their change counter, and the checkpoints of their processors: per processor and source
+  // partition the next offset, the state after it, and outputs decided but maybe not yet written
+  // (src/analytics/processor-runner.ts).
+  `CREATE TABLE analytics_aggregates (
+     name TEXT PRIMARY KEY NOT NULL,
+     definition TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE analytics_alert_rules (
+     name TEXT PRIMARY KEY NOT NULL,
+     definition TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE analytics_changes (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     counter INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO analytics_changes (id, counter) VALUES (1, 0);
+   CREATE TABLE analytics_checkpoints (
+     processor TEXT NOT NULL,
+     partition INTEGER NOT NULL,
+     next_offset INTEGER NOT NULL,
+     fingerprint TEXT NOT NULL,
+     state TEXT NOT NULL,
+     pending TEXT NOT NULL,
+     marks TEXT NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (processor, partition)
+   ) STRICT;`,
 ]
 
 export const REGISTRY_SCHEMA_VERSION = MIGRATIONS.length

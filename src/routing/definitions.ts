@@ -23,7 +23,8 @@ const MAX_ENRICHMENT_VALUE = 128
 /** One route may fan out to this many endpoints (IoT Hub: 1; several is what users ask for). */
 export const MAX_ROUTE_ENDPOINTS = 10
 
-export const ROUTE_SOURCES = ['telemetry', 'device-events', 'twin-changes'] as const
+/** `alerts`: the alert-raised / alert-cleared records of the alert rules (analytics/), e.g. to call a webhook. */
+export const ROUTE_SOURCES = ['telemetry', 'device-events', 'twin-changes', 'alerts'] as const
 export type RouteSource = (typeof ROUTE_SOURCES)[number]
 
 /** `.` and `..` fit the patterns, but URL clients rewrite them out of a path (and Kafka refuses them as topics). */

@@ -16,6 +16,7 @@ export interface RoutingTopics {
   telemetry: string
   deviceEvents: string
   deadLetter: string
+  alerts: string
   /** Every topic the gateway itself writes: an endpoint may not write into one of them. */
   reserved: string[]
 }
@@ -238,8 +239,9 @@ export class RoutingService {
         this.log.error({ route: route.name, err: (err as Error).message }, 'route condition does not compile; the route is not run')
         continue
       }
-      const topic = route.source === 'telemetry' ? this.options.topics.telemetry : this.options.topics.deviceEvents
-      const kind: RecordKind = route.source === 'telemetry' ? 'telemetry' : 'device-event'
+      const topic = route.source === 'telemetry' ? this.options.topics.telemetry : route.source === 'alerts' ? this.options.topics.alerts : this.options.topics.deviceEvents
+      // Alert records carry content type and encoding as telemetry does: $body is their JSON.
+      const kind: RecordKind = route.source === 'telemetry' || route.source === 'alerts' ? 'telemetry' : 'device-event'
       for (const name of route.endpoints) {
         const endpoint = endpoints.get(name)
         if (!endpoint) continue
@@ -279,6 +281,7 @@ const HEALTH_ORDER: Record<EndpointHealth, number> = { healthy: 0, unhealthy: 1,
 function sourceFilter(source: RouteSource): (record: StoredRecord) => boolean {
   switch (source) {
     case 'telemetry':
+    case 'alerts':
       return () => true
     case 'twin-changes':
       return isTwinChange

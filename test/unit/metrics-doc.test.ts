@@ -11,6 +11,7 @@ describe('docs/metrics.md', () => {
   metrics.watchAdmission(() => ({ pending: 0, mqtt: 0, http: 0, maxConnections: 1 }))
   metrics.watchDeviceEventOutbox(async () => 0)
   metrics.watchRouting(async () => [])
+  metrics.watchAnalytics(() => ({ windows: {}, alerts: {} }))
   requestCounter(metrics.registry)
   const registered = metrics.registry.getMetricsAsArray().map((m) => ({ name: m.name, type: m.constructor.name.toLowerCase() }))
 
