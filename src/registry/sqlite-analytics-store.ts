@@ -103,7 +103,7 @@ export class SqliteAnalyticsStore implements AnalyticsStore {
         `INSERT INTO analytics_checkpoints (processor, partition, next_offset, fingerprint, state, pending, marks, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (processor, partition) DO UPDATE SET next_offset = excluded.next_offset, fingerprint = excluded.fingerprint, state = excluded.state,
            pending = excluded.pending, marks = excluded.marks, updated_at = excluded.updated_at`,
-      ).run(processor, partition, cp.offset, cp.fingerprint, JSON.stringify(cp.state), JSON.stringify(cp.pending), JSON.stringify(cp.marks), Date.now()),
+      ).run(processor, partition, cp.offset, cp.fingerprint, JSON.stringify(cp.state ?? null), JSON.stringify(cp.pending), JSON.stringify(cp.marks), Date.now()),
     )
   }
 
