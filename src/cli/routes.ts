@@ -1,12 +1,9 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util'
-import type { GatewayConfig } from '../config/schema.js'
-import { isGatewayError } from '../errors/catalogue.js'
+import type { ParseArgsConfig } from 'node:util'
 import { ROUTE_SOURCES, type EndpointInput, type RouteInput, type RouteSource } from '../routing/definitions.js'
-import { COMMON_OPTIONS, UsageError, configFromFlags } from './common.js'
-import { toJson } from './devices-output.js'
-import { EXIT_OK, reportError } from './report.js'
+import { COMMON_OPTIONS, UsageError } from './common.js'
 import { openRouteAdmin, type RouteAdmin, type RouteTestInput } from './routes-admin.js'
 import { formatEndpointList, formatRouteList, formatTestResult } from './routes-output.js'
+import { integerFlag, keyValue, oneOf, removedOutput, runSubcommand, type Output, type ParsedValues, type Subcommand } from './subcommands.js'
 
 const SHARED_HELP = `options:
   --json              machine-readable output
@@ -80,25 +77,10 @@ const OPTIONS = {
   enrich: { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options']
 
-type Values = ReturnType<typeof parse>['values']
-/** The options that belong to one subcommand (the common ones and --json go everywhere). */
-type CommandOption = Exclude<keyof typeof OPTIONS, keyof typeof COMMON_OPTIONS | 'json'>
-const COMMAND_OPTIONS = Object.keys(OPTIONS).filter((k) => !Object.hasOwn(COMMON_OPTIONS, k) && k !== 'json') as CommandOption[]
-
-interface Output {
-  human: string
-  json: unknown
-}
-/** Checked and ready to run: usage problems surface before any file or socket is opened. */
+type Values = ParsedValues<typeof OPTIONS>
 type Action = (admin: RouteAdmin) => Promise<Output>
 
-interface Subcommand {
-  takesName: boolean
-  options: readonly CommandOption[]
-  prepare: (name: string, values: Values) => Action | Promise<Action>
-}
-
-const ROUTE_COMMANDS: Record<string, Subcommand> = {
+const ROUTE_COMMANDS: Record<string, Subcommand<RouteAdmin, Values>> = {
   list: {
     takesName: false,
     options: [],
@@ -112,7 +94,7 @@ const ROUTE_COMMANDS: Record<string, Subcommand> = {
   test: { takesName: false, options: ['condition', 'route', 'body', 'prop', 'device', 'content-type', 'content-encoding', 'source', 'endpoint'], prepare: prepareTest },
 }
 
-const ENDPOINT_COMMANDS: Record<string, Subcommand> = {
+const ENDPOINT_COMMANDS: Record<string, Subcommand<RouteAdmin, Values>> = {
   list: {
     takesName: false,
     options: [],
@@ -129,64 +111,14 @@ const ENDPOINT_COMMANDS: Record<string, Subcommand> = {
   remove: { takesName: true, options: [], prepare: (name) => removed('endpoint', name, (admin) => admin.removeEndpoint(name)) },
 }
 
-function parse(argv: string[]) {
-  return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true })
-}
-
 /** `streamgate routes ...`: returns the exit code (0 ok, 1 failed, 2 usage). */
 export function routesCommand(argv: string[]): Promise<number> {
-  return run('routes', ROUTE_COMMANDS, ROUTES_USAGE, argv)
+  return runSubcommand({ group: 'routes', usage: ROUTES_USAGE, options: OPTIONS, table: ROUTE_COMMANDS, open: openRouteAdmin }, argv)
 }
 
 /** `streamgate endpoints ...`: returns the exit code (0 ok, 1 failed, 2 usage). */
 export function endpointsCommand(argv: string[]): Promise<number> {
-  return run('endpoints', ENDPOINT_COMMANDS, ENDPOINTS_USAGE, argv)
-}
-
-async function run(group: string, table: Record<string, Subcommand>, usage: string, argv: string[]): Promise<number> {
-  let admin: RouteAdmin | undefined
-  try {
-    const { values, positionals } = parse(argv)
-    if (values.help) {
-      process.stdout.write(usage + '\n')
-      return EXIT_OK
-    }
-    const [command, ...args] = positionals
-    const sub = command !== undefined && Object.hasOwn(table, command) ? table[command] : undefined
-    if (!sub) throw new UsageError(command === undefined ? `missing ${group} command` : `unknown ${group} command "${command}"`)
-    const name = checkShape(`${group} ${command!}`, sub, args, values)
-    const config = loadConfig(values)
-    const action = await sub.prepare(name, values)
-    admin = await openRouteAdmin(config, (message) => process.stderr.write(`warning: ${message}\n`))
-    const output = await action(admin)
-    process.stdout.write(values.json ? toJson(output.json) : output.human)
-    return EXIT_OK
-  } catch (err) {
-    return reportError(err, usage)
-  } finally {
-    await admin?.close()
-  }
-}
-
-/** Positional count and option applicability; returns the NAME ('' when none is taken). */
-function checkShape(what: string, sub: Subcommand, args: string[], values: Values): string {
-  const wanted = sub.takesName ? 1 : 0
-  if (args.length < wanted) throw new UsageError(`${what} needs a NAME`)
-  if (args.length > wanted) throw new UsageError(`${what}: unexpected argument "${args[wanted]}"`)
-  for (const option of COMMAND_OPTIONS) {
-    if (values[option] !== undefined && !sub.options.includes(option)) throw new UsageError(`--${option} does not apply to ${what}`)
-  }
-  return args[0] ?? ''
-}
-
-/** A bad --set is a usage problem; a config that fails validation is E_CONFIG_INVALID (exit 1). */
-function loadConfig(values: Values): GatewayConfig {
-  try {
-    return configFromFlags(values)
-  } catch (err) {
-    if (isGatewayError(err)) throw err
-    throw new UsageError((err as Error).message)
-  }
+  return runSubcommand({ group: 'endpoints', usage: ENDPOINTS_USAGE, options: OPTIONS, table: ENDPOINT_COMMANDS, open: openRouteAdmin }, argv)
 }
 
 function prepareRouteAdd(name: string, values: Values): Action {
@@ -278,28 +210,13 @@ async function endpointInput(name: string, values: Values): Promise<EndpointInpu
 }
 
 function integer<K extends string>(values: Values, flag: 'partitions' | 'timeout-ms' | 'max-batch' | 'max-attempts' | 'backoff-ms' | 'max-backoff-ms' | 'read-batch', key: K): Partial<Record<K, number>> {
-  const text = values[flag]
-  if (text === undefined) return {}
-  if (!/^\d+$/.test(text)) throw new UsageError(`--${flag} expects a whole number, got "${text}"`)
-  return { [key]: Number(text) } as Partial<Record<K, number>>
-}
-
-function keyValue(item: string, flag: string): [string, string] {
-  const eq = item.indexOf('=')
-  if (eq <= 0) throw new UsageError(`--${flag} expects key=value, got "${item}"`)
-  return [item.slice(0, eq), item.slice(eq + 1)]
-}
-
-function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {
-  if (value === undefined) return undefined
-  if ((allowed as readonly string[]).includes(value)) return value as T
-  throw new UsageError(`${flag} must be one of ${allowed.join(', ')}, got "${value}"`)
+  return integerFlag(values[flag], flag, key)
 }
 
 function removed(kind: 'route' | 'endpoint', name: string, remove: (admin: RouteAdmin) => Promise<void>): Action {
   return async (admin) => {
     await remove(admin)
-    return { human: `Removed ${kind} ${name}.\n`, json: { name, removed: true } }
+    return removedOutput(kind, name)
   }
 }
 
