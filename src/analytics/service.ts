@@ -104,12 +104,7 @@ export class AnalyticsService {
 
   /** An aggregate as the API would store it: it may not write into the gateway's own topics. */
   checkAggregate(input: unknown): AggregateDefinition {
-    const aggregate = checkAggregate(input)
-    const output = this.options.settings.topicPrefix + aggregate.output
-    if (this.options.topics.reserved.includes(output)) {
-      throw new GatewayError('E_BAD_REQUEST', `aggregate.output: "${output}" is a topic the gateway writes itself; aggregate into a topic of its own`, { field: 'output' })
-    }
-    return aggregate
+    return checkAggregateFor(input, this.options.settings.topicPrefix, this.options.topics.reserved)
   }
 
   checkAlertRule(input: unknown): AlertRuleDefinition {
@@ -273,13 +268,23 @@ export class AnalyticsService {
   }
 }
 
+/** checkAggregate, and the output may not be a topic the gateway writes itself (`reserved`, with the prefix). */
+export function checkAggregateFor(input: unknown, topicPrefix: string, reserved: readonly string[]): AggregateDefinition {
+  const aggregate = checkAggregate(input)
+  const output = topicPrefix + aggregate.output
+  if (reserved.includes(output)) {
+    throw new GatewayError('E_BAD_REQUEST', `aggregate.output: "${output}" is a topic the gateway writes itself; aggregate into a topic of its own`, { field: 'output' })
+  }
+  return aggregate
+}
+
 /** Everything but `enabled` (turning a definition off and on keeps its state). */
 function fingerprintOf(definition: object): string {
   const { enabled: _enabled, ...rest } = definition as { enabled?: boolean }
   return createHash('sha256').update(JSON.stringify(rest)).digest('base64url').slice(0, 22)
 }
 
-async function openAlertsFromCheckpoints(store: AnalyticsStore, rule: AlertRuleDefinition): Promise<OpenAlert[]> {
+export async function openAlertsFromCheckpoints(store: AnalyticsStore, rule: AlertRuleDefinition): Promise<OpenAlert[]> {
   const out: OpenAlert[] = []
   for (const { checkpoint } of await store.checkpoints(`alert:${rule.name}`)) out.push(...openAlertsOf(rule, checkpoint.state))
   return out

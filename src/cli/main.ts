@@ -22,6 +22,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   twin: { summary: "show a device twin or patch its desired properties", load: async () => (await import('./commands.js')).twinCommand },
   routes: { summary: 'list, add, remove message routes; test a condition against a sample message', load: async () => (await import('./routes.js')).routesCommand },
   endpoints: { summary: 'list, add, remove routing endpoints (stream topics, webhooks)', load: async () => (await import('./routes.js')).endpointsCommand },
+  aggregates: { summary: 'list, add, remove windowed aggregates over telemetry', load: async () => (await import('./analytics.js')).aggregatesCommand },
+  alerts: { summary: 'list open alerts; list, add, remove alert rules', load: async () => (await import('./analytics.js')).alertsCommand },
 }
 
 const USAGE = [
