@@ -5,7 +5,7 @@ import type { AggregateInput } from '../../src/analytics/definitions.js'
  * What bench/aggregates aggregates: three aggregates over the telemetry topic, 1-second tumbling
  * windows by default, every one matching every record (so each reads and folds the whole
  * ingest): statistics of $body.temp, of $body.hum, and first/last temperature grouped by an
- * application property. Devices send a small JSON body `{"temp":21.5,"hum":40,"seq":...}` with
+ * application property. Devices send a small JSON body `{"temp":21.5,"hum":40,"seq":"..."}` with
  * the property bag that makes it JSON to the gateway ($.ct, $.ce) and a `site` property.
  */
 
@@ -46,7 +46,7 @@ export function aggregateTopic(deviceId: string, i: number, json: boolean): stri
 
 /**
  * The JSON body template: fixed-width digits patched per publish (temp as NN.N, hum as NN, seq as
- * ten digits), padded with a "pad" string to `bytes` when that is longer than the bare body.
+ * a string of ten digits: a JSON number may not have leading zeros), padded with a "pad" string to `bytes` when that is longer than the bare body.
  */
 export interface BodyTemplate {
   text: string
@@ -56,10 +56,10 @@ export interface BodyTemplate {
 }
 
 export function bodyTemplate(bytes: number): BodyTemplate {
-  const bare = '{"temp":00.0,"hum":00,"seq":0000000000'
+  const bare = '{"temp":00.0,"hum":00,"seq":"0000000000"'
   const padding = bytes - bare.length - 1 - ',"pad":""'.length
   const text = `${bare}${padding > 0 ? `,"pad":"${'x'.repeat(padding)}"` : ''}}`
-  return { text, tempAt: text.indexOf('"temp":') + 7, humAt: text.indexOf('"hum":') + 6, seqAt: text.indexOf('"seq":') + 6 }
+  return { text, tempAt: text.indexOf('"temp":') + 7, humAt: text.indexOf('"hum":') + 6, seqAt: text.indexOf('"seq":') + 7 }
 }
 
 /** Temperature in tenths (15.0 to 34.9) and humidity (30 to 89) of publish `seq` of device `i`. */

@@ -20,7 +20,10 @@ import { benchAggregates, bodyTemplate, bodyText, deviceProperties } from './agg
  *                          difference over the nine further windows is the window alone.
  *
  * Also the checkpoint: JSON bytes of the processors' snapshots per open window (each commit of a
- * partition writes its whole snapshot into the registry).
+ * partition writes its whole snapshot into the registry), and the fold alone: µs per record of
+ * process() for each aggregate over FOLD_SECONDS seconds of the fleet's records (FOLD_PER_SECOND
+ * per device per second) in batches of analytics.readBatch (1,000), one core, no stream read, no
+ * checkpoint.
  */
 
 export interface WindowMemory {
@@ -34,9 +37,16 @@ export interface WindowMemory {
   checkpointBytesPerDeviceWindow: number
   checkpointBytesPerExtraWindow: number
   openWindows: { one: number; ten: number }
+  /** µs of process() per record, by aggregate. */
+  foldUsPerRecord: Record<string, number>
+  foldRecords: number
 }
 
 const SECONDS = 10
+/** The fold's records: 10 s of FOLD_PER_SECOND records per device per second (about the rate of a saturated run: one output per ten records). */
+const FOLD_SECONDS = 10
+const FOLD_PER_SECOND = 10
+const READ_BATCH = 1000
 
 function gc(): void {
   const collect = (globalThis as { gc?: () => void }).gc
@@ -50,20 +60,23 @@ function heap(): number {
   return process.memoryUsage().heapUsed
 }
 
-/** One record per device per second, for `seconds` seconds from an epoch-aligned second. */
-function records(devices: number, seconds: number): StoredRecord[][] {
+/** `perSecond` records per device per second (spread over the second), for `seconds` seconds from an epoch-aligned second; by second. */
+function records(devices: number, seconds: number, perSecond = 1): StoredRecord[][] {
   const template = bodyTemplate(100)
   const t0 = Math.floor(Date.now() / 1000) * 1000
   const out: StoredRecord[][] = []
   let offset = 0
   for (let s = 0; s < seconds; s++) {
     const second: StoredRecord[] = []
-    for (let i = 0; i < devices; i++) {
-      const deviceId = `ag-${String(i + 1).padStart(6, '0')}`
-      const at = t0 + s * 1000 + Math.floor((i * 997) / devices)
-      const system = { contentType: 'application/json', contentEncoding: 'utf-8' }
-      const r = buildTelemetryRecord({ deviceId, payload: Buffer.from(bodyText(template, i, s)), properties: { system, app: Object.entries(deviceProperties(i)) }, enqueuedAt: at, retain: false })
-      second.push({ topic: 'telemetry', partition: 0, offset: offset++, key: r.key, value: r.value, headers: r.headers ?? {}, timestamp: at })
+    for (let k = 0; k < perSecond; k++) {
+      for (let i = 0; i < devices; i++) {
+        const deviceId = `ag-${String(i + 1).padStart(6, '0')}`
+        const at = t0 + s * 1000 + Math.floor(((k * devices + i) * 997) / (devices * perSecond))
+        const system = { contentType: 'application/json', contentEncoding: 'utf-8' }
+        const seq = s * perSecond + k
+        const r = buildTelemetryRecord({ deviceId, payload: Buffer.from(bodyText(template, i, seq)), properties: { system, app: Object.entries(deviceProperties(i)) }, enqueuedAt: at, retain: false })
+        second.push({ topic: 'telemetry', partition: 0, offset: offset++, key: r.key, value: r.value, headers: r.headers ?? {}, timestamp: at })
+      }
     }
     out.push(second)
   }
@@ -87,6 +100,7 @@ function measure(devices: number): WindowMemory {
   const one = run(0, 1)
   const ten = run(60_000, SECONDS)
   const extra = Math.max(ten.windows - one.windows, 1)
+  const foldUsPerRecord = fold(devices)
   return {
     devices,
     aggregates: 3,
@@ -95,7 +109,29 @@ function measure(devices: number): WindowMemory {
     checkpointBytesPerDeviceWindow: one.checkpoint / one.windows,
     checkpointBytesPerExtraWindow: (ten.checkpoint - one.checkpoint) / extra,
     openWindows: { one: one.windows, ten: ten.windows },
+    foldUsPerRecord,
+    foldRecords: devices * FOLD_SECONDS * FOLD_PER_SECOND,
   }
+}
+
+/** process() alone: µs per record for each aggregate, after one pass to warm up. */
+function fold(devices: number): Record<string, number> {
+  const all = records(devices, FOLD_SECONDS, FOLD_PER_SECOND).flat()
+  const batches: StoredRecord[][] = []
+  for (let i = 0; i < all.length; i += READ_BATCH) batches.push(all.slice(i, i + READ_BATCH))
+  const out: Record<string, number> = {}
+  for (const a of benchAggregates(1000, 0)) {
+    const definition = checkAggregate({ name: a.name, ...a.body })
+    let us = 0
+    for (let pass = 0; pass < 2; pass++) {
+      const p = new AggregateProcessor(definition, undefined)
+      const t = performance.now()
+      for (const b of batches) p.process(b, b[b.length - 1]!.timestamp)
+      us = (performance.now() - t) * 1000
+    }
+    out[a.name] = us / all.length
+  }
+  return out
 }
 
 /** Runs the measurement in a child process of its own (a clean heap, --expose-gc). */

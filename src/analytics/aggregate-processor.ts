@@ -21,6 +21,8 @@ export interface AggregateCounts {
 
 /** A device's clock may run this far ahead of the gateway's; later times are not believed. */
 export const MAX_FUTURE_MS = 3_600_000
+/** idleTimeoutMs when the event time is the device's own (timestampBy). */
+export const DEFAULT_DEVICE_CLOCK_IDLE_MS = 10_000
 /** A device with no open window and no record for this long (and at least ten windows) is forgotten. */
 const FORGET_AFTER_MS = 3_600_000
 
@@ -65,6 +67,7 @@ interface CompiledFunction {
  *   clock runs late holds back only its own windows. A device that goes quiet (or whose records
  *   are all in) would never move its watermark: once the partition is read to its end, the
  *   watermark also advances with the wall clock from the device's last record.
+ *   With timestampBy the wall clock takes over only after idleTimeoutMs of silence (default 10 s).
  * - A record whose oldest window already closed is late: dropped, or with `adjust` given the
  *   oldest time still open, and counted either way.
  * - One output per group (device id plus the groupBy properties) per window, written when the
@@ -79,6 +82,7 @@ export class AggregateProcessor implements Processor {
   private readonly spec: WindowSpec
   private readonly groupBy: string[]
   private readonly processorId: string
+  private readonly idleTimeoutMs: number
   /** Wall clock since the partition is read to its end (null: it is not). */
   private caughtUpSince: number | null = null
 
@@ -92,7 +96,11 @@ export class AggregateProcessor implements Processor {
     this.spec = { sizeMs: definition.window.sizeMs, hopMs: definition.window.hopMs ?? definition.window.sizeMs }
     this.groupBy = definition.groupBy.map((g) => g.toLowerCase())
     this.processorId = `aggregate:${definition.name}`
+    this.idleTimeoutMs = definition.idleTimeoutMs ?? (definition.timestampBy === undefined ? 0 : DEFAULT_DEVICE_CLOCK_IDLE_MS)
     this.devices = new Map(Object.entries((state as Snapshot | undefined)?.devices ?? {}))
+    // Time the gateway was down is no device's silence: the idle clock starts again now.
+    const now = Date.now()
+    for (const device of this.devices.values()) device.seen = Math.max(device.seen, now)
   }
 
   /** Windows held open now, over every group. */
@@ -124,8 +132,8 @@ export class AggregateProcessor implements Processor {
     this.caughtUpSince ??= now
     const lateness = this.definition.allowedLatenessMs
     for (const [deviceId, device] of this.devices) {
-      const watermark = device.wm + Math.max(0, now - Math.max(device.seen, this.caughtUpSince))
-      this.close(deviceId, device, watermark - lateness, now, out)
+      const quiet = now - Math.max(device.seen, this.caughtUpSince)
+      if (quiet > 0 && quiet >= this.idleTimeoutMs) this.close(deviceId, device, device.wm + quiet - lateness, now, out)
       if (Object.keys(device.groups).length === 0 && now - device.seen > Math.max(FORGET_AFTER_MS, 10 * (this.spec.sizeMs + lateness))) this.devices.delete(deviceId)
     }
     return out

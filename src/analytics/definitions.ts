@@ -71,6 +71,13 @@ export const aggregateSchema = z.strictObject({
   timestampBy: bodyPath.optional(),
   /** A window closes once the device's watermark is this far past its end. */
   allowedLatenessMs: z.number().int().min(0).max(MAX_WINDOW_MS).default(0),
+  /**
+   * A device that sends nothing for this long (wall clock, once the source is read to its end) has
+   * its watermark moved on by the wall clock, so its last windows close. Default 0 with enqueued
+   * time (the gateway's clock is the wall clock), 10 s with timestampBy (a device's clock may run
+   * faster or slower than the wall clock, and a pause must not close a window it is still filling).
+   */
+  idleTimeoutMs: z.number().int().min(0).max(MAX_WINDOW_MS).optional(),
   /** A record for a window of its device that already closed: dropped, or moved to the oldest open time. */
   latePolicy: z.enum(['drop', 'adjust']).default('drop'),
   /** Topic of the output records (stream.topicPrefix is put before it). */

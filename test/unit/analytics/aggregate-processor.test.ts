@@ -114,6 +114,16 @@ describe('AggregateProcessor', () => {
     expect(p.openWindows).toBe(0)
   })
 
+  it('with timestampBy, lets the wall clock close a device\'s windows only after idleTimeoutMs of silence', () => {
+    const p = make({ timestampBy: '$body.ts', idleTimeoutMs: 5000 })
+    p.process([rec('d', { v: 2, ts: 100 }, T)], T)
+    // The device's clock is its own: a pause of a few seconds leaves its window open.
+    expect(p.tick(T + 4999, true)).toEqual([])
+    expect(bodies(p.process([rec('d', { v: 4, ts: 900 }, T + 4999)], T + 4999))).toEqual([])
+    expect(p.tick(T + 9000, true)).toEqual([])
+    expect(bodies(p.tick(T + 10_000, true))).toEqual([expect.objectContaining({ count: 2, avg_v: 3 })])
+  })
+
   it('falls back to the enqueued time for a timestampBy value that is no time or is over an hour ahead', () => {
     const p = make({ timestampBy: '$body.ts' })
     p.process([rec('d', { v: 1, ts: 'soon' }, T + 10), rec('d', { v: 1, ts: T + 7_200_000 }, T + 20)], T)
