@@ -1,30 +1,13 @@
-import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { MqttClient } from 'mqtt'
-import { connectDevice, sasFor, waitFor } from '../helpers/gateway.js'
-import { api, sleep } from '../helpers/commands.js'
-import { CLI, ensureBuilt, startChildGateway, type ChildGateway } from '../helpers/child-gateway.js'
-import { publishJson } from '../helpers/routing.js'
+import { afterAll, beforeAll, describe, it } from 'vitest'
+import { ensureBuilt, startChildGateway } from '../helpers/child-gateway.js'
+import { KILL_ARGS, KillScenarios } from '../helpers/analytics-kill.js'
 import { SqliteEventStream } from '../../src/stream/embedded/sqlite-event-stream.js'
 import type { StoredRecord } from '../../src/stream/types.js'
-import type { Device } from '../../src/registry/types.js'
 
-/**
- * Aggregates and alerts through SIGKILLs of the gateway process: window state and pending outputs
- * are checkpointed in the registry (analytics/processor-runner.ts), so every window is emitted
- * exactly once with exactly the records the telemetry topic holds, and an alert's `for` wait and
- * its open state survive a restart without being repeated or lost.
- */
-const TOKEN = 'child-admin-token-0123456789'
-const ARGS = ['--set', 'analytics.pollMs=20', '--set', 'analytics.emitIntervalMs=0', '--set', 'analytics.checkpointIntervalMs=100', '--set', 'analytics.retryDelayMs=100']
-const WINDOW_MS = 500
-const STEP_MS = 25
-const PER_DEVICE = 400
-
+/** The SIGKILL scenarios of test/helpers/analytics-kill.ts on the embedded stream (Kafka: kafka-analytics.test.ts). */
 async function readTopic(dataDir: string, topic: string): Promise<StoredRecord[]> {
   const stream = new SqliteEventStream({
     file: join(dataDir, 'stream.db'), synchronous: 'NORMAL', maxBatchRecords: 1000, lingerMs: 0, retentionHours: 0,
@@ -47,156 +30,27 @@ async function readTopic(dataDir: string, topic: string): Promise<StoredRecord[]
   }
 }
 
-describe('aggregates and alerts through a SIGKILL', () => {
+describe('aggregates and alerts through a SIGKILL (embedded stream)', () => {
   let dataDir: string
-  let gateway: ChildGateway | null = null
-  const clients: MqttClient[] = []
-  const call = (method: string, path: string, body?: unknown) => api(`http://127.0.0.1:${gateway!.httpPort}`, method, path, body, { token: TOKEN })
-  const connect = async (d: Device): Promise<MqttClient> => {
-    const c = await connectDevice(`mqtt://127.0.0.1:${gateway!.mqttPort}`, d.deviceId, sasFor(d), { reconnectPeriod: 0 })
-    c.on('error', () => undefined)
-    clients.push(c)
-    return c
-  }
+  let scenarios: KillScenarios
 
   beforeAll(() => {
     ensureBuilt()
     dataDir = mkdtempSync(join(tmpdir(), 'streamgate-analytics-kill-'))
+    scenarios = new KillScenarios({
+      dataDir,
+      prefix: '',
+      start: () => startChildGateway(dataDir, { STREAMGATE_LOG_LEVEL: 'error' }, { args: KILL_ARGS }),
+      readTopic: (topic) => readTopic(dataDir, topic),
+    })
   }, 180_000)
 
   afterAll(async () => {
-    for (const c of clients) await c.endAsync(true).catch(() => undefined)
-    await gateway?.kill()
+    await scenarios.close()
     rmSync(dataDir, { recursive: true, force: true })
   })
 
-  it('emits every window exactly once, with exactly the records of the telemetry topic, across three kills', { timeout: 180_000 }, async () => {
-    gateway = await startChildGateway(dataDir, { STREAMGATE_LOG_LEVEL: 'error' }, { args: ARGS })
-    const put = await call('PUT', '/api/aggregates/kill-sum', {
-      window: { sizeMs: WINDOW_MS },
-      timestampBy: '$body.ts',
-      functions: [{ fn: 'sum', path: '$body.v' }, { fn: 'count', path: '$body.v' }],
-      output: 'kill-out',
-    })
-    expect(put.status).toBe(201)
-    const devices: Device[] = []
-    for (const id of ['k-a', 'k-b', 'k-c']) devices.push((await call('POST', '/api/devices', { deviceId: id })).body as Device)
-    const T = Math.floor(Date.now() / WINDOW_MS) * WINDOW_MS - 600_000
-    // The next value each device sends: a publish that got its PUBACK is in the stream; one that
-    // did not is sent again after the restart (and may then be in the stream twice: at least once).
-    const next = new Map(devices.map((d) => [d.deviceId, 0]))
-    let acked = 0
-    const send = async (): Promise<void> => {
-      await Promise.all(
-        devices.map(async (d) => {
-          const client = await connect(d)
-          // mqtt.js keeps a QoS 1 publish pending across a lost connection (to resend it): the close ends the wait.
-          const closed = new Promise<never>((_, reject) => client.once('close', () => reject(new Error('connection closed'))))
-          closed.catch(() => undefined)
-          try {
-            for (let i = next.get(d.deviceId)!; i < PER_DEVICE; i++) {
-              await Promise.race([publishJson(client, d.deviceId, { ts: T + i * STEP_MS, v: i }), closed])
-              next.set(d.deviceId, i + 1)
-              acked++
-            }
-          } catch {
-            // The gateway died under the publisher.
-          }
-        }),
-      )
-    }
-    for (const killAt of [250, 550, 850]) {
-      const sending = send()
-      await waitFor(() => acked >= killAt, 60_000, `${killAt} acknowledged publishes`)
-      await gateway.kill('SIGKILL')
-      await sending
-      gateway = await startChildGateway(dataDir, { STREAMGATE_LOG_LEVEL: 'error' }, { args: ARGS })
-    }
-    await send()
-    // One record far ahead closes every window of each device.
-    for (const d of devices) {
-      const client = await connect(d)
-      await publishJson(client, d.deviceId, { ts: T + PER_DEVICE * STEP_MS + 10 * WINDOW_MS, v: 0 })
-    }
-    const windowsPerDevice = (PER_DEVICE * STEP_MS) / WINDOW_MS
-    await waitFor(async () => {
-      const agg = (await call('GET', '/api/aggregates/kill-sum')).body as { status: { lag: number } | null }
-      return agg.status?.lag === 0
-    }, 30_000, 'the aggregate caught up')
-    await sleep(500)
-    await gateway.kill('SIGTERM')
-    gateway = null
+  it('emits every window exactly once, with exactly the records of the telemetry topic, across three kills', { timeout: 180_000 }, () => scenarios.windowsExactlyOnce())
 
-    const records = await readTopic(dataDir, 'telemetry')
-    const expected = new Map<string, { sum: number; count: number }>()
-    for (const r of records) {
-      const body = JSON.parse(r.value.toString()) as { ts: number; v: number }
-      const start = Math.floor(body.ts / WINDOW_MS) * WINDOW_MS
-      if (start >= T + PER_DEVICE * STEP_MS) continue
-      const key = `${r.key}@${start}`
-      const e = expected.get(key) ?? { sum: 0, count: 0 }
-      e.sum += body.v
-      e.count++
-      expected.set(key, e)
-    }
-    expect(records.length).toBeGreaterThanOrEqual(devices.length * PER_DEVICE)
-    const outputs = (await readTopic(dataDir, 'kill-out')).map((r) => JSON.parse(r.value.toString()) as { windowStart: string; group: { deviceId: string }; sum_v: number; count_v: number })
-    const got = new Map<string, { sum: number; count: number }>()
-    const seen: string[] = []
-    for (const o of outputs) {
-      // The closing record's own window closes too (by the wall clock); it is not part of the count.
-      if (Date.parse(o.windowStart) >= T + PER_DEVICE * STEP_MS) continue
-      const key = `${o.group.deviceId}@${Date.parse(o.windowStart)}`
-      seen.push(key)
-      got.set(key, { sum: o.sum_v, count: o.count_v })
-    }
-    const resent = records.length - devices.length * (PER_DEVICE + 1)
-    console.log(`aggregates through 3 SIGKILLs: ${records.length} telemetry records (${resent} sent twice after a lost PUBACK), ${outputs.length} windows written, ${seen.length - new Set(seen).size} twice`)
-    expect(seen.length - new Set(seen).size).toBe(0)
-    expect(expected.size).toBe(devices.length * windowsPerDevice)
-    expect(Object.fromEntries(got)).toEqual(Object.fromEntries(expected))
-  })
-
-  it('raises an alert with for 5 s once across a SIGKILL in the wait, clears it once, and a restart repeats neither', { timeout: 120_000 }, async () => {
-    gateway = await startChildGateway(dataDir, { STREAMGATE_LOG_LEVEL: 'error' }, { args: ARGS })
-    expect((await call('PUT', '/api/alert-rules/overheat', { condition: '$body.temp > 80', forMs: 5000, value: '$body.temp', severity: 'critical' })).status).toBe(201)
-    const d = (await call('POST', '/api/devices', { deviceId: 'k-hot' })).body as Device
-    const hot = async (ms: number, temp: number): Promise<void> => {
-      const client = await connect(d)
-      for (const end = Date.now() + ms; Date.now() < end; ) {
-        await publishJson(client, d.deviceId, { temp })
-        await sleep(200)
-      }
-      await client.endAsync()
-    }
-    const firstViolation = Date.now()
-    await hot(3000, 90)
-    await gateway.kill('SIGKILL')
-    gateway = await startChildGateway(dataDir, { STREAMGATE_LOG_LEVEL: 'error' }, { args: ARGS })
-    await hot(Math.max(0, firstViolation + 6500 - Date.now()), 91)
-    const open = await waitFor(async () => {
-      const list = (await call('GET', '/api/alerts')).body as { alerts: Array<{ rule: string; deviceId: string; since: string; raisedAt: string; value: unknown }> }
-      return list.alerts.find((a) => a.rule === 'overheat')
-    }, 15_000, 'the open alert')
-    // The wait counted from the first violating message, before the kill.
-    expect(Date.parse(open.raisedAt) - Date.parse(open.since)).toBeGreaterThanOrEqual(5000)
-    expect(Date.parse(open.since) - firstViolation).toBeLessThan(1000)
-    const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'alerts', 'list', '--data-dir', dataDir, '--admin-token', TOKEN])
-    expect(stdout).toMatch(/overheat\s+k-hot\s+critical/)
-
-    await gateway.kill('SIGKILL')
-    gateway = await startChildGateway(dataDir, { STREAMGATE_LOG_LEVEL: 'error' }, { args: ARGS })
-    await hot(600, 95)
-    await hot(400, 20)
-    await waitFor(async () => ((await call('GET', '/api/alerts')).body as { alerts: unknown[] }).alerts.length === 0, 15_000, 'the alert cleared')
-    await gateway.kill('SIGKILL')
-    gateway = await startChildGateway(dataDir, { STREAMGATE_LOG_LEVEL: 'error' }, { args: ARGS })
-    await hot(400, 20)
-    await sleep(500)
-    await gateway.kill('SIGTERM')
-    gateway = null
-    const alerts = (await readTopic(dataDir, 'alerts')).map((r) => JSON.parse(r.value.toString()) as { type: string; rule: string; value: unknown })
-    expect(alerts.filter((a) => a.rule === 'overheat').map((a) => a.type)).toEqual(['alert-raised', 'alert-cleared'])
-    expect(alerts.find((a) => a.type === 'alert-cleared')?.value).toBe(20)
-  })
+  it('raises an alert with for 5 s once across a SIGKILL in the wait, clears it once, and a restart repeats neither', { timeout: 120_000 }, () => scenarios.alertAcrossRestarts())
 })
