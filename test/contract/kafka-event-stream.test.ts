@@ -43,6 +43,22 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
   })
 
   describe('KafkaEventStream (Kafka only)', () => {
+    it('closes every socket at stop after concurrent first reads of several partitions', async () => {
+      // kafkajs opens its Fetch connection lazily; concurrent first fetches each opened one, and
+      // the ones it lost track of kept a stopped gateway's process alive (fetcher.ts leadersFor).
+      const sockets = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length
+      const before = sockets()
+      const stream = new KafkaEventStream(options())
+      const topic = uniqueTopic()
+      await stream.start([{ name: topic, partitions: 4 }])
+      await stream.append(topic, [0, 1, 2, 3].map((i) => ({ key: `k${i}`, value: Buffer.from(String(i)) })))
+      const reads = await Promise.all([0, 1, 2, 3].map((p) => stream.read(topic, p, 0, 10)))
+      expect(reads.flat()).toHaveLength(4)
+      await stream.stop()
+      await waitFor(() => sockets() <= before, 'sockets closed after stop')
+      expect(sockets()).toBeLessThanOrEqual(before)
+    })
+
     it("starts a new group at 'latest' as of consume(), and a partition-list group resumes after its commits", async () => {
       const stream = new KafkaEventStream(options())
       try {

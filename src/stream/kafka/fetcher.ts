@@ -51,6 +51,12 @@ interface RawCluster {
 
 type CreateCluster = (options: { allowAutoTopicCreation: boolean; metadataMaxAge: number }) => RawCluster
 
+/** kafkajs' connection pool: index 1 carries Fetch requests, index 0 the rest. */
+interface BrokerWithPool {
+  connectionPool: { getConnection(index: number): Promise<unknown> }
+}
+const FETCH_CONNECTION = 1
+
 const READ_COMMITTED = 1
 const PARTITION_MAX_BYTES = 4 * 1024 * 1024
 
@@ -63,6 +69,7 @@ export interface FetchPosition {
 export class PartitionFetcher {
   private readonly cluster: RawCluster
   private connected: Promise<void> | null = null
+  private setup: Promise<unknown> = Promise.resolve()
 
   constructor(kafka: Kafka) {
     const key = Object.getOwnPropertySymbols(kafka).find((s) => s.description === 'private:Kafka:createCluster')
@@ -106,13 +113,10 @@ export class PartitionFetcher {
    * `maxWaitMs` for a partition with nothing new. Keyed by `topic/partition`.
    */
   async fetch(positions: FetchPosition[], maxWaitMs: number, maxRecords: number): Promise<Map<string, StoredRecord[]>> {
-    await this.connect()
-    await this.cluster.addMultipleTargetTopics([...new Set(positions.map((p) => p.topic))])
+    const leaders = await this.leadersFor(positions)
     const out = new Map<string, StoredRecord[]>()
-    const byLeader = this.groupByLeader(positions)
     await Promise.all(
-      [...byLeader].map(async ([nodeId, group]) => {
-        const broker = await this.cluster.findBroker({ nodeId })
+      leaders.map(async ({ broker, group }) => {
         const response = await broker.fetch({
           maxWaitTime: maxWaitMs,
           minBytes: 1,
@@ -129,6 +133,31 @@ export class PartitionFetcher {
       }),
     )
     return out
+  }
+
+  /**
+   * Metadata, brokers and their fetch connections, one caller at a time. kafkajs 2.2.4 sends Fetch
+   * requests on a connection of their own that it opens at the first one
+   * (network/connectionPool.js getConnection: `if (!connection.isConnected()) await
+   * connection.connect()`), so concurrent first fetches (one per partition reader) each opened a
+   * socket and the connection kept only the last: the others were never closed and kept the
+   * process alive after the gateway stopped. Opening it here, serialised, leaves broker.fetch a
+   * connected one.
+   */
+  private leadersFor(positions: FetchPosition[]): Promise<Array<{ broker: RawBroker; group: FetchPosition[] }>> {
+    const run = this.setup.then(async () => {
+      await this.connect()
+      await this.cluster.addMultipleTargetTopics([...new Set(positions.map((p) => p.topic))])
+      const out: Array<{ broker: RawBroker; group: FetchPosition[] }> = []
+      for (const [nodeId, group] of this.groupByLeader(positions)) {
+        const broker = await this.cluster.findBroker({ nodeId })
+        await (broker as Partial<BrokerWithPool>).connectionPool?.getConnection?.(FETCH_CONNECTION)
+        out.push({ broker, group })
+      }
+      return out
+    })
+    this.setup = run.catch(() => undefined)
+    return run
   }
 
   private groupByLeader(positions: FetchPosition[]): Map<string, FetchPosition[]> {
