@@ -20,7 +20,7 @@ commands:
                                          per endpoint matched / undefined-condition counters when
                                          a gateway runs)
   add NAME --endpoint E [--endpoint E2]... [--condition Q]
-      [--source telemetry|device-events|twin-changes] [--disabled]
+      [--source telemetry|device-events|twin-changes|alerts] [--disabled]
                                          create or replace a route (a replaced route takes exactly
                                          the flags given: no --condition means "true")
   remove NAME                            delete a route
