@@ -86,6 +86,6 @@ describe('configuration', () => {
 
   it('applies the topic prefix to every stream topic', () => {
     const c = loadConfig({ env: { STREAMGATE_TOPIC_PREFIX: 'plant1.' } })
-    expect(topicNames(c)).toEqual({ telemetry: 'plant1.telemetry', deviceEvents: 'plant1.device-events', commands: 'plant1.commands', commandFeedback: 'plant1.command-feedback', deadLetter: 'plant1.routing-deadletter' })
+    expect(topicNames(c)).toEqual({ telemetry: 'plant1.telemetry', deviceEvents: 'plant1.device-events', commands: 'plant1.commands', commandFeedback: 'plant1.command-feedback', deadLetter: 'plant1.routing-deadletter', alerts: 'plant1.alerts' })
   })
 })
