@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { GatewayError } from '../errors/catalogue.js'
+import { parseDefinition } from '../routing/definitions.js'
 import { compileQuery } from '../routing/query/index.js'
 
 /**
@@ -110,7 +111,7 @@ export type AlertRuleInput = z.input<typeof alertRuleSchema>
 
 /** Validate an aggregate (its filter and paths compiled: E_ROUTE_QUERY_INVALID with the column). */
 export function checkAggregate(input: unknown): AggregateDefinition {
-  const aggregate = parse(aggregateSchema, input, 'aggregate')
+  const aggregate = parseDefinition(aggregateSchema, input, 'aggregate')
   compileQuery(aggregate.filter)
   const fields = new Set<string>()
   for (const f of aggregate.functions) {
@@ -122,7 +123,7 @@ export function checkAggregate(input: unknown): AggregateDefinition {
 }
 
 export function checkAlertRule(input: unknown): AlertRuleDefinition {
-  const rule = parse(alertRuleSchema, input, 'alert rule')
+  const rule = parseDefinition(alertRuleSchema, input, 'alert rule')
   compileQuery(rule.condition)
   if (rule.clearCondition !== undefined) compileQuery(rule.clearCondition)
   if (rule.value !== undefined) compileQuery(rule.value)
@@ -142,12 +143,4 @@ export function outputField(f: { fn: AggregateFunction; path: string; as?: strin
   if (f.as !== undefined) return f.as
   const steps = f.path.slice('$body'.length).split(/[.[\]]+/).filter((s) => s !== '')
   return `${f.fn}_${steps.join('_')}`
-}
-
-function parse<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
-  const result = schema.safeParse(input)
-  if (result.success) return result.data
-  const issue = result.error.issues[0]!
-  const field = issue.path.join('.')
-  throw new GatewayError('E_BAD_REQUEST', `${what}${field ? `.${field}` : ''}: ${issue.message}`, { field })
 }

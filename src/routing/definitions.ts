@@ -131,13 +131,13 @@ export type RouteInput = z.input<typeof routeSchema>
 
 /** Validate a route (its condition compiled: E_ROUTE_QUERY_INVALID with the column); E_BAD_REQUEST otherwise. */
 export function checkRoute(input: unknown): RouteDefinition {
-  const route = parse(routeSchema, input, 'route')
+  const route = parseDefinition(routeSchema, input, 'route')
   compileQuery(route.condition)
   return route
 }
 
 export function checkEndpoint(input: unknown): EndpointDefinition {
-  const endpoint = parse(endpointSchema, input, 'endpoint')
+  const endpoint = parseDefinition(endpointSchema, input, 'endpoint')
   if (endpoint.maxBackoffMs < endpoint.backoffMs) throw new GatewayError('E_BAD_REQUEST', 'endpoint: maxBackoffMs must be at least backoffMs', { field: 'maxBackoffMs' })
   return endpoint
 }
@@ -149,7 +149,8 @@ export function endpointView(endpoint: EndpointDefinition): Record<string, unkno
   return { ...rest, hasAuthHeader: authHeader !== undefined }
 }
 
-function parse<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
+/** Parse with a zod schema; the first issue becomes E_BAD_REQUEST naming its field (`route.endpoints.0`). */
+export function parseDefinition<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
   const result = schema.safeParse(input)
   if (result.success) return result.data
   const issue = result.error.issues[0]!

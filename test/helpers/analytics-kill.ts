@@ -6,7 +6,7 @@ import { connectDevice, sasFor, waitFor } from './gateway.js'
 import { api, sleep } from './commands.js'
 import { CLI, type ChildGateway } from './child-gateway.js'
 import { publishJson } from './routing.js'
-import type { StoredRecord } from '../../src/stream/types.js'
+import type { EventStream, StoredRecord } from '../../src/stream/types.js'
 import type { Device } from '../../src/registry/types.js'
 
 /**
@@ -200,4 +200,18 @@ export class KillScenarios {
     expect(alerts.filter((a) => a.rule === 'overheat').map((a) => a.type)).toEqual(['alert-raised', 'alert-cleared'])
     expect(alerts.find((a) => a.type === 'alert-cleared')?.value).toBe(20)
   }
+}
+
+/** Every record of a topic on a started stream, all partitions. */
+export async function readWhole(stream: EventStream, topic: string): Promise<StoredRecord[]> {
+  const out: StoredRecord[] = []
+  for (const p of await stream.offsets(topic)) {
+    for (let offset = p.low; offset < p.high; ) {
+      const batch = await stream.read(topic, p.partition, offset, 5000)
+      if (batch.length === 0) break
+      out.push(...batch)
+      offset = batch[batch.length - 1]!.offset + 1
+    }
+  }
+  return out
 }

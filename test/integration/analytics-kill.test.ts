@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, it } from 'vitest'
 import { ensureBuilt, startChildGateway } from '../helpers/child-gateway.js'
-import { KILL_ARGS, KillScenarios } from '../helpers/analytics-kill.js'
+import { KILL_ARGS, KillScenarios, readWhole } from '../helpers/analytics-kill.js'
 import { SqliteEventStream } from '../../src/stream/embedded/sqlite-event-stream.js'
 import type { StoredRecord } from '../../src/stream/types.js'
 
@@ -15,16 +15,7 @@ async function readTopic(dataDir: string, topic: string): Promise<StoredRecord[]
   })
   await stream.start([])
   try {
-    const out: StoredRecord[] = []
-    for (const p of await stream.offsets(topic)) {
-      for (let offset = p.low; offset < p.high; ) {
-        const batch = await stream.read(topic, p.partition, offset, 5000)
-        if (batch.length === 0) break
-        out.push(...batch)
-        offset = batch[batch.length - 1]!.offset + 1
-      }
-    }
-    return out
+    return await readWhole(stream, topic)
   } finally {
     await stream.stop()
   }

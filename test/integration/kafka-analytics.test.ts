@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js'
 import { exactWindowsScenario, FAST_ANALYTICS } from '../helpers/analytics.js'
-import { KILL_ARGS, KillScenarios } from '../helpers/analytics-kill.js'
+import { KILL_ARGS, KillScenarios, readWhole } from '../helpers/analytics-kill.js'
 import { ensureBuilt, startChildGateway } from '../helpers/child-gateway.js'
 import { kafkaForSuite, kafkaTestsEnabled, START_TIMEOUT_MS } from '../helpers/kafka.js'
 import { KafkaEventStream } from '../../src/stream/kafka/kafka-event-stream.js'
@@ -92,16 +92,7 @@ async function readKafkaTopic(brokers: string[], topic: string): Promise<StoredR
   const stream = new KafkaEventStream(kafkaOptions({ brokers, provisionRetryMs: 300 }))
   await stream.start([])
   try {
-    const out: StoredRecord[] = []
-    for (const p of await stream.offsets(topic)) {
-      for (let offset = p.low; offset < p.high; ) {
-        const batch = await stream.read(topic, p.partition, offset, 5000)
-        if (batch.length === 0) break
-        out.push(...batch)
-        offset = batch[batch.length - 1]!.offset + 1
-      }
-    }
-    return out
+    return await readWhole(stream, topic)
   } finally {
     await stream.stop()
   }
