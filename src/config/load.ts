@@ -24,6 +24,8 @@ export const ENV_KEYS: Record<string, string> = {
   STREAMGATE_TOPIC_PREFIX: 'stream.topicPrefix',
   STREAMGATE_PARTITIONS: 'stream.partitions',
   STREAMGATE_KAFKA_BROKERS: 'stream.kafka.brokers',
+  STREAMGATE_STATE_BACKEND: 'state.backend',
+  STREAMGATE_POSTGRES_URL: 'state.postgres.url',
   STREAMGATE_KAFKA_CLIENT_ID: 'stream.kafka.clientId',
   STREAMGATE_KAFKA_REPLICATION_FACTOR: 'stream.kafka.replicationFactor',
   STREAMGATE_KAFKA_SSL: 'stream.kafka.ssl.enabled',

@@ -312,6 +312,29 @@ const analyticsSchema = z.strictObject({
   retryDelayMs: z.number().int().min(10).max(60_000).default(1000),
 })
 
+/** A PostgreSQL URL; the password in it is a secret (never logged: observability/logger.ts). */
+const postgresSchema = z.strictObject({
+  /** postgres://user:password@host:port/database (env STREAMGATE_POSTGRES_URL). */
+  url: z.string().default(''),
+  /** Schema that holds streamgate's tables (created when missing): several gateways' stores can share a database. */
+  schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a lower-case SQL identifier').default('public'),
+  /** Connections this process keeps open to PostgreSQL at most. */
+  poolSize: z.number().int().min(1).max(200).default(10),
+  /** A statement running longer is cancelled; the call fails with E_REGISTRY_UNAVAILABLE. */
+  statementTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
+  /** How long to wait for a connection (from the pool or a new one). */
+  connectTimeoutMs: z.number().int().min(100).max(120_000).default(5000),
+})
+
+const stateSchema = z.strictObject({
+  /**
+   * Where the registry, twins, routes, aggregates, cloud-to-device queues and sessions live: SQLite
+   * files in the data dir (one gateway), or PostgreSQL (shared by several gateway instances).
+   */
+  backend: z.enum(['sqlite', 'postgres']).default('sqlite'),
+  postgres: postgresSchema.prefault({}),
+})
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /**
@@ -336,6 +359,7 @@ export const configSchema = z.strictObject({
   commands: commandsSchema.prefault({}),
   routing: routingSchema.prefault({}),
   analytics: analyticsSchema.prefault({}),
+  state: stateSchema.prefault({}),
   log: logSchema.prefault({}),
 })
 

@@ -21,7 +21,7 @@ export const ERROR_CODES = {
   E_DEVICE_NOT_FOUND: { http: 404, connack: 5, summary: 'No device with that id is registered.' },
   E_DEVICE_EXISTS: { http: 409, connack: 5, summary: 'A device with that id is already registered.' },
   E_DEVICE_DISABLED: { http: 403, connack: 5, summary: 'The device is registered but disabled.' },
-  E_REGISTRY_UNAVAILABLE: { http: 503, connack: 3, summary: 'The device registry cannot be used: its file stayed locked past busy_timeout, cannot be opened, or was written by a newer streamgate.' },
+  E_REGISTRY_UNAVAILABLE: { http: 503, connack: 3, summary: 'The shared state (device registry, queues, sessions, routes) cannot be used: its SQLite file stayed locked past busy_timeout, cannot be opened, or was written by a newer streamgate; or PostgreSQL refused, dropped or timed out the connection or the statement.' },
 
   E_AUTH_CLIENT_ID_MISMATCH: { http: 401, connack: 2, summary: 'The MQTT client id does not equal the device id in the user name.' },
   E_AUTH_USERNAME_INVALID: { http: 401, connack: 4, summary: 'The MQTT user name is neither `<host>/<deviceId>/?...` nor a bare device id.' },
