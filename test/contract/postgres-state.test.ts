@@ -68,7 +68,7 @@ describe.runIf(enabled)('PostgreSQL state: migrations, failures', () => {
     const url = `postgres://someone:hunter2-secret@127.0.0.1:${port}/nowhere`
     const state = createPostgresState({ url, schema: 'public', poolSize: 1, statementTimeoutMs: 1000, connectTimeoutMs: 1000 })
     try {
-      const err = await guardPostgres(state, () => state.pool.query('SELECT 1')).catch((e: unknown) => e as Error & { code: string })
+      const err = (await guardPostgres(state, () => state.pool.query("SELECT 1")).then(() => new Error("connected"), (e: unknown) => e)) as Error & { code: string }
       expect(err).toMatchObject({ code: 'E_REGISTRY_UNAVAILABLE' })
       expect(err.message).toContain(`127.0.0.1:${port}/nowhere`)
       expect(err.message).not.toContain('hunter2')
