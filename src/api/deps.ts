@@ -6,6 +6,7 @@ import type { MethodInvoker } from '../commands/method-invoker.js'
 import type { TwinService } from '../commands/twin-service.js'
 import type { RoutingApi } from './routing.js'
 import type { AnalyticsApi } from './analytics.js'
+import type { ClusterApi } from './cluster.js'
 
 /** The command channel as the API uses it (cloud-to-device messages, direct methods, twins). */
 export interface CommandsApi {
@@ -58,6 +59,8 @@ export interface ApiDeps {
   /** When given, /api/routes and /api/endpoints are served. */
   routing?: RoutingApi
   analytics?: AnalyticsApi
+  /** When given, /api/instances is served. */
+  cluster?: ClusterApi
   /** Largest request body in bytes; default 64 KiB (device admin bodies are tiny). */
   bodyLimit?: number
   /** Nesting levels of a JSON payload passed on to a device (http.maxJsonDepth; default 64). */

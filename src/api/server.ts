@@ -5,6 +5,7 @@ import { registerDeviceRoutes } from './devices.js'
 import { registerCommandRoutes } from './commands.js'
 import { registerRoutingRoutes } from './routing.js'
 import { registerAnalyticsRoutes } from './analytics.js'
+import { registerClusterRoutes } from './cluster.js'
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandlers } from './errors.js'
 import { registerHealthRoutes } from './health.js'
 import { registerRequestObservers } from './http-metrics.js'
@@ -51,6 +52,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
       if (deps.commands) registerCommandRoutes(api, deps.commands, deps.maxJsonDepth)
       if (deps.routing) registerRoutingRoutes(api, deps.routing)
       if (deps.analytics) registerAnalyticsRoutes(api, deps.analytics)
+      if (deps.cluster) registerClusterRoutes(api, deps.cluster)
     },
     { prefix: '/api' },
   )
