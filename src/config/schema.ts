@@ -335,6 +335,23 @@ const stateSchema = z.strictObject({
   postgres: postgresSchema.prefault({}),
 })
 
+/**
+ * Several instances acting as one gateway (state.backend postgres, stream.backend kafka): each
+ * registers itself in PostgreSQL and keeps a heartbeat; see docs/scale-out.md.
+ */
+const clusterSchema = z.strictObject({
+  /** This process's id; empty = `<hostname>-<6 random hex>`, new at every start. */
+  instanceId: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'up to 64 of A-Z a-z 0-9 . _ -').default(''),
+  /** The HTTP address other instances and operators reach this one at; empty = http://<http.host>:<http.port>. */
+  advertiseUrl: z.string().default(''),
+  /** How often this instance writes its heartbeat and connection count. */
+  heartbeatIntervalMs: z.number().int().min(100).max(60_000).default(1000),
+  /** An instance whose heartbeat is older is dead: its device ownerships are ignored, its signals dropped. */
+  heartbeatTimeoutMs: z.number().int().min(500).max(600_000).default(5000),
+  /** Signals (kick, deliver, method, twin) are NOTIFY wake-ups backed by rows; this poll catches up a missed one. */
+  signalPollMs: z.number().int().min(50).max(60_000).default(1000),
+})
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /**
@@ -360,6 +377,7 @@ export const configSchema = z.strictObject({
   routing: routingSchema.prefault({}),
   analytics: analyticsSchema.prefault({}),
   state: stateSchema.prefault({}),
+  cluster: clusterSchema.prefault({}),
   log: logSchema.prefault({}),
 })
 
