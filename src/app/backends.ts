@@ -1,3 +1,4 @@
+import { GatewayError } from '../errors/catalogue.js'
 import { SqliteAnalyticsStore } from '../registry/sqlite-analytics-store.js'
 import type { AnalyticsStore } from '../analytics/types.js'
 import { join, resolve } from 'node:path'
@@ -31,15 +32,29 @@ export function embeddedStreamFile(config: GatewayConfig): string {
   return join(resolve(config.dataDir), 'stream.db')
 }
 
+/**
+ * state.backend postgres: the PostgreSQL adapters of the state ports are being built (the pool,
+ * migrations and the cluster tables are in src/postgres and src/cluster); until they are wired a
+ * configuration asking for it is refused, never silently served from SQLite.
+ */
+function refusePostgresState(config: GatewayConfig): void {
+  if (config.state.backend === 'postgres') {
+    throw new GatewayError('E_CONFIG_INVALID', 'state.backend postgres is not available in this build yet: use state.backend sqlite (the default)')
+  }
+}
+
 export function createDeviceRegistry(config: GatewayConfig): DeviceRegistry {
+  refusePostgresState(config)
   return new SqliteDeviceRegistry({ file: join(resolve(config.dataDir), 'registry.db') })
 }
 
 /** Routes live in the registry's database: every gateway sharing the registry runs the same ones. */
 export function createAnalyticsStore(config: GatewayConfig): AnalyticsStore {
+  refusePostgresState(config)
   return new SqliteAnalyticsStore({ file: join(resolve(config.dataDir), 'registry.db') })
 }
 
 export function createRouteStore(config: GatewayConfig): RouteStore {
+  refusePostgresState(config)
   return new SqliteRouteStore({ file: join(resolve(config.dataDir), 'registry.db') })
 }
