@@ -1,7 +1,8 @@
 /**
  * The analytics ports: what a stateful processor is (aggregate-processor.ts, alert-processor.ts),
  * and the store that keeps definitions and checkpoints in the registry's database
- * (src/registry/sqlite-analytics-store.ts implements it).
+ * (src/registry/sqlite-analytics-store.ts and postgres-analytics-store.ts implement it; one
+ * contract suite, test/contract/analytics-store.contract.ts, runs against both).
  */
 
 import type { OutgoingRecord, StoredRecord } from '../stream/types.js'

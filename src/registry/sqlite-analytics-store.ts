@@ -4,6 +4,7 @@ import { checkAggregate, checkAlertRule, ruleAggregate, type AggregateDefinition
 import type { AnalyticsDefinitions, AnalyticsStore, Checkpoint } from '../analytics/types.js'
 import { prepared } from '../sqlite/statements.js'
 import { guardRegistryFile, openRegistryDatabase } from './sqlite-schema.js'
+import { aggregateInUse, aggregateNotFound, alertRuleNotFound } from './definition-errors.js'
 
 interface DefinitionRow {
   name: string
@@ -65,7 +66,7 @@ export class SqliteAnalyticsStore implements AnalyticsStore {
   async removeAggregate(name: string): Promise<void> {
     this.write((db) => {
       const user = rows(db, 'analytics_alert_rules').find((row) => ruleAggregate(JSON.parse(row.definition) as AlertRuleDefinition) === name)
-      if (user) throw new GatewayError('E_AGGREGATE_IN_USE', `aggregate "${name}" is read by alert rule "${user.name}"`, { aggregate: name, rule: user.name })
+      if (user) throw aggregateInUse(name, user.name)
       if (prepared(db, 'DELETE FROM analytics_aggregates WHERE name = ?').run(name).changes === 0) throw aggregateNotFound(name)
       prepared(db, 'DELETE FROM analytics_checkpoints WHERE processor = ?').run(`aggregate:${name}`)
     })
@@ -83,7 +84,7 @@ export class SqliteAnalyticsStore implements AnalyticsStore {
   async removeAlertRule(name: string): Promise<void> {
     this.write((db) => {
       if (prepared(db, 'DELETE FROM analytics_alert_rules WHERE name = ?').run(name).changes === 0) {
-        throw new GatewayError('E_ALERT_RULE_NOT_FOUND', `alert rule "${name}" not found`, { rule: name })
+        throw alertRuleNotFound(name)
       }
       prepared(db, 'DELETE FROM analytics_checkpoints WHERE processor = ?').run(`alert:${name}`)
     })
@@ -155,9 +156,4 @@ function upsert(db: Database, table: Table, name: string, definition: object): b
   prepared(db, `INSERT INTO ${table} (name, definition, updated_at) VALUES (?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at`).run(name, JSON.stringify(definition), new Date().toISOString())
   return !existed
-}
-
-function aggregateNotFound(name: string, rule?: string): GatewayError {
-  const message = rule === undefined ? `aggregate "${name}" not found` : `alert rule "${rule}" reads aggregate "${name}", which does not exist`
-  return new GatewayError('E_AGGREGATE_NOT_FOUND', message, { aggregate: name, ...(rule === undefined ? {} : { rule }) })
 }

@@ -10,6 +10,7 @@ import {
   resolveListOptions,
   validateAuthMethod, validateThumbprintFor,
   validateStatus,
+  notFound,
   type ListOptions,
 } from './validation.js'
 import type {
@@ -28,7 +29,7 @@ import type {
 } from './types.js'
 import { GATEWAY_RESTART, connectionEvent, registryEvent, twinEvent } from './device-event.js'
 import { claimEvents, countEvents, insertEvent, releaseEvents, removeEvents } from './sqlite-event-outbox.js'
-import { SELECT_DEVICE, SELECT_TWIN, notFound, sqliteCode, toDevice, toTwin, type DeviceRow, type TwinRow } from './sqlite-rows.js'
+import { SELECT_DEVICE, SELECT_TWIN, sqliteCode, toDevice, toTwin, type DeviceRow, type TwinRow } from './sqlite-rows.js'
 import { assertTwinDepth, assertTwinSize, mergeTwinPatch, validateTwinPatch } from './twin-document.js'
 import { prepared } from '../sqlite/statements.js'
 
@@ -170,14 +171,17 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     })
   }
 
-  async resetConnections(at: Date): Promise<string[]> {
+  async resetConnections(at: Date, onlyDevices?: readonly string[]): Promise<string[]> {
+    // Scoped to the ids given (one JSON array parameter, as releaseEvents), or every device.
+    const scope = onlyDevices === undefined ? '' : ' AND device_id IN (SELECT value FROM json_each(?))'
+    const values: unknown[] = onlyDevices === undefined ? [at.toISOString()] : [at.toISOString(), JSON.stringify(onlyDevices)]
     return this.write((db) => {
       const rows = prepared<unknown[], { device_id: string; connection_seq: number }>(db,
           `UPDATE devices SET connection_state = 'disconnected', connection_state_updated_at = ?,
              connection_seq = connection_seq + 1
-           WHERE connection_state = 'connected' RETURNING device_id, connection_seq`,
+           WHERE connection_state = 'connected'${scope} RETURNING device_id, connection_seq`,
         )
-        .all(at.toISOString())
+        .all(...values)
         .sort((a, b) => (a.device_id < b.device_id ? -1 : a.device_id > b.device_id ? 1 : 0))
       for (const r of rows) insertEvent(db, connectionEvent(r.device_id, 'disconnected', at, r.connection_seq, { reason: GATEWAY_RESTART }))
       return rows.map((r) => r.device_id)

@@ -4,6 +4,7 @@ import { checkEndpoint, checkRoute, type EndpointDefinition, type RouteDefinitio
 import type { RouteStore, RoutingDefinitions } from '../routing/types.js'
 import { prepared } from '../sqlite/statements.js'
 import { guardRegistryFile, openRegistryDatabase } from './sqlite-schema.js'
+import { endpointInUse, endpointNotFound, routeNotFound } from './definition-errors.js'
 
 interface DefinitionRow {
   name: string
@@ -54,7 +55,7 @@ export class SqliteRouteStore implements RouteStore {
   async removeEndpoint(name: string): Promise<void> {
     this.write((db) => {
       const user = rows(db, 'routing_routes').find((row) => (JSON.parse(row.definition) as RouteDefinition).endpoints.includes(name))
-      if (user) throw new GatewayError('E_ENDPOINT_IN_USE', `endpoint "${name}" is used by route "${user.name}"`, { endpoint: name, route: user.name })
+      if (user) throw endpointInUse(name, user.name)
       if (prepared(db, 'DELETE FROM routing_endpoints WHERE name = ?').run(name).changes === 0) throw endpointNotFound(name)
     })
   }
@@ -72,7 +73,7 @@ export class SqliteRouteStore implements RouteStore {
   async removeRoute(name: string): Promise<void> {
     this.write((db) => {
       if (prepared(db, 'DELETE FROM routing_routes WHERE name = ?').run(name).changes === 0) {
-        throw new GatewayError('E_ROUTE_NOT_FOUND', `route "${name}" not found`, { route: name })
+        throw routeNotFound(name)
       }
     })
   }
@@ -113,9 +114,4 @@ function upsert(db: Database, table: Table, name: string, definition: object): b
   prepared(db, `INSERT INTO ${table} (name, definition, updated_at) VALUES (?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at`).run(name, JSON.stringify(definition), new Date().toISOString())
   return !existed
-}
-
-function endpointNotFound(name: string, route?: string): GatewayError {
-  const message = route === undefined ? `endpoint "${name}" not found` : `route "${route}" names endpoint "${name}", which does not exist`
-  return new GatewayError('E_ENDPOINT_NOT_FOUND', message, { endpoint: name, ...(route === undefined ? {} : { route }) })
 }

@@ -1,5 +1,4 @@
 import BetterSqlite3 from 'better-sqlite3'
-import { GatewayError } from '../errors/catalogue.js'
 import type { ConnectionState, Device, DeviceStatus, Twin, TwinProperties } from './types.js'
 
 /** Rows of registry.db as SQLite returns them (column names as in sqlite-schema.ts), and their mapping. */
@@ -58,10 +57,6 @@ export function toDevice(row: DeviceRow): Device {
     connectionSeq: row.connection_seq,
     x509Thumbprint: row.x509_thumbprint,
   }
-}
-
-export function notFound(deviceId: string): GatewayError {
-  return new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
 }
 
 /** better-sqlite3 throws SqliteError with a string `code` such as SQLITE_BUSY. */

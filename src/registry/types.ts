@@ -89,9 +89,14 @@ export interface DeviceRegistry {
   recordConnection(deviceId: string, state: ConnectionState, at: Date, facts?: ConnectionFacts): Promise<number | null>
   /**
    * Mark every device disconnected (at gateway start, after a crash), each with a `disconnected`
-   * event (reason `gateway-restart`, the new sequence number). Returns the ids changed.
+   * event (reason `gateway-restart`, the new sequence number). Returns the ids changed, in byte
+   * order.
+   *
+   * `onlyDevices` narrows it to those ids (of those, the ones connected; unknown ids are
+   * ignored, an empty list changes nothing). Several gateways on one database need it: an
+   * instance that restarts resets only the devices it held, not those connected to the others.
    */
-  resetConnections(at: Date): Promise<string[]>
+  resetConnections(at: Date, onlyDevices?: readonly string[]): Promise<string[]>
   touch(deviceId: string, at: Date): Promise<void>
   /** The device's twin; null when the device is unknown. */
   getTwin(deviceId: string): Promise<Twin | null>

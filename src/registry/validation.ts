@@ -101,3 +101,8 @@ export function resolveListOptions(options: ListOptions | undefined): { limit: n
   }
   return { limit, after: options?.after }
 }
+
+/** The one E_DEVICE_NOT_FOUND every backend answers for a device that is not registered. */
+export function notFound(deviceId: string): GatewayError {
+  return new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
+}

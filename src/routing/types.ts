@@ -1,7 +1,8 @@
 /**
  * The RouteStore port: endpoints and routes, kept in the registry's database so that every
- * gateway sharing the registry runs the same routes. SqliteRouteStore (src/registry/) implements
- * it; one contract suite (test/contract/route-store.contract.ts) runs against every adapter.
+ * gateway sharing the registry runs the same routes. SqliteRouteStore and PostgresRouteStore
+ * (src/registry/) implement it; one contract suite (test/contract/route-store.contract.ts) runs
+ * against every adapter.
  */
 
 import type { EndpointDefinition, RouteDefinition } from './definitions.js'

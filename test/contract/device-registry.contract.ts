@@ -137,6 +137,24 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
       })
     })
 
+    it('answers an id that cannot be registered (a NUL, a slash, too long) as an unknown device everywhere', async () => {
+      await registry.create({ deviceId: 'a' })
+      const limits = { maxBytes: 1024, maxDepth: 10 }
+      for (const id of ['a\u0000', '\u0000', 'a/b', 'x'.repeat(10_000)]) {
+        expect(await registry.get(id)).toBeNull()
+        expect(await registry.getTwin(id)).toBeNull()
+        await expectCode(registry.remove(id), 'E_DEVICE_NOT_FOUND')
+        await expectCode(registry.setStatus(id, 'disabled'), 'E_DEVICE_NOT_FOUND')
+        await expectCode(registry.rotateKey(id, 'both'), 'E_DEVICE_NOT_FOUND')
+        await expectCode(registry.setPassword(id, null), 'E_DEVICE_NOT_FOUND')
+        await expectCode(registry.patchTwin(id, 'desired', { a: 1 }, limits), 'E_DEVICE_NOT_FOUND')
+        await expect(registry.touch(id, new Date())).resolves.toBeUndefined()
+      }
+      // A cursor with a NUL pages as the same cursor without what follows it.
+      expect((await registry.list({ after: '\u0000' })).map((d) => d.deviceId)).toEqual(['a'])
+      expect((await registry.list({ after: 'a\u0000b' })).map((d) => d.deviceId)).toEqual([])
+    })
+
     describe('list and remove', () => {
       it('lists in id order and pages with after and limit', async () => {
         for (const id of ['c', 'a', 'B', 'b', 'a-1']) await registry.create({ deviceId: id })
@@ -285,6 +303,27 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         expect(await registry.resetConnections(at)).toEqual([])
       })
 
+      it('resets only the devices named (those connected), leaving the others connected', async () => {
+        // Several gateways on one registry: a restarting instance resets the devices it held.
+        for (const id of ['m3', 'm1', 'm2', 'm4']) await registry.create({ deviceId: id })
+        const t0 = new Date('2030-01-01T00:00:00.000Z')
+        for (const id of ['m1', 'm2', 'm3']) await registry.recordConnection(id, 'connected', t0)
+        const at = new Date('2030-01-02T00:00:00.000Z')
+        // m4 is not connected, `gone` is not registered, m3 is named twice: none of it matters.
+        expect(await registry.resetConnections(at, ['m3', 'm4', 'gone', 'm1', 'm3'])).toEqual(['m1', 'm3'])
+        for (const id of ['m1', 'm3']) {
+          expect(await registry.get(id)).toMatchObject({ connectionState: 'disconnected', connectionStateUpdatedAt: at.toISOString(), connectionSeq: 2 })
+        }
+        expect(await registry.get('m2')).toMatchObject({ connectionState: 'connected', connectionStateUpdatedAt: t0.toISOString(), connectionSeq: 1 })
+        expect(await registry.get('m4')).toMatchObject({ connectionState: 'disconnected', connectionStateUpdatedAt: null, connectionSeq: 0 })
+        // An empty list changes nothing; ids no backend can hold are simply not there.
+        expect(await registry.resetConnections(at, [])).toEqual([])
+        expect(await registry.resetConnections(at, ['m\u00002', 'x'.repeat(200)])).toEqual([])
+        expect((await registry.get('m2'))?.connectionState).toBe('connected')
+        // Without the list: every device still connected.
+        expect(await registry.resetConnections(at)).toEqual(['m2'])
+      })
+
       it('touch updates lastActivityAt and ignores unknown devices', async () => {
         await registry.create({ deviceId: 't' })
         const at = new Date('2030-03-04T05:06:07.089Z')
@@ -313,6 +352,18 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         expect(twin.reported).toEqual({ version: 3, properties: { temp: { max: 30, min: 1 } } })
         expect(twin.desired.version).toBe(1)
         expect((await registry.getTwin('tw'))?.reported.version).toBe(3)
+      })
+
+      it('keeps any JSON string and key in a twin: NUL, non-ASCII, lone surrogates, $ inside a value', async () => {
+        await registry.create({ deviceId: 'str' })
+        const patch = { 'k\u0000ey': 'nul\u0000here', 'ünï': 'çødé ✓ 😀', lone: '\ud800', price: '$5', n: 1.5e300, neg: -0.000123, big: 2 ** 53 - 1, list: [null, true, 'x'] }
+        const twin = await registry.patchTwin('str', 'reported', patch, limits)
+        expect(twin.reported.properties).toEqual(JSON.parse(JSON.stringify(patch)))
+        expect((await registry.getTwin('str'))?.reported.properties).toEqual(twin.reported.properties)
+        // Key order is kept as written (IoT Hub shows properties in the order they were set).
+        expect(Object.keys((await registry.getTwin('str'))!.reported.properties)).toEqual(Object.keys(patch))
+        const events = (await registry.pendingEvents(10)).filter((p) => p.event.type === 'twin-reported')
+        expect(events[0]!.event.details).toEqual({ version: 2, patch: JSON.parse(JSON.stringify(patch)) })
       })
 
       it('keeps tags as a third section with its own version and a twin-tags event', async () => {
@@ -432,6 +483,19 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
           { type: 'disconnected', deviceId: 'r2', time: t2.toISOString(), sequence: 2, reason: 'gateway-restart' },
         ])
         expect(await registry.resetConnections(t2)).toEqual([])
+        expect(await registry.pendingEventCount()).toBe(0)
+      })
+
+      it('resetConnections with a list writes the events of exactly the devices it changes', async () => {
+        for (const id of ['s2', 's1', 's3']) await registry.create({ deviceId: id })
+        for (const id of ['s2', 's1', 's3']) await registry.recordConnection(id, 'connected', t1, facts)
+        await drain()
+        expect(await registry.resetConnections(t2, ['s3', 's1'])).toEqual(['s1', 's3'])
+        expect(await drain()).toEqual([
+          { type: 'disconnected', deviceId: 's1', time: t2.toISOString(), sequence: 2, reason: 'gateway-restart' },
+          { type: 'disconnected', deviceId: 's3', time: t2.toISOString(), sequence: 2, reason: 'gateway-restart' },
+        ])
+        expect(await registry.resetConnections(t2, ['s1', 's3'])).toEqual([])
         expect(await registry.pendingEventCount()).toBe(0)
       })
 
