@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
 import { afterAll, describe, expect, it } from 'vitest'
-import { connectAsync, type MqttClient } from 'mqtt'
+import { connect, type MqttClient } from 'mqtt'
 import { deviceOptions, waitFor } from '../helpers/gateway.js'
 import { MiB, expectSurvived, startHostileGateway, underAttack, type HostileGateway } from '../helpers/hostile.js'
 import { appendOffline, readTopic, startHostileGatewayIn } from './gateway-restarts.js'
@@ -60,8 +60,14 @@ describe('hostile: commands topic recreated, replayed, and its refs pruned', () 
     await gw!.kill('SIGTERM')
   }
   const connectDevice = async (d: { deviceId: string; token: string }): Promise<void> => {
-    device = await connectAsync(gw!.mqttUrl, deviceOptions(d.deviceId, d.token, { connectTimeout: 10_000 }))
-    device.on('message', (_topic, payload) => inbox.push(payload.toString()))
+    // The handler is in place before the CONNACK: the stored subscription makes the gateway
+    // deliver a queued message right behind it, in the same read.
+    device = await new Promise<MqttClient>((resolve, reject) => {
+      const client = connect(gw!.mqttUrl, deviceOptions(d.deviceId, d.token, { connectTimeout: 10_000, reconnectPeriod: 0 }))
+      client.on('message', (_topic, payload) => inbox.push(payload.toString()))
+      client.once('connect', () => resolve(client))
+      client.once('error', reject)
+    })
     await device.subscribeAsync(`devices/${d.deviceId}/messages/devicebound/#`, { qos: 1 })
   }
   const command = (messageId: string, payload: string): Parameters<typeof appendOffline>[2][number] => ({
