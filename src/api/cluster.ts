@@ -3,7 +3,7 @@ import type { InstanceInfo } from '../cluster/types.js'
 
 /** The instance list as the API serves it (handed in by the composition root). */
 export interface ClusterApi {
-  instanceId: string
+  instanceId(): string
   instances(): Promise<InstanceInfo[]>
   /** This instance's device connections now. */
   liveConnections(): number
@@ -18,7 +18,7 @@ export function registerClusterRoutes(api: FastifyInstance, cluster: ClusterApi)
   api.get('/instances', async () => {
     const instances = await cluster.instances()
     return {
-      instanceId: cluster.instanceId,
+      instanceId: cluster.instanceId(),
       instances: instances.map((i) => (i.self ? { ...i, connections: cluster.liveConnections() } : i)),
     }
   })

@@ -12,6 +12,7 @@ import { createApiServer, type ReadinessReport } from '../api/server.js'
 import { tailRoute } from '../api/tail-socket.js'
 import type { RoutingApi } from '../api/routing.js'
 import type { AnalyticsApi } from '../api/analytics.js'
+import type { ClusterApi } from '../api/cluster.js'
 import { attachHttpEdge } from './edge.js'
 
 export interface ApiParts {
@@ -24,6 +25,9 @@ export interface ApiParts {
   logger: Logger
   adminToken: string
   readiness: () => ReadinessReport
+  /** Close the device's connection wherever it is (this instance or another). */
+  kick: (deviceId: string) => void
+  cluster: ClusterApi
   routing: Omit<RoutingApi, 'maxJsonDepth'>
   analytics: AnalyticsApi
 }
@@ -38,6 +42,7 @@ export async function createGatewayApi(config: GatewayConfig, edge: ListenerCont
     commands: p.commands,
     routing: { ...p.routing, maxJsonDepth: config.http.maxJsonDepth },
     analytics: p.analytics,
+    cluster: p.cluster,
     // Method payloads (128 KiB) and C2D payloads (64 KiB) travel inside JSON bodies.
     bodyLimit: 2 * Math.max(config.commands.maxMethodPayloadBytes, config.commands.maxMessageBytes, config.commands.maxTwinSectionBytes) + 16 * 1024,
     maxJsonDepth: config.http.maxJsonDepth,
@@ -54,7 +59,7 @@ export async function createGatewayApi(config: GatewayConfig, edge: ListenerCont
         void p.events.flush()
         return
       }
-      p.broker.kick(deviceId)
+      p.kick(deviceId)
       if (change === 'removed') {
         void p.events.flush()
         void p.commands.deviceRemoved(deviceId).catch((err: unknown) => p.logger.error({ err, deviceId }, 'could not purge the queue of a removed device'))

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { topicNames } from '../config/load.js'
@@ -7,7 +7,12 @@ import { createLogger, type Logger } from '../observability/logger.js'
 import { GatewayMetrics } from '../observability/metrics.js'
 import type { DeviceRegistry } from '../registry/types.js'
 import type { EventStream, TopicSpec } from '../stream/types.js'
-import { createAnalyticsStore, createDeviceRegistry, createEventStream, createRouteStore } from './backends.js'
+import { ClusterCommands } from '../cluster/cluster-commands.js'
+import { resolveInstanceId } from '../cluster/instance-id.js'
+import { PostgresCluster } from '../cluster/postgres-cluster.js'
+import { SoloCluster } from '../cluster/solo-cluster.js'
+import type { Cluster } from '../cluster/types.js'
+import { createEventStream, openStateStores, type ManagedCommandQueue, type ManagedSessionStore, type StateStores } from './backends.js'
 import { AnalyticsService } from '../analytics/service.js'
 import type { AnalyticsStore } from '../analytics/types.js'
 import { RoutingService } from '../routing/router.js'
@@ -33,7 +38,6 @@ import { resolveAdminToken } from '../api/admin-token.js'
 import { removeRuntimeFile, writeRuntimeFile } from './runtime-file.js'
 import { CommandChannel, fanOutObserver } from '../commands/command-channel.js'
 import { DevicePublishRouter } from '../commands/device-requests.js'
-import { SqliteCommandStore } from '../commands/sqlite-command-store.js'
 
 export interface GatewayOptions {
   config: GatewayConfig
@@ -70,8 +74,15 @@ export class Gateway {
   broker!: GatewayBroker
   adminToken!: { token: string; source: 'config' | 'file' | 'generated' }
   events!: DeviceEventWriter
-  /** Queued cloud-to-device messages and persistent subscriptions (`<dataDir>/commands.db`). */
-  commandStore!: SqliteCommandStore
+  /** The state backend's stores (state.backend: SQLite files in the data dir, or PostgreSQL). */
+  stores!: StateStores
+  /** Queued cloud-to-device messages with their feedback outbox. */
+  commandQueue!: ManagedCommandQueue
+  /** Device subscriptions kept across connections (clean session 0). */
+  sessions!: ManagedSessionStore
+  /** This instance among the others on the shared state (alone on SQLite). */
+  cluster!: Cluster
+  private clusterCommands: ClusterCommands | null = null
   commands!: CommandChannel
   routeStore!: RouteStore
   routing!: RoutingService
@@ -131,6 +142,7 @@ export class Gateway {
     const { config } = this
     return [
       { name: 'data-dir', run: () => this.prepareDataDir() },
+      { name: 'state', run: () => this.openState() },
       { name: 'registry', run: () => this.startRegistry() },
       { name: 'stream', run: () => this.startStream() },
       { name: 'device-events', run: () => this.startDeviceEvents() },
@@ -144,6 +156,8 @@ export class Gateway {
       // at stop before the API waits for its requests to end.
       { name: 'commands', run: () => this.startCommands() },
       { name: 'http-listener', run: () => this.listenHttp() },
+      // Before the MQTT listeners: the first CONNECT claims its device in the instance list.
+      { name: 'cluster', run: () => this.startCluster() },
       { name: 'mqtt-listener', run: async () => this.stopsListener((this.tcp = await listenTcp(this.edge, config.mqtt.host, config.mqtt.port))) },
       { name: 'mqtts-listener', run: () => this.listenMqtts() },
       { name: 'wss-listener', run: () => this.listenWss() },
@@ -180,8 +194,14 @@ export class Gateway {
     this.adminToken = resolveAdminToken(this.config)
   }
 
+  /** Ended last: every store on it has stopped by then. */
+  private openState(): () => Promise<void> {
+    this.stores = openStateStores(this.config, 'gateway')
+    return () => this.stores.end()
+  }
+
   private async startRegistry(): Promise<() => Promise<void>> {
-    this.registry = createDeviceRegistry(this.config)
+    this.registry = this.stores.registry()
     await this.registry.start()
     return () => this.registry.stop()
   }
@@ -201,7 +221,9 @@ export class Gateway {
     // with the stream unreachable at start the gateway must still come up (not ready); the
     // events wait in the registry's outbox until it is back.
     this.events.start()
-    void this.closeStaleConnections().catch((err: unknown) => this.logger.error({ err }, 'could not close stale connections'))
+    // One gateway alone resets every device left connected by a crash; several on PostgreSQL
+    // reset only the devices of dead instances (and of this one's previous life): startCluster.
+    if (this.stores.backend === 'sqlite') void this.closeStaleConnections().catch((err: unknown) => this.logger.error({ err }, 'could not close stale connections'))
     return () => this.events.drain()
   }
 
@@ -215,12 +237,21 @@ export class Gateway {
     return () => appender.drain()
   }
 
-  private startCommandStore(): () => void {
-    this.commandStore = new SqliteCommandStore(join(this.dataDir, 'commands.db'))
-    this.commandStore.start()
+  private async startCommandStore(): Promise<() => Promise<void>> {
+    this.commandQueue = this.stores.commandQueue()
+    this.sessions = this.stores.sessions((deviceId, err) =>
+      this.logger.error({ component: 'sessions', deviceId, err: (err as Error).message }, 'could not store a subscription change; the device keeps it until it reconnects'),
+    )
+    await this.commandQueue.start()
+    try {
+      await this.sessions.start()
+    } catch (err) {
+      await this.commandQueue.stop()
+      throw err
+    }
     this.commands = new CommandChannel({
-      queue: this.commandStore,
-      sessions: this.commandStore,
+      queue: this.commandQueue,
+      sessions: this.sessions,
       registry: this.registry,
       stream: this.stream,
       events: this.events,
@@ -230,7 +261,10 @@ export class Gateway {
       metrics: this.metrics,
       expiryCheckIntervalMs: this.options.expiryCheckIntervalMs ?? this.config.commands.expiryCheckIntervalMs,
     })
-    return () => this.commandStore.stop()
+    return async () => {
+      await this.sessions.stop()
+      await this.commandQueue.stop()
+    }
   }
 
   /**
@@ -239,7 +273,7 @@ export class Gateway {
    */
   private async startRouting(): Promise<() => Promise<void>> {
     const { config } = this
-    this.routeStore = createRouteStore(config)
+    this.routeStore = this.stores.routes()
     await this.routeStore.start()
     const topics = this.topics
     this.routing = new RoutingService({
@@ -272,7 +306,7 @@ export class Gateway {
    */
   private async startAnalytics(): Promise<() => Promise<void>> {
     const { config } = this
-    this.analyticsStore = createAnalyticsStore(config)
+    this.analyticsStore = this.stores.analytics()
     await this.analyticsStore.start()
     const topics = this.topics
     this.analytics = new AnalyticsService({
@@ -306,7 +340,12 @@ export class Gateway {
       publishHandler: new DevicePublishRouter(this.ingest, this.commands.requests),
       subscriptionPolicy: new IotHubSubscriptionPolicy(),
       observer: fanOutObserver(this.events, this.commands),
-      sessions: this.commandStore,
+      sessions: this.sessions,
+      // The cluster starts after the broker (it needs the HTTP address); no CONNECT comes before it.
+      ownership: {
+        claim: async (deviceId, connectionId) => (await this.cluster.claim(deviceId, connectionId)).epoch,
+        release: (deviceId, epoch) => void this.cluster.release(deviceId, epoch).catch((err: unknown) => this.logger.warn({ component: 'cluster', deviceId, err: (err as Error).message }, 'device ownership not released; it lapses with the heartbeat')),
+      },
       deliveryObserver: this.commands,
       metrics: this.metrics,
       logger: this.logger,
@@ -336,6 +375,15 @@ export class Gateway {
       logger: this.logger,
       adminToken: this.adminToken.token,
       readiness: () => this.readiness(),
+      kick: (deviceId) => {
+        if (this.broker.kick(deviceId) || !this.clusterCommands) return
+        void this.clusterCommands.kick(deviceId).catch((err: unknown) => this.logger.warn({ component: 'cluster', deviceId, err: (err as Error).message }, 'could not reach the instance holding the device'))
+      },
+      cluster: {
+        instanceId: () => this.cluster.instanceId,
+        instances: () => this.cluster.instances(),
+        liveConnections: () => this.broker.connectedCount,
+      },
       routing: {
         store: this.routeStore,
         service: this.routing,
@@ -353,6 +401,67 @@ export class Gateway {
   private async startCommands(): Promise<() => Promise<void>> {
     await this.commands.start(this.broker)
     return () => this.commands.stop()
+  }
+
+  /**
+   * This instance in the shared instance list (PostgreSQL), or alone (SQLite). With several
+   * instances, commands reach devices wherever they are connected (ClusterCommands), and the
+   * devices of instances that died are reset (their `disconnected` events written) by a reaper.
+   */
+  private async startCluster(): Promise<() => Promise<void>> {
+    const { config } = this
+    const instanceId = resolveInstanceId(config.cluster.instanceId, this.dataDir)
+    const a = this.addresses
+    const advertiseUrl = config.cluster.advertiseUrl || `http://${urlHost(a.http.host)}:${a.http.port}`
+    const connections = (): number => this.broker.connectedCount
+    const postgres = this.stores.postgres
+    if (!postgres) {
+      this.cluster = new SoloCluster(instanceId, advertiseUrl, config.stream.backend, connections)
+      return async () => undefined
+    }
+    const cluster = new PostgresCluster({
+      state: postgres,
+      url: config.state.postgres.url,
+      instanceId,
+      advertiseUrl,
+      streamBackend: config.stream.backend,
+      heartbeatIntervalMs: config.cluster.heartbeatIntervalMs,
+      heartbeatTimeoutMs: config.cluster.heartbeatTimeoutMs,
+      signalPollMs: config.cluster.signalPollMs,
+      connections,
+      logger: this.logger,
+    })
+    this.cluster = cluster
+    const commands = new ClusterCommands(cluster, {
+      isHere: (deviceId) => this.broker.connectionOf(deviceId) !== null,
+      kick: (deviceId) => this.broker.kick(deviceId),
+      replaceOlderThan: (deviceId, epoch) => void this.broker.replaceOlderThan(deviceId, epoch),
+      deliver: (deviceId) => void this.commands.deliverHere(deviceId),
+      notifyDesired: (deviceId, patch, version) => this.commands.twins.notifyDesiredHere(deviceId, patch, version),
+      invoke: (deviceId, name, request) => this.commands.localMethods.invoke(deviceId, name, request),
+      mustExist: async (deviceId) => {
+        if (!(await this.registry.get(deviceId))) throw new GatewayError('E_DEVICE_NOT_FOUND', `device "${deviceId}" not found`, { deviceId })
+      },
+    }, this.logger)
+    await cluster.start()
+    this.clusterCommands = commands
+    this.commands.reachElsewhere(commands)
+    const reap = async (): Promise<void> => {
+      const devices = await cluster.reapOwnerships()
+      if (devices.length === 0) return
+      const reset = await this.registry.resetConnections(new Date(), devices)
+      this.logger.info({ component: 'cluster', devices: devices.length, reset: reset.length }, 'devices of instances that are gone reset to disconnected')
+      await this.events.flush()
+    }
+    const reaping = (): void => void reap().catch((err: unknown) => this.logger.warn({ component: 'cluster', err: (err as Error).message }, 'could not reap the ownerships of dead instances'))
+    reaping()
+    const timer = setInterval(reaping, Math.max(500, Math.round(config.cluster.heartbeatTimeoutMs / 2)))
+    timer.unref()
+    return async () => {
+      clearInterval(timer)
+      commands.stop()
+      await cluster.stop()
+    }
   }
 
   private async listenHttp(): Promise<void> {

@@ -11,8 +11,12 @@ export class DeviceConnection implements ConnectionContext {
   /** Why the gateway is closing this connection, when it decided to. */
   closeReason: DisconnectReason | null = null
   announced = false
+  /** The device's ownership epoch this connection claimed (DeviceOwnership); 0 without one. */
+  epoch = 0
   /** The last device request of this connection in processing (see `serialize`). */
   private requests: Promise<void> | undefined
+  /** What the connection holds while it lives (its session cache entry, ...), let go once. */
+  private holds: Array<() => void> | null = []
 
   constructor(
     readonly deviceId: string,
@@ -23,6 +27,19 @@ export class DeviceConnection implements ConnectionContext {
 
   isClosed(): boolean {
     return this.closed
+  }
+
+  /** Keep `release` until the connection is gone (`releaseHolds`); at once if it is gone already. */
+  hold(release: () => void): void {
+    if (this.holds) this.holds.push(release)
+    else release()
+  }
+
+  /** The transport closed: let go of everything held, in reverse order, once. */
+  releaseHolds(): void {
+    const holds = this.holds
+    this.holds = null
+    if (holds) for (const release of holds.reverse()) release()
   }
 
   /**
@@ -45,6 +62,8 @@ export interface ConnectionMeta {
   remoteAddress: string
   /** The socket's key in the admission control (broker/admission.ts), to mark it authenticated. */
   admissionKey?: string
+  /** The transport closed (set by GatewayBroker.handle). */
+  gone?: boolean
   /**
    * The TLS socket's client certificate and the certificates sent after it (intermediate CAs),
    * read at CONNECT time (the handshake is done by then); undefined when the client sent none.

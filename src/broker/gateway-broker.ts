@@ -7,8 +7,8 @@ import { GatewayError, toGatewayError } from '../errors/catalogue.js'
 import { brokerClients, checkInternals, nextMessageId, releaseConnectPacket, wrapPublish } from './aedes-internals.js'
 import { guardPacketSize, setPacketGuard } from './packet-guard.js'
 import { drained, topicMatches, writePublish, type OutboundBound } from './outbound.js'
-import { connectionMeta, contexts, DeviceConnection } from './device-connection.js'
-import { attachSessionHooks, keepSubscriptionsOutOfAedes, restoreSession } from './session-hooks.js'
+import { connectionMeta, contexts, DeviceConnection, isCleanSession, type ConnectionMeta } from './device-connection.js'
+import { attachSessionHooks, keepSubscriptionsOutOfAedes } from './session-hooks.js'
 import { wireConnectionEvents } from './connection-events.js'
 import { ExpiryWheel } from './token-expiry.js'
 import { presentedCertificates } from './tls-peer.js'
@@ -24,6 +24,7 @@ import type {
   PublishHandler,
   SendResult,
   SessionStore,
+  DeviceOwnership,
   SubscriptionPolicy,
   Transport,
 } from './ports.js'
@@ -44,6 +45,8 @@ export interface GatewayBrokerOptions {
   observer: ConnectionObserver
   /** Subscriptions that outlive connections and restarts (clean session 0 [MQTT-3.1.2-4]). */
   sessions: SessionStore
+  /** Claims each device before its CONNACK (several instances: the newest connection wins). */
+  ownership?: DeviceOwnership
   deliveryObserver?: DeliveryObserver
   metrics: GatewayMetrics
   logger: Logger
@@ -129,11 +132,18 @@ export class GatewayBroker implements DeviceChannel {
       return
     }
     const client = this.aedes.handle(stream, req)
-    connectionMeta.set(client, {
+    const meta: ConnectionMeta = {
       transport,
       remoteAddress,
       ...(admissionKey === undefined ? {} : { admissionKey }),
       ...(tlsSocket ? { peerCertificates: () => presentedCertificates(tlsSocket) } : {}),
+    }
+    connectionMeta.set(client, meta)
+    // Whatever the connection holds (its session cache entry) goes with its transport, whether
+    // Aedes ever registered the client or not.
+    stream.once('close', () => {
+      meta.gone = true
+      contexts.get(client)?.releaseHolds()
     })
     guardPacketSize(client)
   }
@@ -173,6 +183,19 @@ export class GatewayBroker implements DeviceChannel {
     return true
   }
 
+  /**
+   * The device connected again elsewhere (another instance claimed it with `epoch`): close the
+   * connection here if it is older. IoT Hub: a new connection replaces the old one.
+   */
+  replaceOlderThan(deviceId: string, epoch: number): boolean {
+    const client = this.liveClient(deviceId)
+    const ctx = client ? contexts.get(client) : undefined
+    if (!client || !ctx || ctx.epoch >= epoch) return false
+    if (!ctx.closeReason) ctx.closeReason = 'replaced'
+    client.close()
+    return true
+  }
+
   get connectedCount(): number {
     return this.aedes.connectedClients
   }
@@ -206,15 +229,35 @@ export class GatewayBroker implements DeviceChannel {
     const run = async (): Promise<{ ctx: DeviceConnection; expiresAt: number | undefined }> => {
       if (this.closing) throw new GatewayError('E_SHUTTING_DOWN', 'the gateway is shutting down')
       const who = await this.options.authenticator.authenticate(attempt)
-      return { ctx: new DeviceConnection(who.deviceId, meta.remoteAddress, meta.transport, who.method), expiresAt: who.tokenExpiresAt }
+      const ctx = new DeviceConnection(who.deviceId, meta.remoteAddress, meta.transport, who.method)
+      // The session is in the cache before the CONNACK: deliveries right behind it read it.
+      const { sessions } = this.options
+      await sessions.restore(who.deviceId, isCleanSession(client))
+      ctx.hold(() => sessions.forget(who.deviceId))
+      const { ownership } = this.options
+      if (ownership) {
+        try {
+          ctx.epoch = await ownership.claim(who.deviceId, ctx.connectionId)
+        } catch (err) {
+          ctx.releaseHolds()
+          throw err
+        }
+        ctx.hold(() => ownership.release(who.deviceId, ctx.epoch))
+      }
+      return { ctx, expiresAt: who.tokenExpiresAt }
     }
     run().then(
       ({ ctx, expiresAt }) => {
+        if (meta.gone) {
+          // Closed while it was being authenticated: nothing to register, nothing to keep.
+          ctx.releaseHolds()
+          done(Object.assign(new Error('the connection closed during authentication'), { returnCode: 3 }), false)
+          return
+        }
         contexts.set(client, ctx)
         releaseConnectPacket(client)
         if (meta.admissionKey !== undefined) this.options.admission?.established(meta.admissionKey)
         if (expiresAt !== undefined) this.expiry.schedule(client, expiresAt * 1000 + this.options.tokenGraceMs)
-        restoreSession(client, ctx.deviceId, this.options.sessions)
         const previous = this.liveClient(ctx.deviceId)
         const previousCtx = previous && previous !== client ? contexts.get(previous) : undefined
         if (previousCtx && !previousCtx.closeReason) previousCtx.closeReason = 'replaced'

@@ -72,16 +72,45 @@ export interface ConnectionObserver {
 /**
  * Subscriptions of devices, kept across reconnects and gateway restarts: the Azure SDK connects
  * with clean session 0 and never re-subscribes after a token-renewal reconnect (MQTT 3.1.1 section
- * 3.1.2.4 makes subscriptions session state). Synchronous: the broker reads it on every delivery.
+ * 3.1.2.4 makes subscriptions session state).
+ *
+ * Shaped for a networked store (PostgreSQL) shared by several gateways: the broker reads
+ * `subscriptions` on every delivery, so that read is synchronous and served from a per-device
+ * cache held in memory while the device is connected to this process. The cache is filled by
+ * `restore`, awaited in the connect path before CONNACK, and dropped by `forget` when the
+ * connection is gone. Writes change the cache at once and go through to the store in the order
+ * they were made, per device; a write that fails is reported by the store and does not reach
+ * the caller (the SUBACK is long written by then).
  */
 export interface SessionStore {
+  /** The filters (with granted QoS) of a device connected here; empty for one that is not. */
   subscriptions(deviceId: string): ReadonlyMap<string, number>
   addSubscription(deviceId: string, filter: string, qos: number): void
   removeSubscriptions(deviceId: string, filters: readonly string[]): void
-  /** A clean-session CONNECT discards the previous session [MQTT-3.1.2-6]. */
-  clearSubscriptions(deviceId: string): void
-  /** Re-read a device's subscriptions (another gateway on the same store may have written them). */
-  loadSubscriptions(deviceId?: string): void
+  /**
+   * A connection of the device is being accepted: with `cleanSession` the stored session is
+   * discarded [MQTT-3.1.2-6]; otherwise it is read again from the store (another gateway may
+   * have had the device last) once this store's own pending writes for the device are done.
+   * Rejects with a GatewayError (E_REGISTRY_UNAVAILABLE, E_SHUTTING_DOWN: CONNACK 3) when the
+   * store cannot be used. Each restore that resolves holds the cache entry until one `forget`.
+   */
+  restore(deviceId: string, cleanSession: boolean): Promise<void>
+  /** The connection that restored is gone: its hold ends, and the cache entry with the last one. */
+  forget(deviceId: string): void
+  /** The device was removed: its stored session goes (a device created again starts clean, as in IoT Hub). */
+  discard(deviceId: string): Promise<void>
+}
+
+/**
+ * Who holds a device's connection, across gateway instances (src/cluster): each accepted CONNECT
+ * claims the device before its CONNACK, with a per-device epoch that only grows, and lets go when
+ * the connection is gone. A release carries its epoch, so a late one from a connection that was
+ * replaced (here or on another instance) changes nothing.
+ */
+export interface DeviceOwnership {
+  /** Rejects with a GatewayError (CONNACK 3) when the shared state cannot be reached. */
+  claim(deviceId: string, connectionId: string): Promise<number>
+  release(deviceId: string, epoch: number): void
 }
 
 /** Hears what happens on the device-bound side of connections. */

@@ -1,5 +1,5 @@
-import type { Aedes, Client } from 'aedes'
-import { contexts, isCleanSession } from './device-connection.js'
+import type { Aedes } from 'aedes'
+import { contexts } from './device-connection.js'
 import { persistenceOf } from './aedes-internals.js'
 import type { DeliveryObserver, SessionStore } from './ports.js'
 
@@ -15,18 +15,9 @@ import type { DeliveryObserver, SessionStore } from './ports.js'
  * clean-session-0 CONNECT it re-authorises what it stored and closes the connection on the refused
  * filter, before CONNACK, at every attempt. The SessionStore is written only from the 'subscribe'
  * event, which Aedes emits once every filter of the packet was authorised and the SUBACK written:
- * a SUBSCRIBE is stored whole or not at all.
+ * a SUBSCRIBE is stored whole or not at all. The stored session is read (or, for a clean
+ * session, discarded [MQTT-3.1.2-6]) before the CONNACK, in GatewayBroker's authentication.
  */
-
-/**
- * A clean-session CONNECT discards the stored session [MQTT-3.1.2-6]; otherwise the stored
- * subscriptions apply to this connection as they are (re-read: another gateway on the same store
- * may have had the device last).
- */
-export function restoreSession(client: Client, deviceId: string, sessions: SessionStore): void {
-  if (isCleanSession(client)) sessions.clearSubscriptions(deviceId)
-  else sessions.loadSubscriptions(deviceId)
-}
 
 /** Aedes' persistence stores, restores and removes no subscription (see above). */
 export function keepSubscriptionsOutOfAedes(aedes: Aedes): void {

@@ -1,4 +1,4 @@
-import { createAnalyticsStore } from '../app/backends.js'
+import { openToolStore } from '../app/backends.js'
 import { topicNames } from '../config/load.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { isGatewayError, type ErrorCode } from '../errors/catalogue.js'
@@ -35,12 +35,12 @@ export class LocalAnalyticsAdmin implements AnalyticsAdmin {
   constructor(
     private readonly store: AnalyticsStore,
     private readonly config: GatewayConfig,
+    private readonly closeStore: () => Promise<void>,
   ) {}
 
   static async open(config: GatewayConfig): Promise<LocalAnalyticsAdmin> {
-    const store = createAnalyticsStore(config)
-    await store.start()
-    return new LocalAnalyticsAdmin(store, config)
+    const { store, close } = await openToolStore(config, (stores) => stores.analytics())
+    return new LocalAnalyticsAdmin(store, config, close)
   }
 
   async aggregates(): Promise<AggregateRow[]> {
@@ -79,7 +79,7 @@ export class LocalAnalyticsAdmin implements AnalyticsAdmin {
   }
 
   close(): Promise<void> {
-    return this.store.stop()
+    return this.closeStore()
   }
 }
 

@@ -1,13 +1,11 @@
-import { existsSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { resolveAdminToken } from '../api/admin-token.js'
 import type { DeviceList, DeviceWithConnectionString } from '../api/devices.js'
 import { findRunningGateway, isProcessAlive, readRuntimeFile } from '../app/runtime-file.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { ERROR_CODES, GatewayError, type ErrorCode } from '../errors/catalogue.js'
 import { deviceConnectionString } from '../registry/connection-string.js'
-import { SqliteDeviceRegistry } from '../registry/sqlite-registry.js'
-import { SqliteCommandStore } from '../commands/sqlite-command-store.js'
+import { openStateStores, type StateStores } from '../app/backends.js'
 import {
   toDeviceView,
   type CreateDeviceInput,
@@ -54,15 +52,24 @@ export class LocalDeviceAdmin implements DeviceAdmin {
   constructor(
     private readonly registry: DeviceRegistry,
     private readonly hostname: string,
-    /** `<dataDir>/commands.db`: a removed device's queue and subscriptions go with it. */
-    private readonly commandsFile: string,
+    /** The state this CLI process opened; a removed device's queue and session go with it. */
+    private readonly stores: StateStores,
   ) {}
 
-  /** Open `<dataDir>/registry.db` (created on first use, as the gateway would). */
+  /**
+   * Open the registry on state.backend (SQLite: `<dataDir>/registry.db`, created on first use as
+   * the gateway would; PostgreSQL: the shared schema, migrated as the gateway would).
+   */
   static async open(config: GatewayConfig): Promise<LocalDeviceAdmin> {
-    const registry = new SqliteDeviceRegistry({ file: join(resolve(config.dataDir), 'registry.db') })
-    await registry.start()
-    return new LocalDeviceAdmin(registry, config.hostname, join(resolve(config.dataDir), 'commands.db'))
+    const stores = openStateStores(config, 'tool')
+    const registry = stores.registry()
+    try {
+      await registry.start()
+    } catch (err) {
+      await stores.end()
+      throw err
+    }
+    return new LocalDeviceAdmin(registry, config.hostname, stores)
   }
 
   async add(input: CreateDeviceInput): Promise<IssuedDevice> {
@@ -82,19 +89,23 @@ export class LocalDeviceAdmin implements DeviceAdmin {
 
   /**
    * Remove the device and, as the gateway does, end its queued cloud-to-device messages as
-   * `purged` and drop its subscriptions in `<dataDir>/commands.db`; the purged feedback waits in
-   * the store's outbox and is written to `command-feedback` when the gateway next starts.
+   * `purged` and drop its stored session; the purged feedback waits in the queue's outbox and is
+   * written to `command-feedback` by the next gateway that runs.
    */
   async remove(deviceId: string): Promise<void> {
     await this.registry.remove(deviceId)
-    if (!existsSync(this.commandsFile)) return
-    const store = new SqliteCommandStore(this.commandsFile)
-    store.start()
+    // A data dir where no gateway ever ran has no commands.db, and none is made for this.
+    if (!this.stores.hasCommandState()) return
+    const queue = this.stores.commandQueue()
+    const sessions = this.stores.sessions()
+    await queue.start()
+    await sessions.start()
     try {
-      await store.purge(deviceId, Date.now())
-      store.clearSubscriptions(deviceId)
+      await queue.purge(deviceId, Date.now())
+      await sessions.discard(deviceId)
     } finally {
-      store.stop()
+      await sessions.stop()
+      await queue.stop()
     }
   }
 
@@ -110,8 +121,12 @@ export class LocalDeviceAdmin implements DeviceAdmin {
     return toDeviceView(await this.registry.setPassword(deviceId, password))
   }
 
-  close(): Promise<void> {
-    return this.registry.stop()
+  async close(): Promise<void> {
+    try {
+      await this.registry.stop()
+    } finally {
+      await this.stores.end()
+    }
   }
 
   private issued(device: Device): IssuedDevice {

@@ -1,6 +1,6 @@
 import type { z } from 'zod'
 import { parseWith } from '../api/errors.js'
-import { createDeviceRegistry, createRouteStore } from '../app/backends.js'
+import { openToolStore } from '../app/backends.js'
 import { topicNames } from '../config/load.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { isGatewayError, type ErrorCode } from '../errors/catalogue.js'
@@ -54,13 +54,13 @@ export class LocalRouteAdmin implements RouteAdmin {
   constructor(
     private readonly store: RouteStore,
     private readonly config: GatewayConfig,
+    private readonly closeStore: () => Promise<void>,
   ) {}
 
-  /** Open the routing tables of `<dataDir>/registry.db` (created on first use, as the gateway would). */
+  /** Open the routing tables on state.backend (SQLite: `<dataDir>/registry.db`, created on first use, as the gateway would). */
   static async open(config: GatewayConfig): Promise<LocalRouteAdmin> {
-    const store = createRouteStore(config)
-    await store.start()
-    return new LocalRouteAdmin(store, config)
+    const { store, close } = await openToolStore(config, (stores) => stores.routes())
+    return new LocalRouteAdmin(store, config, close)
   }
 
   async list(): Promise<RoutingListing> {
@@ -102,16 +102,15 @@ export class LocalRouteAdmin implements RouteAdmin {
   }
 
   close(): Promise<void> {
-    return this.store.stop()
+    return this.closeStore()
   }
 
   private async twinOf(deviceId: string): Promise<TwinDocument | undefined> {
-    const registry = createDeviceRegistry(this.config)
-    await registry.start()
+    const { store: registry, close } = await openToolStore(this.config, (stores) => stores.registry())
     try {
       return twinDocument(await registry.getTwin(deviceId))
     } finally {
-      await registry.stop()
+      await close()
     }
   }
 }

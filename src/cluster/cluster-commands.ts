@@ -29,6 +29,8 @@ interface PendingCall {
   reject: (err: GatewayError) => void
 }
 
+const MOVED = Symbol('moved')
+
 /** Slack for the two signal hops of a remote method call on top of the device's own timeouts. */
 const REMOTE_SLACK_MS = 3000
 
@@ -52,6 +54,7 @@ export class ClusterCommands {
     private readonly local: LocalDevices,
     logger: Logger,
     private readonly pollMs = 100,
+    private readonly watchMs = 1000,
   ) {
     this.log = logger.child({ component: 'cluster-commands' })
     cluster.onSignal('replace', (s) => this.local.replaceOlderThan(deviceOf(s), Number(s.body.epoch)))
@@ -91,7 +94,12 @@ export class ClusterCommands {
       const rest = { ...request, connectTimeoutSeconds: left / 1000 }
       if (this.local.isHere(deviceId)) return this.local.invoke(deviceId, name, rest)
       const owner = await this.cluster.ownerOf(deviceId)
-      if (owner && owner.instanceId !== this.cluster.instanceId) return this.remoteCall(owner.instanceId, deviceId, name, rest)
+      if (owner && owner.instanceId !== this.cluster.instanceId) {
+        const result = await this.remoteCall(owner.instanceId, deviceId, name, rest)
+        if (result !== MOVED) return result
+        // Its instance died (or the device moved) before answering: look again, as for a device offline.
+        continue
+      }
       // Connected nowhere: the local invoker answers E_DEVICE_OFFLINE (after what is left of the wait).
       if (left === 0 || this.stopped) return this.local.invoke(deviceId, name, { ...rest, connectTimeoutSeconds: 0 })
       await sleep(Math.min(this.pollMs, left))
@@ -115,19 +123,36 @@ export class ClusterCommands {
     return true
   }
 
-  private async remoteCall(instanceId: string, deviceId: string, name: string, request: MethodRequest): Promise<MethodResult> {
+  /**
+   * The call on the instance holding the device. While it waits, the owner is looked at every
+   * watchMs: once that instance is dead (heartbeat lapsed) or the device is held elsewhere, the
+   * answer will never come and MOVED sends the caller to look for the device again.
+   */
+  private async remoteCall(instanceId: string, deviceId: string, name: string, request: MethodRequest): Promise<MethodResult | typeof MOVED> {
     const callId = randomUUID()
     const answered = new Promise<MethodResult>((resolve, reject) => this.calls.set(callId, { resolve, reject }))
     const waitMs = (request.connectTimeoutSeconds + request.responseTimeoutSeconds) * 1000 + REMOTE_SLACK_MS
     let timer: NodeJS.Timeout | undefined
+    let watch: NodeJS.Timeout | undefined
     try {
       await this.cluster.signal(instanceId, 'method-call', deviceId, { callId, origin: this.cluster.instanceId, name, request })
       const timedOut = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new GatewayError('E_METHOD_TIMEOUT', `device "${deviceId}" on instance ${instanceId} did not answer method "${name}" within ${request.responseTimeoutSeconds} s`)), waitMs)
       })
-      return await Promise.race([answered, timedOut])
+      const moved = new Promise<typeof MOVED>((resolve) => {
+        watch = setInterval(() => {
+          void this.cluster.ownerOf(deviceId).then(
+            (owner) => {
+              if (owner?.instanceId !== instanceId) resolve(MOVED)
+            },
+            () => undefined,
+          )
+        }, this.watchMs)
+      })
+      return await Promise.race([answered, timedOut, moved])
     } finally {
       clearTimeout(timer)
+      clearInterval(watch)
       this.calls.delete(callId)
     }
   }

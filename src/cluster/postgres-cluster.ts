@@ -44,6 +44,8 @@ export class PostgresCluster implements Cluster {
   private drainAgain = false
   private stopped = false
   private readonly timeoutMs: number
+  /** Devices this id held in its previous life, taken back at start (reported by the first reap). */
+  private inherited: string[] = []
 
   constructor(private readonly options: PostgresClusterOptions) {
     this.instanceId = options.instanceId
@@ -175,7 +177,9 @@ export class PostgresCluster implements Cluster {
          RETURNING o.device_id`,
       ),
     )
-    return rows.map((r) => r.device_id).sort()
+    const inherited = this.inherited
+    this.inherited = []
+    return [...new Set([...inherited, ...rows.map((r) => r.device_id)])].sort()
   }
 
   private async insertSignal(client: pg.PoolClient | pg.Client, instanceId: string, kind: SignalKind, deviceId: string | null, body: Record<string, unknown>): Promise<void> {
@@ -211,6 +215,14 @@ export class PostgresCluster implements Cluster {
       )
       // Signals addressed to this id's previous life are stale: that process and its connections are gone.
       await client.query('DELETE FROM cluster_signals WHERE instance_id = $1', [this.instanceId])
+      // So are its ownerships (it was killed, or stopped with devices still on it): let go of them
+      // now, with the epoch raised; the first reapOwnerships hands their ids out.
+      const own = await client.query<{ device_id: string }>(
+        `UPDATE device_owners SET instance_id = NULL, connection_id = NULL, epoch = epoch + 1, since = now()
+         WHERE instance_id = $1 RETURNING device_id`,
+        [this.instanceId],
+      )
+      this.inherited = own.rows.map((r) => r.device_id)
     })
   }
 

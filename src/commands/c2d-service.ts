@@ -51,7 +51,8 @@ export class C2dService {
   constructor(
     private readonly queue: CommandQueue,
     private readonly registry: DeviceRegistry,
-    private readonly delivery: C2dDelivery,
+    /** Starts delivery (here, or on the instance that holds the device) and re-checks the slot in flight. */
+    private readonly delivery: Pick<C2dDelivery, 'kick' | 'revalidate'>,
     private readonly feedback: FeedbackWriter,
     private readonly limits: C2dLimits,
     logger: Logger,

@@ -9,7 +9,8 @@ import { C2dService, type C2dLimits } from './c2d-service.js'
 import { CommandsTopicSource } from './commands-topic-source.js'
 import { DeviceRequests } from './device-requests.js'
 import { FeedbackWriter } from './feedback-writer.js'
-import { MethodInvoker } from './method-invoker.js'
+import { MethodInvoker, type MethodRequest, type MethodResult } from './method-invoker.js'
+import type { TwinProperties } from '../registry/types.js'
 import { TwinService } from './twin-service.js'
 import type { CommandQueue } from './types.js'
 
@@ -36,9 +37,24 @@ export interface CommandChannelOptions {
  * twins, built around a DeviceChannel (the broker) that is attached once it exists. It observes the
  * broker's connections, subscriptions and PUBACKs, and serves the device's `$iothub/...` publishes.
  */
+/**
+ * Devices connected to other gateway instances (src/cluster/cluster-commands.ts): what the
+ * channel does when the device is not connected here.
+ */
+export interface Elsewhere {
+  /** The device's queue changed: wake the instance that holds it. */
+  deliver(deviceId: string): Promise<void>
+  notifyDesired(deviceId: string, patch: TwinProperties, version: number): Promise<void>
+  /** A direct method wherever the device is (here first). */
+  invoke(deviceId: string, name: string, request: MethodRequest): Promise<MethodResult>
+}
+
 export class CommandChannel implements ConnectionObserver, DeliveryObserver {
   readonly c2d: C2dService
-  readonly methods: MethodInvoker
+  /** Direct methods as the API calls them: on the device wherever it is connected. */
+  readonly methods: Pick<MethodInvoker, 'invoke'>
+  /** Direct methods on devices connected to this instance. */
+  readonly localMethods: MethodInvoker
   readonly twins: TwinService
   readonly requests: PublishHandler
   private readonly delivery: C2dDelivery
@@ -47,21 +63,24 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
   private channel: DeviceChannel | null = null
   private timer: NodeJS.Timeout | null = null
   private sweeping = false
+  private elsewhere: Elsewhere | null = null
 
   constructor(private readonly options: CommandChannelOptions) {
     const { queue, registry, stream, events, logger, topics, limits } = options
     const channel = this.lazyChannel()
     this.feedback = new FeedbackWriter(queue, stream, topics.commandFeedback, logger, options.metrics)
     this.delivery = new C2dDelivery({ queue, channel, feedback: this.feedback, logger, maxDeliveryCount: limits.maxDeliveryCount })
-    this.c2d = new C2dService(queue, registry, this.delivery, this.feedback, limits, logger)
+    const wake = { kick: (deviceId: string) => this.wake(deviceId), revalidate: (deviceId: string) => this.delivery.revalidate(deviceId) }
+    this.c2d = new C2dService(queue, registry, wake, this.feedback, limits, logger)
     const metrics = options.metrics
-    this.methods = new MethodInvoker(channel, registry, limits.maxMethodPayloadBytes, undefined, (result, seconds) => {
+    this.localMethods = new MethodInvoker(channel, registry, limits.maxMethodPayloadBytes, undefined, (result, seconds) => {
       metrics?.methodCalls.inc({ result })
       if (seconds !== undefined) metrics?.methodSeconds.observe(seconds)
     })
+    this.methods = { invoke: (deviceId, name, request) => (this.elsewhere ? this.elsewhere.invoke(deviceId, name, request) : this.localMethods.invoke(deviceId, name, request)) }
     metrics?.watchCommandQueue(() => queue.depth())
     this.twins = new TwinService(registry, channel, events, { maxSectionBytes: limits.maxTwinSectionBytes, maxDepth: limits.maxTwinDepth }, logger)
-    this.requests = new DeviceRequests(this.twins, this.methods, limits.maxPayloadBytes)
+    this.requests = new DeviceRequests(this.twins, this.localMethods, limits.maxPayloadBytes)
     this.source = new CommandsTopicSource(stream, topics.commands, limits.consumerGroup, this.c2d, queue, logger, limits.maxTtlSeconds)
   }
 
@@ -78,10 +97,21 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
-    this.methods.stop()
+    this.localMethods.stop()
     await this.source.stop()
     await this.delivery.drain()
     await this.feedback.flush()
+  }
+
+  /** Reach devices connected to other instances from now on (several instances on PostgreSQL). */
+  reachElsewhere(elsewhere: Elsewhere): void {
+    this.elsewhere = elsewhere
+    this.twins.elsewhere = (deviceId, patch, version) => elsewhere.notifyDesired(deviceId, patch, version)
+  }
+
+  /** Try delivering to a device connected here (a signal from another instance, a sweep). */
+  deliverHere(deviceId: string): Promise<void> {
+    return this.delivery.kick(deviceId)
   }
 
   connected(_ctx: ConnectionContext): void {
@@ -112,7 +142,7 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
    */
   async deviceRemoved(deviceId: string): Promise<void> {
     await this.options.queue.purge(deviceId, Date.now())
-    this.options.sessions?.clearSubscriptions(deviceId)
+    await this.options.sessions?.discard(deviceId)
     await this.feedback.flush()
   }
 
@@ -133,6 +163,13 @@ export class CommandChannel implements ConnectionObserver, DeliveryObserver {
     } finally {
       this.sweeping = false
     }
+  }
+
+  /** A device's queue changed: deliver here, or wake the instance that holds it. */
+  private async wake(deviceId: string): Promise<void> {
+    if (this.channel?.connectionOf(deviceId) || !this.elsewhere) return this.delivery.kick(deviceId)
+    // The message is in the shared queue already: a lost wake-up is caught up by that instance's sweep.
+    await this.elsewhere.deliver(deviceId).catch((err: unknown) => this.options.logger.warn({ component: 'c2d', deviceId, err: (err as Error).message }, 'could not wake the instance holding the device'))
   }
 
   /** The broker is created after the channel (it needs `requests`); calls before start() see no device. */

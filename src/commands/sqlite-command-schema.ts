@@ -1,5 +1,6 @@
-import type { Database } from 'better-sqlite3'
+import BetterSqlite3, { type Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
+import { createPrivateFile } from '../sqlite/private-file.js'
 
 /**
  * Ordered migrations of `<dataDir>/commands.db` (PRAGMA user_version counts the applied ones).
@@ -62,4 +63,24 @@ export function migrateCommandStore(db: Database, file: string): void {
     // PRAGMA takes no bound parameters; the value is our own integer.
     if (current !== MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`)
   }).immediate()
+}
+
+/**
+ * Open `<dataDir>/commands.db` (created private, migrated). The queue and the sessions each open
+ * their own connection to it (SqliteCommandQueue, SqliteSessionStore).
+ */
+export function openCommandsFile(file: string): Database {
+  createPrivateFile(file)
+  const db = new BetterSqlite3(file)
+  try {
+    db.pragma('busy_timeout = 5000')
+    db.pragma('journal_mode = WAL')
+    // NORMAL in WAL survives a killed gateway, which is the promise for queued messages (README, "Commands to devices").
+    db.pragma('synchronous = NORMAL')
+    migrateCommandStore(db, file)
+    return db
+  } catch (err) {
+    db.close()
+    throw err
+  }
 }

@@ -32,6 +32,8 @@ const RESPONSE_PROBE = '$iothub/twin/res/200/?$rid=0'
  */
 export class TwinService {
   private readonly log: Logger
+  /** Pushes a desired patch to a device connected to another instance (CommandChannel.reachElsewhere). */
+  elsewhere: ((deviceId: string, patch: TwinProperties, version: number) => Promise<void>) | null = null
 
   constructor(
     private readonly registry: DeviceRegistry,
@@ -110,6 +112,13 @@ export class TwinService {
    * support: "Receiving desired properties update notifications").
    */
   private async notifyDesired(deviceId: string, patch: TwinProperties, version: number): Promise<void> {
+    if (this.channel.connectionOf(deviceId) || !this.elsewhere) return this.notifyDesiredHere(deviceId, patch, version)
+    // A lost notification costs the device nothing it cannot get: it GETs the twin when it connects.
+    await this.elsewhere(deviceId, patch, version).catch((err: unknown) => this.log.warn({ deviceId, err: (err as Error).message }, 'desired-properties notification not passed on'))
+  }
+
+  /** Pushed to the device's connection on this instance, if it has one and is subscribed. */
+  async notifyDesiredHere(deviceId: string, patch: TwinProperties, version: number): Promise<void> {
     if (!this.channel.isSubscribed(deviceId, DESIRED_PROBE)) return
     const body = Buffer.from(JSON.stringify({ ...patch, $version: version }))
     await this.channel.send(deviceId, formatDesiredPatchTopic(version), body, 0)?.written.catch(() => undefined)

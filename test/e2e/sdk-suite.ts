@@ -171,8 +171,8 @@ export function sdkSuite(name: string, transport: typeof Mqtt | typeof MqttWs, e
       const res = await api(gw.httpUrl, 'POST', `/api/devices/${deviceId}/messages`, { payload: 'c2d-late', ttlSeconds: 60 })
       const messageId = (res.body as { messageId: string }).messageId
       // The API never takes a TTL under 60 s (as IoT Hub); move the stored expiry into the past instead.
-      const [queued] = await gw.gateway.commandStore.list(deviceId)
-      gw.gateway.commandStore.setExpiry(queued!.seq, Date.now() - 1)
+      const [queued] = await gw.gateway.commandQueue.list(deviceId)
+      await gw.gateway.commandQueue.setExpiry(queued!.seq, Date.now() - 1)
       const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.messageId === messageId), 10_000, 'expired feedback')
       expect(fb.status).toBe('expired')
       await client.open()

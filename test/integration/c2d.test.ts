@@ -69,8 +69,8 @@ describe('cloud-to-device messages', () => {
     const res = await api(gw.httpUrl, 'POST', `/api/devices/${d.deviceId}/messages`, { payload: 'late', ttlSeconds: 60 })
     const messageId = (res.body as { messageId: string }).messageId
     // The API never takes a TTL under 60 s; move the stored expiry into the past instead.
-    const [queued] = await gw.gateway.commandStore.list(d.deviceId)
-    gw.gateway.commandStore.setExpiry(queued!.seq, Date.now() - 1)
+    const [queued] = await gw.gateway.commandQueue.list(d.deviceId)
+    await gw.gateway.commandQueue.setExpiry(queued!.seq, Date.now() - 1)
     const fb = await waitFor(async () => (await feedbackRecords(gw.gateway)).find((f) => f.messageId === messageId), 15_000, 'expired feedback')
     expect(fb.status).toBe('expired')
     expect(fb.deliveryCount).toBe(0)

@@ -47,8 +47,8 @@ describe('devices remove with the gateway stopped', () => {
     }, 10_000, 'purged feedback for the removed device')
     expect(purged.map((f) => f.status)).toEqual(['purged', 'purged'])
     expect(purged.map((f) => f.messageId).sort()).toEqual([...ids].sort())
-    expect(await gw.gateway.commandStore.list('gone-dev')).toEqual([])
+    expect(await gw.gateway.commandQueue.list('gone-dev')).toEqual([])
     // The other device's message is untouched.
-    expect((await gw.gateway.commandStore.list('kept-dev')).map((m) => m.payload.toString())).toEqual(['three'])
+    expect((await gw.gateway.commandQueue.list('kept-dev')).map((m) => m.payload.toString())).toEqual(['three'])
   })
 })

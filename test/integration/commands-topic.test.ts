@@ -88,7 +88,7 @@ describe('commands stream topic with two gateways in one consumer group', () => 
     await a.gateway.stream.append(a.gateway.topics.commands, [{ key: d.deviceId, value: Buffer.from('x'), headers: { 'message-id': 'overflow-1' } }])
     const fb = await waitFor(async () => (await feedbackRecords(a.gateway)).find((f) => f.messageId === 'overflow-1'), 10_000, 'rejected feedback')
     expect([fb.status, fb.reason]).toEqual(['rejected', 'E_QUEUE_FULL'])
-    expect(await a.gateway.commandStore.list(d.deviceId)).toHaveLength(50)
+    expect(await a.gateway.commandQueue.list(d.deviceId)).toHaveLength(50)
   })
 
   it('counts the TTL from the record timestamp: a command older than its TTL ends expired', async () => {

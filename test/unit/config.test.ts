@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { loadConfig, topicNames } from '../../src/config/load.js'
 import { GatewayError } from '../../src/errors/catalogue.js'
-import { createDeviceRegistry } from '../../src/app/backends.js'
+import { openStateStores } from '../../src/app/backends.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'streamgate-config-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -90,10 +90,17 @@ describe('configuration', () => {
     expect(topicNames(c)).toEqual({ telemetry: 'plant1.telemetry', deviceEvents: 'plant1.device-events', commands: 'plant1.commands', commandFeedback: 'plant1.command-feedback', deadLetter: 'plant1.routing-deadletter', alerts: 'plant1.alerts' })
   })
 
-  it('refuses state.backend postgres, with the env variables mapped, rather than using SQLite', () => {
+  it('maps the state env variables to PostgreSQL stores, and refuses postgres without a URL', async () => {
     const config = loadConfig({ env: { STREAMGATE_STATE_BACKEND: 'postgres', STREAMGATE_POSTGRES_URL: 'postgres://u:p@127.0.0.1:5432/db' } })
     expect(config.state.backend).toBe('postgres')
     expect(config.state.postgres.url).toBe('postgres://u:p@127.0.0.1:5432/db')
-    expect(() => createDeviceRegistry(config)).toThrow(expect.objectContaining({ code: 'E_CONFIG_INVALID', message: expect.stringContaining('state.backend postgres is not available') }))
+    // The stores are PostgreSQL ones; the pool connects on first use, so nothing is reached here.
+    const stores = openStateStores(config, 'tool')
+    expect(stores.backend).toBe('postgres')
+    expect(stores.postgres?.where).toBe('postgres://u@127.0.0.1:5432/db')
+    await stores.end()
+    // Without a URL it is refused at once, with the setting to fix.
+    const noUrl = loadConfig({ env: { STREAMGATE_STATE_BACKEND: 'postgres' } })
+    expect(() => openStateStores(noUrl)).toThrow(expect.objectContaining({ code: 'E_CONFIG_INVALID', message: expect.stringContaining('STREAMGATE_POSTGRES_URL') }))
   })
 })

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { ConnectionContext, DeviceChannel, SendResult } from '../../../src/broker/ports.js'
 import { C2dDelivery } from '../../../src/commands/c2d-delivery.js'
 import { FeedbackWriter } from '../../../src/commands/feedback-writer.js'
-import { SqliteCommandStore } from '../../../src/commands/sqlite-command-store.js'
+import { SqliteCommandQueue } from '../../../src/commands/sqlite-command-queue.js'
 import type { NewMessage } from '../../../src/commands/types.js'
 import { topicMatches } from '../../../src/broker/outbound.js'
 import { createLogger } from '../../../src/observability/logger.js'
@@ -39,7 +39,7 @@ const stream = { append: async (_t: string, records: OutgoingRecord[]) => void a
 const logger = createLogger('silent')
 
 let dir: string
-let store: SqliteCommandStore
+let store: SqliteCommandQueue
 let channel: FakeChannel
 let now: number
 let delivery: C2dDelivery
@@ -55,7 +55,7 @@ async function feedback(): Promise<Array<{ messageId: string; status: string; de
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'c2d-unit-'))
-  store = new SqliteCommandStore(join(dir, 'commands.db'))
+  store = new SqliteCommandQueue(join(dir, 'commands.db'))
   store.start()
   channel = new FakeChannel()
   now = 1_000_000

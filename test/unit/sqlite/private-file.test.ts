@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createPrivateFile } from '../../../src/sqlite/private-file.js'
-import { SqliteCommandStore } from '../../../src/commands/sqlite-command-store.js'
+import { SqliteCommandQueue } from '../../../src/commands/sqlite-command-queue.js'
+import { SqliteSessionStore } from '../../../src/commands/sqlite-session-store.js'
 import { SqliteDeviceRegistry } from '../../../src/registry/sqlite-registry.js'
 import { SqliteEventStream } from '../../../src/stream/embedded/sqlite-event-stream.js'
 
@@ -37,14 +38,18 @@ describe('private SQLite files', () => {
       retentionMaxMiBPerPartition: 0, retentionIntervalSeconds: 0, pollIntervalMs: 50,
     })
     const registry = new SqliteDeviceRegistry({ file: join(data, 'registry.db') })
-    const commands = new SqliteCommandStore(join(data, 'commands.db'))
+    const commands = new SqliteCommandQueue(join(data, 'commands.db'))
+    const sessions = new SqliteSessionStore(join(data, 'commands.db'))
     try {
       await stream.start([{ name: 't', partitions: 1 }])
       await stream.append('t', [{ key: 'd', value: Buffer.from('v') }])
       await registry.start()
       await registry.create({ deviceId: 'd' })
       commands.start()
-      commands.addSubscription('d', 'devices/d/messages/devicebound/#', 1)
+      sessions.start()
+      await sessions.restore('d', false)
+      sessions.addSubscription('d', 'devices/d/messages/devicebound/#', 1)
+      await sessions.flush()
       expect(mode(data)).toBe(0o700)
       for (const name of ['stream.db', 'registry.db', 'commands.db']) {
         for (const suffix of ['', '-wal', '-shm']) {
@@ -54,6 +59,7 @@ describe('private SQLite files', () => {
         }
       }
     } finally {
+      await sessions.stop()
       commands.stop()
       await registry.stop()
       await stream.stop()

@@ -1,8 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { CommandQueue, NewMessage } from '../../../src/commands/types.js'
+import type { CommandQueue, NewMessage } from '../../src/commands/types.js'
 
 export interface QueueUnderTest {
   queue: CommandQueue
+  /** A second queue on the same store, as another gateway would open it. */
+  another(): Promise<CommandQueue>
   close(): Promise<void>
 }
 
@@ -96,6 +98,52 @@ export function commandQueueContract(name: string, factory: () => Promise<QueueU
       const fb = await drainFeedback()
       expect(fb.map((f) => [f.messageId, f.status, f.deliveryCount])).toEqual([['m1', 'expired', 0], ['m2', 'completed', 2], ['m3', 'purged', 0]])
       expect(await queue.list('d1')).toEqual([])
+    })
+
+    it('lets two gateways on one store share the queues: depth, settle and refs hold across them', async () => {
+      const other = await q.another()
+      // Twenty concurrent enqueues through two instances at depth 5: exactly five are queued.
+      const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => (i % 2 ? queue : other).enqueue(msg(i), 5)))
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(5)
+      expect(results.filter((r) => r.status === 'rejected').map((r) => (r.reason as { code: string }).code)).toEqual(Array(15).fill('E_QUEUE_FULL'))
+      const listed = await other.list('d1')
+      expect(listed).toHaveLength(5)
+      expect(listed.map((m) => m.seq)).toEqual([...listed.map((m) => m.seq)].sort((a, b) => a - b))
+      // One message settled from both at once ends once.
+      const head = listed[0]!
+      expect((await Promise.all([queue.settle(head.seq, 'completed', t0), other.settle(head.seq, 'completed', t0)])).filter(Boolean)).toHaveLength(1)
+      // A stream record read by both (a lost lease) is taken by one.
+      const taken = await Promise.all([queue.enqueue(msg(90, { deviceId: 'd2', sourceRef: 'stream:c/1/9#ff' }), 10), other.enqueue(msg(91, { deviceId: 'd2', sourceRef: 'stream:c/1/9#ff' }), 10)])
+      expect(taken.filter((m) => m !== null)).toHaveLength(1)
+      expect(await queue.list('d2')).toHaveLength(1)
+      // Expire and purge racing from two instances end each message once.
+      const [expired, purged] = await Promise.all([other.expire(t0 + 60_000), queue.purge('d1', t0 + 60_000)])
+      const fb = await drainFeedback()
+      expect(fb.filter((f) => f.messageId === head.messageId).map((f) => f.status)).toEqual(['completed'])
+      expect(fb.filter((f) => f.status === 'expired' || f.status === 'purged')).toHaveLength(5)
+      expect(expired.length + purged).toBeGreaterThan(0)
+      expect(await other.depth()).toEqual({ messages: 0, feedback: 0 })
+    })
+
+    it('hands each feedback row to one of several concurrent claimers', async () => {
+      const other = await q.another()
+      for (let i = 0; i < 30; i++) await queue.enqueue(msg(i, { deviceId: `fd${i % 3}` }), 100)
+      for (let d = 0; d < 3; d++) await queue.purge(`fd${d}`, t0)
+      const seen = new Set<number>()
+      const claimer = async (from: CommandQueue): Promise<void> => {
+        for (;;) {
+          const batch = await from.pendingFeedback(4)
+          if (batch.length === 0) return
+          for (const p of batch) {
+            expect(seen.has(p.id), `feedback row ${p.id} claimed twice`).toBe(false)
+            seen.add(p.id)
+          }
+          await from.removeFeedback(batch.map((p) => p.id))
+        }
+      }
+      await Promise.all([claimer(queue), claimer(other), claimer(queue), claimer(other)])
+      expect(seen.size).toBe(30)
+      expect((await queue.depth()).feedback).toBe(0)
     })
 
     it('hands each feedback row to one writer at a time; a released claim is taken again', async () => {

@@ -1,8 +1,6 @@
-import BetterSqlite3, { type Database } from 'better-sqlite3'
+import type { Database } from 'better-sqlite3'
 import { GatewayError } from '../errors/catalogue.js'
-import { createPrivateFile } from '../sqlite/private-file.js'
-import { migrateCommandStore } from './sqlite-command-schema.js'
-import type { SessionStore } from '../broker/ports.js'
+import { openCommandsFile } from './sqlite-command-schema.js'
 import type { AckMode, CommandQueue, Feedback, FeedbackStatus, NewMessage, PendingFeedback, QueuedMessage } from './types.js'
 import { prepared } from '../sqlite/statements.js'
 
@@ -22,75 +20,23 @@ interface MessageRow {
 }
 
 /**
- * SQLite adapter of the CommandQueue and SessionStore ports. Statements are synchronous
- * (better-sqlite3); the queue methods return promises so that a networked store fits the same port.
- * Subscriptions are cached in memory (write-through) because the broker reads them per delivery.
+ * SQLite adapter of the CommandQueue port on `<dataDir>/commands.db` (the sessions live in the
+ * same file, owned by SqliteSessionStore). Statements are synchronous (better-sqlite3); the
+ * methods return promises so that a networked store (PostgresCommandQueue) fits the same port.
  */
-export class SqliteCommandStore implements CommandQueue, SessionStore {
+export class SqliteCommandQueue implements CommandQueue {
   private db: Database | null = null
-  private readonly subs = new Map<string, Map<string, number>>()
 
   constructor(readonly file: string) {}
 
   start(): void {
-    if (this.db) return
-    createPrivateFile(this.file)
-    const db = new BetterSqlite3(this.file)
-    db.pragma('busy_timeout = 5000')
-    db.pragma('journal_mode = WAL')
-    // NORMAL in WAL survives a killed gateway, which is the promise for queued messages (README, "Commands to devices").
-    db.pragma('synchronous = NORMAL')
-    migrateCommandStore(db, this.file)
-    this.db = db
-    this.loadSubscriptions()
+    this.db ??= openCommandsFile(this.file)
   }
 
   stop(): void {
     this.db?.close()
     this.db = null
   }
-
-  // ---- SessionStore ----
-
-  subscriptions(deviceId: string): ReadonlyMap<string, number> {
-    return this.subs.get(deviceId) ?? new Map()
-  }
-
-  addSubscription(deviceId: string, filter: string, qos: number): void {
-    prepared(this.conn(), 'INSERT INTO subscriptions (device_id, filter, qos) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET qos = excluded.qos').run(deviceId, filter, qos)
-    let map = this.subs.get(deviceId)
-    if (!map) this.subs.set(deviceId, (map = new Map()))
-    map.set(filter, qos)
-  }
-
-  removeSubscriptions(deviceId: string, filters: readonly string[]): void {
-    const del = prepared(this.conn(), 'DELETE FROM subscriptions WHERE device_id = ? AND filter = ?')
-    for (const f of filters) {
-      del.run(deviceId, f)
-      this.subs.get(deviceId)?.delete(f)
-    }
-  }
-
-  clearSubscriptions(deviceId: string): void {
-    prepared(this.conn(), 'DELETE FROM subscriptions WHERE device_id = ?').run(deviceId)
-    this.subs.delete(deviceId)
-  }
-
-  /** Re-read from the file (another gateway on the same data dir may have changed them). */
-  loadSubscriptions(deviceId?: string): void {
-    const rows = deviceId
-      ? prepared<unknown[], { device_id: string; filter: string; qos: number }>(this.conn(), 'SELECT * FROM subscriptions WHERE device_id = ?').all(deviceId)
-      : prepared<unknown[], { device_id: string; filter: string; qos: number }>(this.conn(), 'SELECT * FROM subscriptions').all()
-    if (deviceId) this.subs.delete(deviceId)
-    else this.subs.clear()
-    for (const r of rows) {
-      let map = this.subs.get(r.device_id)
-      if (!map) this.subs.set(r.device_id, (map = new Map()))
-      map.set(r.filter, r.qos)
-    }
-  }
-
-  // ---- CommandQueue ----
 
   async enqueue(m: NewMessage, maxDepth: number): Promise<QueuedMessage | null> {
     const db = this.conn()
@@ -203,7 +149,7 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   }
 
   /** Test and tooling aid: move a message's expiry (the API never accepts a TTL under 60 s). */
-  setExpiry(seq: number, expiresAt: number): void {
+  async setExpiry(seq: number, expiresAt: number): Promise<void> {
     prepared(this.conn(), 'UPDATE c2d_messages SET expires_at = ? WHERE seq = ?').run(expiresAt, seq)
   }
 
@@ -212,7 +158,7 @@ export class SqliteCommandStore implements CommandQueue, SessionStore {
   }
 
   private conn(): Database {
-    if (!this.db) throw new GatewayError('E_SHUTTING_DOWN', 'the command store is closed')
+    if (!this.db) throw new GatewayError('E_SHUTTING_DOWN', 'the command queue is closed')
     return this.db
   }
 }
