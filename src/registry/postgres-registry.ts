@@ -160,11 +160,14 @@ export class PostgresDeviceRegistry implements DeviceRegistry {
     return this.write(async (client) => {
       // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
       const { rows } = await client.query<{ connection_seq: string }>(
-        `UPDATE devices SET connection_state = $2, connection_state_updated_at = $3,
+        `UPDATE devices SET
+           connection_state = CASE WHEN $2 = 'connected' OR $4::text IS NULL OR connection_id IS NULL OR connection_id = $4 THEN $2 ELSE connection_state END,
+           connection_state_updated_at = CASE WHEN $2 = 'connected' OR $4::text IS NULL OR connection_id IS NULL OR connection_id = $4 THEN $3 ELSE connection_state_updated_at END,
+           connection_id = CASE WHEN $2 = 'connected' THEN $4 WHEN $4::text IS NULL OR connection_id = $4 THEN NULL ELSE connection_id END,
            connection_seq = connection_seq + 1,
            last_activity_at = CASE WHEN $2 = 'connected' THEN $3 ELSE last_activity_at END
          WHERE device_id = $1 RETURNING connection_seq`,
-        [deviceId, state, at],
+        [deviceId, state, at, facts.connectionId ?? null],
       )
       const sequence = rows[0] ? Number(rows[0].connection_seq) : null
       await insertEvent(client, connectionEvent(deviceId, state, at, sequence, facts))
@@ -183,7 +186,7 @@ export class PostgresDeviceRegistry implements DeviceRegistry {
     return this.write(async (client) => {
       const { rows } = await client.query<{ device_id: string; connection_seq: string }>(
         `UPDATE devices SET connection_state = 'disconnected', connection_state_updated_at = $1,
-           connection_seq = connection_seq + 1
+           connection_seq = connection_seq + 1, connection_id = NULL
          WHERE connection_state = 'connected'${scope} RETURNING device_id, connection_seq`,
         values,
       )

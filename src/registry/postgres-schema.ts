@@ -48,4 +48,6 @@ export const REGISTRY_MIGRATIONS: readonly string[] = [
      claimed_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
    );
    CREATE INDEX device_event_outbox_by_device ON device_event_outbox (device_id, id);`,
+  // v2: as registry.db's v7, the device's current connection id (DeviceRegistry.recordConnection).
+  `ALTER TABLE devices ADD COLUMN connection_id TEXT;`,
 ]

@@ -159,12 +159,15 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     return this.write((db) => {
       // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
       const row = prepared<unknown[], { connection_seq: number }>(db,
-          `UPDATE devices SET connection_state = ?, connection_state_updated_at = ?,
+          `UPDATE devices SET
+             connection_state = CASE WHEN @state = 'connected' OR @conn IS NULL OR connection_id IS NULL OR connection_id = @conn THEN @state ELSE connection_state END,
+             connection_state_updated_at = CASE WHEN @state = 'connected' OR @conn IS NULL OR connection_id IS NULL OR connection_id = @conn THEN @at ELSE connection_state_updated_at END,
+             connection_id = CASE WHEN @state = 'connected' THEN @conn WHEN @conn IS NULL OR connection_id = @conn THEN NULL ELSE connection_id END,
              connection_seq = connection_seq + 1,
-             last_activity_at = CASE WHEN ? = 'connected' THEN ? ELSE last_activity_at END
-           WHERE device_id = ? RETURNING connection_seq`,
+             last_activity_at = CASE WHEN @state = 'connected' THEN @at ELSE last_activity_at END
+           WHERE device_id = @id RETURNING connection_seq`,
         )
-        .get(state, iso, state, iso, deviceId)
+        .get({ state, conn: facts.connectionId ?? null, at: iso, id: deviceId })
       const sequence = row ? row.connection_seq : null
       insertEvent(db, connectionEvent(deviceId, state, at, sequence, facts))
       return sequence
@@ -178,7 +181,7 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     return this.write((db) => {
       const rows = prepared<unknown[], { device_id: string; connection_seq: number }>(db,
           `UPDATE devices SET connection_state = 'disconnected', connection_state_updated_at = ?,
-             connection_seq = connection_seq + 1
+             connection_seq = connection_seq + 1, connection_id = NULL
            WHERE connection_state = 'connected'${scope} RETURNING device_id, connection_seq`,
         )
         .all(...values)

@@ -130,6 +130,9 @@ const MIGRATIONS: readonly string[] = [
      updated_at INTEGER NOT NULL,
      PRIMARY KEY (processor, partition)
    ) STRICT;`,
+  // v7: the device's current connection (its id), so that the end of a replaced connection,
+  // recorded after the new one began, leaves the state connected (DeviceRegistry.recordConnection).
+  `ALTER TABLE devices ADD COLUMN connection_id TEXT;`,
 ]
 
 export const REGISTRY_SCHEMA_VERSION = MIGRATIONS.length

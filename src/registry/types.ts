@@ -85,6 +85,12 @@ export interface DeviceRegistry {
    * Record a connect or disconnect and its `connected`/`disconnected` event with the new
    * connection sequence number and `facts`; returns that number. A device no longer registered
    * (removed while connected) has no sequence: null, and the event is written without one.
+   *
+   * A `connected` with `facts.connectionId` makes that connection the device's current one. A
+   * `disconnected` of another connection (one that was replaced, on this gateway or on another
+   * instance, and whose end is recorded after the new one's start) is written as an event and
+   * leaves the state as it is: a late message from the old connection never marks the device
+   * offline while its new connection lives.
    */
   recordConnection(deviceId: string, state: ConnectionState, at: Date, facts?: ConnectionFacts): Promise<number | null>
   /**

@@ -303,6 +303,29 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         expect(await registry.resetConnections(at)).toEqual([])
       })
 
+      it('leaves a device connected when the end of its replaced connection is recorded after the new start', async () => {
+        await registry.create({ deviceId: 'rp' })
+        const t0 = new Date('2030-01-01T00:00:00.000Z')
+        const t1 = new Date('2030-01-01T00:00:01.000Z')
+        const t2 = new Date('2030-01-01T00:00:02.000Z')
+        expect(await registry.recordConnection('rp', 'connected', t0, { connectionId: 'old' })).toBe(1)
+        // The new connection (another instance) starts before the old one's end is recorded.
+        expect(await registry.recordConnection('rp', 'connected', t1, { connectionId: 'new' })).toBe(2)
+        expect(await registry.recordConnection('rp', 'disconnected', t2, { connectionId: 'old', reason: 'replaced' })).toBe(3)
+        expect(await registry.get('rp')).toMatchObject({ connectionState: 'connected', connectionStateUpdatedAt: t1.toISOString(), connectionSeq: 3 })
+        // Its own end does mark it offline; so does an end without a connection id (older callers).
+        expect(await registry.recordConnection('rp', 'disconnected', t2, { connectionId: 'new' })).toBe(4)
+        expect((await registry.get('rp'))?.connectionState).toBe('disconnected')
+        await registry.recordConnection('rp', 'connected', t2, { connectionId: 'third' })
+        await registry.recordConnection('rp', 'disconnected', t2)
+        expect((await registry.get('rp'))?.connectionState).toBe('disconnected')
+        // After a reset, the end of a connection from before it changes nothing either way.
+        await registry.recordConnection('rp', 'connected', t2, { connectionId: 'fourth' })
+        await registry.resetConnections(t2)
+        await registry.recordConnection('rp', 'disconnected', t2, { connectionId: 'fourth' })
+        expect((await registry.get('rp'))?.connectionState).toBe('disconnected')
+      })
+
       it('resets only the devices named (those connected), leaving the others connected', async () => {
         // Several gateways on one registry: a restarting instance resets the devices it held.
         for (const id of ['m3', 'm1', 'm2', 'm4']) await registry.create({ deviceId: id })
