@@ -21,6 +21,7 @@ export function assign(scenario: Scenario, credentials: readonly DeviceCredentia
         key: c.key,
         hubHost: c.hubHost ?? scenario.hubHost,
         groupIndex,
+        index,
         ...(ips.length > 0 ? { localAddress: ips[index % ips.length]! } : {}),
       })
     }

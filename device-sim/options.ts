@@ -16,7 +16,7 @@ export const USAGE = `streamgate-sim: a device fleet against a streamgate gatewa
 fleet       --devices N  --rate MSGS_PER_DEVICE_PER_S  --qos 0|1  --duration S  --ramp CONN_PER_S
 payload     --payload TEMPLATE|@FILE  --payload-size BYTES
 drivers     --driver mqtt|azure  --transport mqtt|mqttws (azure)  --ca PEM_FILE
-gateway     --gateway mqtt://HOST:PORT  --hub-host NAME  --api URL  --token T
+gateway     --gateway mqtt://HOST:PORT[,mqtt://HOST2:PORT2...] (devices spread over them)  --hub-host NAME  --api URL  --token T
 stream      --data-dir DIR (embedded stream)  --stream-config GATEWAY_CONFIG_FILE (its stream.*, e.g. Kafka)
 identities  --prefix sim-  --credentials FILE  --cleanup
 scale       --workers K  --source-ips 127.0.0.2-127.0.0.9

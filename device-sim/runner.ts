@@ -1,7 +1,7 @@
 import { SimDevice, preciseNow } from './device.js'
 import { driverFactory, type DriverFactory, type DriverName } from './drivers/index.js'
 import type { CommandHandlers } from './drivers/types.js'
-import type { DeviceGroup, Scenario, ScenarioEvent } from './scenario.js'
+import { gatewayUrls, type DeviceGroup, type Scenario, type ScenarioEvent } from './scenario.js'
 import type { Stats } from './stats.js'
 import { PayloadTemplate } from './template.js'
 
@@ -16,6 +16,8 @@ export interface Assignment {
   key: string
   hubHost: string
   groupIndex: number
+  /** Place in the whole fleet (all workers), for spreading devices over several gateway URLs. */
+  index?: number
   localAddress?: string
 }
 
@@ -82,13 +84,18 @@ async function buildDevices(plan: SharePlan, stats: Stats): Promise<SimDevice[]>
   const factories = new Map<DriverName, DriverFactory>()
   for (const g of scenario.groups) if (!factories.has(g.driver)) factories.set(g.driver, await driverFactory(g.driver))
   const templates = scenario.groups.map((g) => PayloadTemplate.compile(g.payload, g.payloadSize))
-  return plan.assignments.map((a) => {
+  const urls = gatewayUrls(scenario.gateway)
+  return plan.assignments.map((a, i) => {
     const group = scenario.groups[a.groupIndex]!
+    // Spread over the instances in turn (by the device's place in the whole fleet, so that the
+    // workers together spread evenly); the others, in order, are where it goes when that one fails.
+    const first = (a.index ?? i) % urls.length
     const driver = factories.get(group.driver)!({
       deviceId: a.deviceId,
       key: a.key,
       hubHost: a.hubHost,
-      gatewayUrl: scenario.gateway,
+      gatewayUrl: urls[first]!,
+      gatewayUrls: [...urls.slice(first), ...urls.slice(0, first)],
       ...(a.localAddress ? { localAddress: a.localAddress } : {}),
       behaviour: group.behaviour,
       handlers: commandHandlers(group, stats),

@@ -64,7 +64,16 @@ export const eventSchema = z.discriminatedUnion('type', [reconnectStorm, churn])
 export type ScenarioEvent = z.infer<typeof eventSchema>
 
 export const scenarioSchema = z.strictObject({
-  gateway: z.string().default('mqtt://127.0.0.1:1883'),
+  /**
+   * The gateway's MQTT URL, or several separated by commas (instances of one scaled-out gateway):
+   * devices are spread over them in turn, and an mqtt:// device whose connection is lost or
+   * refused tries the next one (a SIGKILLed instance's devices move to the others).
+   */
+  gateway: z
+    .string()
+    .default('mqtt://127.0.0.1:1883')
+    .refine((v) => gatewayUrls(v).length > 0 && gatewayUrls(v).every(isUrl), 'one URL, or several separated by commas (mqtt://HOST:PORT, mqtts://..., wss://...)')
+    .refine((v) => gatewayUrls(v).length === 1 || gatewayUrls(v).every((u) => u.startsWith('mqtt://') || u.startsWith('tcp://')), 'several gateway URLs need mqtt:// (the Azure SDK and TLS drivers keep one)'),
   api: z.string().default('http://127.0.0.1:8080'),
   token: z.string().optional(),
   /** The host name the gateway expects in user names and SAS tokens (its `hostname` config). */
@@ -140,4 +149,17 @@ export function parseSourceIps(text: string): string[] {
     for (let i = from; i <= to; i++) out.push(`${m[1]}${i}`)
   }
   return out
+}
+
+/** The URLs of `scenario.gateway` (a comma-separated list). */
+export function gatewayUrls(gateway: string): string[] {
+  return gateway.split(',').map((u) => u.trim()).filter((u) => u !== '')
+}
+
+function isUrl(value: string): boolean {
+  try {
+    return new URL(value).hostname !== ''
+  } catch {
+    return false
+  }
 }

@@ -25,8 +25,18 @@ export class MqttJsDriver implements DeviceDriver {
   /** QoS 1 messages without a PUBACK yet, in publish order, each with its (re)send function. */
   private readonly unacked = new Map<number, () => void>()
   private nextKey = 1
+  /** Index in gatewayUrls of the instance this device connects to now. */
+  private at = 0
+  private readonly urls: string[]
 
-  constructor(private readonly options: DriverOptions) {}
+  constructor(private readonly options: DriverOptions) {
+    this.urls = options.gatewayUrls?.length ? options.gatewayUrls : [options.gatewayUrl]
+  }
+
+  /** The instance connected to (or tried) now. */
+  get gatewayUrl(): string {
+    return this.urls[this.at]!
+  }
 
   get connected(): boolean {
     return this.client?.connected ?? false
@@ -43,8 +53,9 @@ export class MqttJsDriver implements DeviceDriver {
         client.off('close', onClose)
       }
       const onConnect = (packet: IConnackPacket): void => (cleanup(), resolve(packet))
-      const onError = (err: Error): void => (cleanup(), reject(err))
-      const onClose = (): void => (cleanup(), reject(new SimError('E_SIM_DRIVER_UNAVAILABLE', 'connection closed before CONNACK', { code: 'ECONNCLOSED' })))
+      // A refused or failed connect sends the next attempt to the next instance (when there are several).
+      const onError = (err: Error): void => (cleanup(), this.moveOn(), reject(err))
+      const onClose = (): void => (cleanup(), this.moveOn(), reject(new SimError('E_SIM_DRIVER_UNAVAILABLE', 'connection closed before CONNACK', { code: 'ECONNCLOSED' })))
       client.on('connect', onConnect)
       client.on('error', onError)
       client.on('close', onClose)
@@ -139,12 +150,19 @@ export class MqttJsDriver implements DeviceDriver {
     const url = new URL(gatewayUrl)
     const client =
       url.protocol === 'mqtt:' || url.protocol === 'tcp:'
-        ? // mqtt.js's TCP builder ignores localAddress, so build the socket here.
-          new MqttClient(() => createConnection({ host: url.hostname, port: Number(url.port || 1883), ...(localAddress ? { localAddress } : {}) }), options)
+        ? // mqtt.js's TCP builder ignores localAddress, so build the socket here; each
+          // (re)connect reads the instance to use now.
+          new MqttClient(() => {
+            const target = new URL(this.gatewayUrl)
+            return createConnection({ host: target.hostname, port: Number(target.port || 1883), ...(localAddress ? { localAddress } : {}) })
+          }, options)
         : mqttConnect(gatewayUrl, options)
     client.on('message', (topic, payload) => this.onMessage(client, topic, payload))
     client.on('close', () => {
-      if (!this.closing && this.wasConnected) this.onConnectionLost()
+      if (!this.closing && this.wasConnected) {
+        this.moveOn()
+        this.onConnectionLost()
+      }
       this.wasConnected = false
     })
     client.on('connect', () => (this.wasConnected = true))
@@ -154,6 +172,10 @@ export class MqttJsDriver implements DeviceDriver {
   }
 
   private wasConnected = false
+
+  private moveOn(): void {
+    this.at = (this.at + 1) % this.urls.length
+  }
 
   private async subscribe(client: MqttClient): Promise<void> {
     const { behaviour, deviceId } = this.options

@@ -34,6 +34,11 @@ export interface DriverOptions {
   hubHost: string
   /** mqtt://host:port (mqtt driver) or the host to connect to (azure driver, GatewayHostName). */
   gatewayUrl: string
+  /**
+   * Every instance to try, starting with gatewayUrl; a device whose connection is lost or
+   * refused goes on to the next (mqtt driver). Absent: gatewayUrl only.
+   */
+  gatewayUrls?: string[]
   /** Local address to bind (spreads connections over 127.0.0.x). */
   localAddress?: string
   behaviour: Behaviour

@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { runSimulation } from '../../device-sim/simulate.js'
+import { parseScenario } from '../../device-sim/scenario.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { ensureBuilt } from '../helpers/child-gateway.js'
 import { connackCode, waitFor } from '../helpers/gateway.js'
-import { errorCode } from '../helpers/commands.js'
+import { errorCode, TOKEN } from '../helpers/commands.js'
 import { kafkaForSuite, kafkaTestsEnabled, START_TIMEOUT_MS } from '../helpers/kafka.js'
 import { postgresTestsEnabled, postgresUrl, testSchema, type TestSchema } from '../helpers/postgres.js'
 import { addDevice, closed, connectWith, deviceClientOptions, feedbackOf, readKafka, startInstance, type ClusterSettings, type Instance } from '../helpers/scale-out.js'
@@ -254,5 +258,45 @@ describe.runIf(enabled)('three gateway instances on Kafka and PostgreSQL', () =>
     await waitFor(async () => ((await B.call('GET', '/api/devices/left-behind')).body as { connectionState: string }).connectionState === 'disconnected', 10_000, 'left-behind reset to disconnected')
     const instances = ((await C.call('GET', '/api/instances')).body as { instances: Array<{ instanceId: string; alive: boolean }> }).instances
     expect(instances.find((i) => i.instanceId === 'gw-a')?.alive).toBe(false)
+  })
+
+  it('spreads a simulated fleet over the instances; when one is SIGKILLed its devices reconnect to the others and nothing acknowledged is lost', { timeout: 180_000 }, async () => {
+    const D = await startInstance('gw-d', settings)
+    try {
+      const configFile = join(D.dataDir, 'stream.yaml')
+      writeFileSync(configFile, `stream:\n  backend: kafka\n  topicPrefix: ${JSON.stringify(settings.topicPrefix)}\n  kafka:\n    brokers: ${JSON.stringify(brokers)}\n`)
+      const scenario = parseScenario(
+        {
+          gateway: [B.mqttUrl, C.mqttUrl, D.mqttUrl].join(','),
+          api: B.httpUrl,
+          token: TOKEN,
+          streamConfig: configFile,
+          duration: 9,
+          drainS: 15,
+          prefix: 'sim-so-',
+          groups: [{ count: 30, rate: 10, qos: 1 }],
+        },
+        'test',
+      )
+      const running = runSimulation(scenario)
+      // Spread: about a third of the fleet on each instance.
+      const spread = await waitFor(async () => {
+        const body = (await B.call('GET', '/api/instances')).body as { instances: Array<{ instanceId: string; alive: boolean; connections: number }> }
+        const live = body.instances.filter((i) => ['gw-b', 'gw-c', 'gw-d'].includes(i.instanceId))
+        return live.reduce((n, i) => n + i.connections, 0) >= 30 ? live : null
+      }, 30_000, 'the fleet connected')
+      await sleep(1500)
+      await D.kill('SIGKILL')
+      const report = await running
+      const c = report.counts
+      console.log(`simulator over 3 instances, one SIGKILLed: connections ${spread.map((i) => `${i.instanceId} ${i.connections}`).join(', ')}; ${c.connects} connects, ${c.sent} sent, ${c.acked} acked, ${c.stored} stored, ${c.lost} lost, ${c.duplicated} duplicated`)
+      for (const i of spread) expect(i.connections, i.instanceId).toBeGreaterThanOrEqual(5)
+      expect(c.connects).toBeGreaterThan(30)
+      expect(c.acked).toBe(c.sent)
+      expect(c.lost).toBe(0)
+      expect(c.stored).toBeGreaterThanOrEqual(c.acked)
+    } finally {
+      await D.kill('SIGKILL')
+    }
   })
 })

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parseCli } from '../../device-sim/options.js'
-import { parseSourceIps } from '../../device-sim/scenario.js'
+import { gatewayUrls, parseSourceIps } from '../../device-sim/scenario.js'
 import { fleetIds, readCredentialsFile } from '../../device-sim/provision.js'
 import { SimError } from '../../device-sim/errors.js'
 
@@ -53,6 +53,23 @@ events:
       { type: 'reconnect-storm', at: 10, percent: 30 },
       { type: 'churn', from: 2, to: 8, perSecond: 4 },
     ])
+  })
+
+  it('--gateway takes several instances, spread in turn; a bad or mixed list is refused with the reason', () => {
+    const s = run(['--gateway', 'mqtt://10.0.0.1:1883, mqtt://10.0.0.2:1883,mqtt://10.0.0.3:1884', '--token', 'x']).options.scenario
+    expect(gatewayUrls(s.gateway)).toEqual(['mqtt://10.0.0.1:1883', 'mqtt://10.0.0.2:1883', 'mqtt://10.0.0.3:1884'])
+    const refused = (gateway: string): string => {
+      try {
+        run(['--gateway', gateway, '--token', 'x'])
+      } catch (err) {
+        expect(err).toBeInstanceOf(SimError)
+        return (err as Error).message
+      }
+      throw new Error(`${gateway} was accepted`)
+    }
+    expect(refused('mqtt://a:1,not a url')).toContain('one URL, or several separated by commas')
+    expect(refused(',')).toContain('one URL, or several separated by commas')
+    expect(refused('mqtt://a:1,mqtts://b:8883')).toContain('several gateway URLs need mqtt://')
   })
 
   it('a bad scenario lists every problem', () => {
