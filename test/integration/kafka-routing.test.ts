@@ -95,6 +95,20 @@ describe.skipIf(!enabled)('routing with the Kafka backend', () => {
         ids.push(id)
       }
     }
+    // Both gateways in the webhook endpoint's consumer group, each with partitions, before the
+    // load: a rebalance still running would hand every partition to whichever joined first.
+    const admin = new Kafka({ brokers, logLevel: logLevel.NOTHING }).admin()
+    await admin.connect()
+    try {
+      await waitFor(async () => {
+        const groups = (await admin.listGroups()).groups.map((g) => g.groupId).filter((g) => g.startsWith('streamgate-route.hook.'))
+        if (groups.length === 0) return false
+        const described = (await admin.describeGroups(groups)).groups
+        return described.some((g) => g.state === 'Stable' && g.members.length === 2 && g.members.every((m) => m.memberAssignment.length > 0))
+      }, 60_000, 'both gateways in the webhook endpoint group')
+    } finally {
+      await admin.disconnect()
+    }
     await Promise.all(
       clients.map(async (client, c) => {
         for (let i = 0; i < PER_DEVICE; i++) await publishJson(client, ids[c]!, { seq: i }, { processingPath: i % 3 === 0 ? 'hot' : 'cold' })
