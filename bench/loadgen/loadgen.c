@@ -12,6 +12,14 @@
  *             connects/s from the first SYN to the last CONNACK; with --hold it then keeps them
  *             open until stdin closes or SIGTERM (the caller measures the broker's memory).
  *
+ * Devices (--device, with connect --hold): each connection subscribes to its cloud-to-device topic
+ * (QoS 1) and to direct methods, acknowledges every cloud-to-device message (which completes it),
+ * answers every method with status 200, and prints one line per event on stdout:
+ * "c2d <clientId> <unix us>" and "method <clientId> <unix us>", plus "status <ready> <reconnects>
+ * <unix us>" four times a second. With --reconnect a connection that is closed or refused opens
+ * again after 0.5-2.5 s, to the next of --ports; --source-net B binds connection i to the loopback
+ * address 127.B.(i/250).(i%250+1), so that no source address runs out of ports.
+ *
  * Connections come from --creds FILE, one per line: clientId TAB username TAB password TAB topic
  * (username and password may be empty). Payloads are --payload bytes; the first 20 bytes carry
  * the send time ("t=<unix microseconds>;") so a stream consumer can measure publish-to-readable.
@@ -40,9 +48,10 @@
 #include <unistd.h>
 
 enum mode { SATURATE, RATE, CONNECT };
-enum state { IDLE, CONNECTING, WAIT_CONNACK, READY, CLOSED };
+enum state { IDLE, CONNECTING, WAIT_CONNACK, SUBSCRIBING, READY, CLOSED };
 
-#define LEFTOVER_MAX 512
+#define LEFTOVER_MAX 1024
+#define MAX_PORTS 64
 #define HIST_BUCKETS 1100
 
 struct conn {
@@ -63,6 +72,8 @@ struct conn {
   int id_space;
   int want_out;          /* EPOLLOUT armed */
   int dirty;             /* has unsent bytes queued this turn */
+  int port_idx;          /* which of opt.ports it uses now */
+  uint64_t retry_at;     /* --reconnect: when to open again (ns); 0 = not waiting */
 };
 
 static struct {
@@ -78,7 +89,11 @@ static struct {
   int concurrency;
   int hold;
   int keepalive;
-} opt = { SATURATE, "127.0.0.1", 1883, NULL, 0, 10, 200, 10, 2, 5000, 200, 0, 0 };
+  int device, reconnect, source_net;
+  double connect_timeout;
+  int ports[MAX_PORTS];
+  int nports, port_offset;
+} opt = { SATURATE, "127.0.0.1", 1883, NULL, 0, 10, 200, 10, 2, 5000, 200, 0, 0, 0, 0, -1, 120, { 0 }, 0, 0 };
 
 static struct conn *conns;
 static int nconns;
@@ -88,6 +103,9 @@ static volatile sig_atomic_t stop_requested;
 /* Counters. `window_*` count only inside the measured window. */
 static uint64_t sent_total, acked_total, window_acked, refused, failed, connected, connack_at_last;
 static uint64_t hist[HIST_BUCKETS];
+/* --device: connections subscribed now, reconnects, events seen; retries waiting. */
+static uint64_t ready_now, reconnects, c2d_seen, methods_answered;
+static int retries_waiting, shutting_down;
 static uint64_t lat_max, lat_count;
 static int measuring;
 static int dirty_list_len;
@@ -176,7 +194,17 @@ static void close_conn(struct conn *c, int is_failure) {
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
   if (is_failure) failed++;
+  if (opt.device && c->state == READY) ready_now--;
   c->state = CLOSED;
+  if (opt.reconnect && !shutting_down) {
+    c->retry_at = now_ns() + 500000000ull + (uint64_t)(rand() % 2000) * 1000000ull;
+    c->port_idx = (c->port_idx + 1) % opt.nports;
+    c->in_flight = 0;
+    c->left_len = c->skip = 0;
+    c->out_len = c->out_sent = 0;
+    memset(c->sent_at, 0, (size_t)c->id_space * sizeof *c->sent_at);
+    retries_waiting++;
+  }
 }
 
 static void arm(struct conn *c, int want_out) {
@@ -309,17 +337,93 @@ static void fill_window(struct conn *c, uint64_t t) {
 
 /* ---- incoming packets ---- */
 
-static void on_packet(struct conn *c, uint8_t type, const uint8_t *body, size_t len, uint64_t t) {
+/* --device: SUBSCRIBE to the device's cloud-to-device topic (QoS 1) and to direct methods (QoS 0). */
+static void send_subscribe(struct conn *c) {
+  uint8_t body[1024], packet[1040];
+  char c2d[600];
+  if (strlen(c->client_id) > 500) {
+    fprintf(stderr, "loadgen: client id too long for --device: %s\n", c->client_id);
+    exit(2);
+  }
+  snprintf(c2d, sizeof c2d, "devices/%s/messages/devicebound/#", c->client_id);
+  size_t n = 0;
+  body[n++] = 0;
+  body[n++] = 1; /* packet id 1 */
+  n += put_str(body + n, c2d);
+  body[n++] = 1;
+  n += put_str(body + n, "$iothub/methods/POST/#");
+  body[n++] = 0;
+  size_t h = 0;
+  packet[h++] = 0x82;
+  h += put_varint(packet + h, n);
+  memcpy(packet + h, body, n);
+  queue_bytes(c, packet, h + n);
+  c->state = SUBSCRIBING;
+}
+
+/* --device: a cloud-to-device message gets its PUBACK, a method request its answer (status 200). */
+static void on_publish(struct conn *c, uint8_t flags, const uint8_t *body, size_t len) {
+  if (len < 2) return;
+  size_t topic_len = (size_t)body[0] << 8 | body[1];
+  if (2 + topic_len > len) return;
+  const char *topic = (const char *)body + 2;
+  int qos = (flags >> 1) & 3;
+  if (qos > 0 && 2 + topic_len + 2 <= len) {
+    uint8_t ack[4] = { 0x40, 0x02, body[2 + topic_len], body[3 + topic_len] };
+    queue_bytes(c, ack, 4);
+  }
+  static const char method_prefix[] = "$iothub/methods/POST/";
+  if (topic_len > sizeof method_prefix - 1 && !memcmp(topic, method_prefix, sizeof method_prefix - 1)) {
+    const char *rid = NULL;
+    for (size_t i = 0; i + 5 <= topic_len; i++)
+      if (!memcmp(topic + i, "$rid=", 5)) { rid = topic + i + 5; break; }
+    if (!rid) return;
+    size_t rid_len = (size_t)(topic + topic_len - rid);
+    for (size_t i = 0; i < rid_len; i++)
+      if (rid[i] == '&') { rid_len = i; break; }
+    if (rid_len > 200) return;
+    char res[256];
+    int res_len = snprintf(res, sizeof res, "$iothub/methods/res/200/?$rid=%.*s", (int)rid_len, rid);
+    static const char answer[] = "{\"ok\":true}";
+    uint8_t packet[300];
+    size_t n = 0, remaining = 2 + (size_t)res_len + sizeof answer - 1;
+    packet[n++] = 0x30;
+    n += put_varint(packet + n, remaining);
+    packet[n++] = (uint8_t)(res_len >> 8);
+    packet[n++] = (uint8_t)res_len;
+    memcpy(packet + n, res, (size_t)res_len);
+    n += (size_t)res_len;
+    memcpy(packet + n, answer, sizeof answer - 1);
+    n += sizeof answer - 1;
+    queue_bytes(c, packet, n);
+    methods_answered++;
+    printf("method %s %llu\n", c->client_id, (unsigned long long)wall_us());
+  } else if (qos > 0) {
+    c2d_seen++;
+    printf("c2d %s %llu\n", c->client_id, (unsigned long long)wall_us());
+  }
+}
+
+static void on_packet(struct conn *c, uint8_t type, uint8_t flags, const uint8_t *body, size_t len, uint64_t t) {
   if (type == 0x20 && len >= 2) { /* CONNACK */
     if (body[1] != 0) {
       refused++;
       close_conn(c, 0);
       return;
     }
-    c->state = READY;
     connected++;
     connack_at_last = t;
+    if (opt.device) {
+      send_subscribe(c);
+      return;
+    }
+    c->state = READY;
     if (opt.mode == SATURATE && measuring >= 0) fill_window(c, t);
+  } else if (type == 0x90 && c->state == SUBSCRIBING) { /* SUBACK */
+    c->state = READY;
+    ready_now++;
+  } else if (type == 0x30 && opt.device) {
+    on_publish(c, flags, body, len);
   } else if (type == 0x40 && len >= 2) { /* PUBACK */
     uint16_t id = (uint16_t)(body[0] << 8 | body[1]);
     if (id == 0 || id > c->id_space || !c->sent_at[id - 1]) return;
@@ -333,7 +437,7 @@ static void on_packet(struct conn *c, uint8_t type, const uint8_t *body, size_t 
     }
     if (opt.mode == SATURATE && measuring >= 0) publish_one(c, t);
   }
-  /* Anything else (PINGRESP, a PUBLISH the broker sends) is ignored. */
+  /* Anything else (PINGRESP; a PUBLISH the broker sends, unless --device) is ignored. */
 }
 
 static void on_readable(struct conn *c, uint64_t t) {
@@ -382,7 +486,7 @@ static void on_readable(struct conn *c, uint64_t t) {
         break;
       }
       if (end - p < len) break;
-      on_packet(c, buf[at] & 0xf0, buf + p, len, t);
+      on_packet(c, buf[at] & 0xf0, buf[at] & 0x0f, buf + p, len, t);
       if (c->state == CLOSED) return;
       at = p + len;
     }
@@ -402,10 +506,18 @@ static void open_conn(struct conn *c) {
   if (c->fd < 0) die("socket (raise the open-file limit?)");
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port) };
+  int port = opt.nports ? opt.ports[c->port_idx] : opt.port;
+  struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
   if (inet_pton(AF_INET, opt.host, &addr.sin_addr) != 1) {
     fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
     exit(2);
+  }
+  if (opt.source_net >= 0) {
+    int i = (int)(c - conns);
+    struct sockaddr_in local = { .sin_family = AF_INET, .sin_port = 0 };
+    local.sin_addr.s_addr = htonl((127u << 24) | ((uint32_t)opt.source_net << 16) | ((uint32_t)(i / 250 % 250) << 8) | (uint32_t)(i % 250 + 1));
+    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(c->fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind (--source-net)");
   }
   struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)(c - conns) };
   if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
@@ -420,6 +532,16 @@ static void open_conn(struct conn *c) {
 
 static void open_more(void) {
   while (next_to_open < nconns && in_progress < opt.concurrency) open_conn(&conns[next_to_open++]);
+  if (!retries_waiting || in_progress >= opt.concurrency) return;
+  uint64_t t = now_ns();
+  for (int i = 0; i < next_to_open && in_progress < opt.concurrency; i++) {
+    struct conn *c = &conns[i];
+    if (!c->retry_at || c->retry_at > t) continue;
+    c->retry_at = 0;
+    retries_waiting--;
+    reconnects++;
+    open_conn(c);
+  }
 }
 
 static void on_event(struct conn *c, uint32_t events, uint64_t t) {
@@ -506,6 +628,7 @@ static void load_creds(void) {
     }
     c->fd = -1;
     c->state = IDLE;
+    c->port_idx = opt.nports ? (nconns - 1 + opt.port_offset) % opt.nports : 0;
     c->id_space = opt.window * 8 < 64 ? 64 : (opt.window * 8 > 65535 ? 65535 : opt.window * 8);
     c->sent_at = calloc((size_t)c->id_space, sizeof *c->sent_at);
     c->next_id = 1;
@@ -524,7 +647,9 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --creds FILE [--mode saturate|rate|connect] [--host 127.0.0.1] [--port 1883]\n"
           "               [--conns N] [--window 10] [--payload 200] [--seconds 10] [--warmup 2]\n"
-          "               [--rate 5000] [--concurrency 200] [--hold] [--keepalive 0]\n");
+          "               [--rate 5000] [--concurrency 200] [--hold] [--keepalive 0]\n"
+          "               [--device] [--reconnect] [--ports P1,P2,...] [--port-offset K] [--source-net B]\n"
+          "               [--connect-timeout 120]\n");
   exit(2);
 }
 
@@ -552,8 +677,23 @@ static void parse_args(int argc, char **argv) {
     else if (!strcmp(a, "--concurrency")) { NEED(); opt.concurrency = atoi(v); }
     else if (!strcmp(a, "--keepalive")) { NEED(); opt.keepalive = atoi(v); }
     else if (!strcmp(a, "--hold")) opt.hold = 1;
+    else if (!strcmp(a, "--device")) opt.device = 1;
+    else if (!strcmp(a, "--reconnect")) opt.reconnect = 1;
+    else if (!strcmp(a, "--source-net")) { NEED(); opt.source_net = atoi(v); }
+    else if (!strcmp(a, "--connect-timeout")) { NEED(); opt.connect_timeout = atof(v); }
+    else if (!strcmp(a, "--port-offset")) { NEED(); opt.port_offset = atoi(v); }
+    else if (!strcmp(a, "--ports")) {
+      NEED();
+      char *list = strdup(v), *save = NULL;
+      for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (opt.nports == MAX_PORTS) usage();
+        opt.ports[opt.nports++] = atoi(tok);
+      }
+      free(list);
+    }
     else usage();
   }
+  if (opt.source_net > 255 || opt.connect_timeout <= 0 || (opt.reconnect && !opt.nports)) usage();
   if (!opt.creds || opt.window < 1 || opt.window > 8000 || opt.payload < 0 || opt.payload > 1 << 20 || opt.concurrency < 1 || opt.rate <= 0) usage();
 }
 
@@ -562,10 +702,28 @@ static void on_signal(int sig) {
   stop_requested = 1;
 }
 
+static uint64_t status_at;
+
+/* --device: "status <ready> <reconnects> <unix us>" every 250 ms. */
+static void print_status(void) {
+  uint64_t t = now_ns();
+  if (!opt.device || t < status_at) return;
+  status_at = t + 250000000ull;
+  printf("status %llu %llu %llu\n", (unsigned long long)ready_now, (unsigned long long)reconnects, (unsigned long long)wall_us());
+}
+
+static int all_settled(void) {
+  if (opt.reconnect) return ready_now >= (uint64_t)nconns;
+  if (opt.device) return ready_now + refused + failed >= (uint64_t)nconns;
+  return connected + refused + failed >= (uint64_t)nconns;
+}
+
 static void connect_all(double timeout_s) {
   uint64_t deadline = now_ns() + (uint64_t)(timeout_s * 1e9);
   open_more();
-  while (!stop_requested && connected + refused + failed < (uint64_t)nconns && now_ns() < deadline) {
+  while (!stop_requested && !all_settled() && now_ns() < deadline) {
+    print_status();
+    fflush(stdout);
     poll_once(50);
     open_more();
   }
@@ -576,10 +734,11 @@ static void print_result(const char *mode, double elapsed, double cpu, uint64_t 
   printf("{\"mode\":\"%s\",\"conns\":%d,\"connected\":%llu,\"refused\":%llu,\"failed\":%llu,"
          "\"sent\":%llu,\"acked\":%llu,\"windowAcked\":%llu,\"seconds\":%.3f,\"rate\":%.1f,"
          "\"p50Ms\":%.3f,\"p90Ms\":%.3f,\"p99Ms\":%.3f,\"p999Ms\":%.3f,\"maxMs\":%.3f,"
-         "\"cpuSeconds\":%.3f,\"cpuShare\":%.3f}\n",
+         "\"cpuSeconds\":%.3f,\"cpuShare\":%.3f,\"ready\":%llu,\"reconnects\":%llu,\"c2d\":%llu,\"methods\":%llu}\n",
          mode, nconns, (unsigned long long)connected, (unsigned long long)refused, (unsigned long long)failed,
          (unsigned long long)sent_total, (unsigned long long)acked_total, (unsigned long long)window_acked, elapsed, rate,
-         percentile(0.5), percentile(0.9), percentile(0.99), percentile(0.999), lat_max / 1000.0, cpu, elapsed > 0 ? cpu / elapsed : 0);
+         percentile(0.5), percentile(0.9), percentile(0.99), percentile(0.999), lat_max / 1000.0, cpu, elapsed > 0 ? cpu / elapsed : 0,
+         (unsigned long long)ready_now, (unsigned long long)reconnects, (unsigned long long)c2d_seen, (unsigned long long)methods_answered);
   fflush(stdout);
 }
 
@@ -624,23 +783,27 @@ int main(int argc, char **argv) {
   if (opt.mode == CONNECT) {
     uint64_t t0 = now_ns();
     double c0 = cpu_seconds();
-    connect_all(120);
+    connect_all(opt.connect_timeout);
     double elapsed = (double)((connack_at_last > t0 ? connack_at_last : now_ns()) - t0) / 1e9;
     double cpu = cpu_seconds() - c0;
     fprintf(stderr, "loadgen: %llu of %d connected in %.2f s (%llu refused, %llu failed)\n", (unsigned long long)connected, nconns, elapsed,
             (unsigned long long)refused, (unsigned long long)failed);
     if (opt.hold) {
-      printf("held %llu\n", (unsigned long long)connected);
+      printf("held %llu\n", (unsigned long long)(opt.device ? ready_now : connected));
       fflush(stdout);
       struct pollfd in = { .fd = 0, .events = POLLIN };
       while (!stop_requested) {
         poll_once(100);
+        open_more();
+        print_status();
+        fflush(stdout);
         if (poll(&in, 1, 0) > 0) {
           char b[64];
           if (read(0, b, sizeof b) <= 0) break;
         }
       }
     }
+    shutting_down = 1;
     print_result("connect", elapsed, cpu, connected);
     disconnect_all();
     return 0;
