@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync, writeFileSync } from 'node:fs'
 import { SimError } from './errors.js'
+import { findLocalGateway } from './local-gateway.js'
 import { parseCli, USAGE } from './options.js'
 import { renderHtml } from './report/html.js'
 import { progressLine, summaryTable } from './report/summary.js'
@@ -12,7 +13,7 @@ import { serveAsWorker } from './workers.js'
  * Exit code 0 when the run completed (whatever it measured), 2 on usage or setup errors.
  */
 async function main(): Promise<number> {
-  const parsed = parseCli(process.argv.slice(2), (file) => readFileSync(file, 'utf8'))
+  const parsed = parseCli(process.argv.slice(2), (file) => readFileSync(file, 'utf8'), findLocalGateway())
   if (parsed.mode === 'help') {
     process.stdout.write(USAGE)
     return 0
@@ -21,8 +22,9 @@ async function main(): Promise<number> {
     serveAsWorker()
     return -1
   }
-  const { scenario, json, html, quiet } = parsed.options
+  const { scenario, json, html, quiet, notes } = parsed.options
   const log = (line: string): void => void (quiet || process.stderr.write(`${line}\n`))
+  for (const note of notes) log(note)
   const live = process.stdout.isTTY && !quiet
   const t0 = Date.now()
   let previousSent = 0

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util'
 import { SimError } from './errors.js'
+import { sameApi, type LocalGateway } from './local-gateway.js'
 import { loadScenarioFile, parseScenario, parseSourceIps, type Scenario } from './scenario.js'
 
 /**
@@ -66,7 +67,11 @@ export interface CliOptions {
   json?: string
   html?: string
   quiet: boolean
+  /** What was taken from the local gateway's data directory, to say so at start. */
+  notes: string[]
 }
+
+const DEFAULT_API = 'http://127.0.0.1:8080'
 
 export type ParsedArgs = { mode: 'help' } | { mode: 'worker' } | { mode: 'run'; options: CliOptions }
 
@@ -84,7 +89,7 @@ function defined(record: Record<string, unknown>): Record<string, unknown> {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof FLAGS; args: string[] }>>['values']
 
-export function parseCli(argv: readonly string[], readFile: (file: string) => string): ParsedArgs {
+export function parseCli(argv: readonly string[], readFile: (file: string) => string, local: LocalGateway | null = null): ParsedArgs {
   let values: Values
   try {
     values = parseArgs({ args: [...argv], options: FLAGS, strict: true }).values
@@ -94,10 +99,31 @@ export function parseCli(argv: readonly string[], readFile: (file: string) => st
   if (values.help) return { mode: 'help' }
   if (values.worker) return { mode: 'worker' }
   const top = runFlags(values)
-  const scenario = values.scenario
-    ? parseScenario({ ...(loadScenarioFile(values.scenario) as Record<string, unknown>), ...top }, values.scenario)
-    : parseScenario({ ...top, groups: [groupFlags(values, readFile)] }, 'command line')
-  return { mode: 'run', options: { scenario, ...defined({ json: values.json, html: values.html }), quiet: values.quiet ?? false } }
+  const file = values.scenario ? (loadScenarioFile(values.scenario) as Record<string, unknown>) : null
+  const notes = local ? localDefaults(top, file, local) : []
+  const scenario = file ? parseScenario({ ...file, ...top }, values.scenario!) : parseScenario({ ...top, groups: [groupFlags(values, readFile)] }, 'command line')
+  return { mode: 'run', options: { scenario, ...defined({ json: values.json, html: values.html }), quiet: values.quiet ?? false, notes } }
+}
+
+/**
+ * A run against the gateway that runs from ./data (its API is the one asked for): its admin token
+ * when none is given, and its embedded stream to count loss from when no stream is named.
+ */
+function localDefaults(top: Record<string, unknown>, file: Record<string, unknown> | null, local: LocalGateway): string[] {
+  const api = (top.api ?? file?.api ?? DEFAULT_API) as string
+  const notes: string[] = []
+  const isLocal = local.httpUrl !== null ? sameApi(local.httpUrl, api) : sameApi(DEFAULT_API, api)
+  if (!isLocal) return notes
+  if (top.token === undefined && file?.token === undefined && local.token !== null) {
+    top.token = local.token
+    notes.push(`admin token from ${local.dataDir}/admin-token`)
+  }
+  const streamNamed = [top.dataDir, top.streamConfig, file?.dataDir, file?.streamConfig].some((v) => v !== undefined)
+  if (!streamNamed && local.hasStream && local.httpUrl !== null) {
+    top.dataDir = local.dataDir
+    notes.push(`counting loss from the embedded stream in ${local.dataDir} (the gateway at ${local.httpUrl} runs there; --data-dir or --stream-config to change)`)
+  }
+  return notes
 }
 
 /** Flags about the run and the gateway: they also override a scenario file. */

@@ -28,7 +28,7 @@ export interface SimulationHooks {
 }
 
 function apiTarget(scenario: Scenario): ApiTarget {
-  if (!scenario.token) throw new SimError('E_SIM_USAGE', 'provisioning through the API needs --token (or STREAMGATE_ADMIN_TOKEN), or use --credentials FILE')
+  if (!scenario.token) throw new SimError('E_SIM_USAGE', 'provisioning through the API needs --token (or STREAMGATE_ADMIN_TOKEN, or ./data/admin-token of the gateway that runs here), or use --credentials FILE')
   return { api: scenario.api, token: scenario.token }
 }
 

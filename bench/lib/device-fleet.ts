@@ -89,23 +89,27 @@ export function cpuSecondsOf(pid: number): number {
   }
 }
 
-function readStat(pid: number): { comm: string; utime: number; stime: number } | null {
+function readStat(pid: number): { comm: string; utime: number; stime: number; cutime: number; cstime: number } | null {
   const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const close = text.lastIndexOf(')')
   const comm = text.slice(text.indexOf('(') + 1, close)
   const fields = text.slice(close + 2).split(' ')
   // Fields after the name start at 3 (state); utime is field 14, stime 15.
-  return { comm, utime: Number(fields[11]), stime: Number(fields[12]) }
+  // cutime and cstime (16, 17) hold the CPU of children that exited and were reaped.
+  return { comm, utime: Number(fields[11]), stime: Number(fields[12]), cutime: Number(fields[13]), cstime: Number(fields[14]) }
 }
 
-/** CPU seconds used so far by every process whose name starts with `prefix` (e.g. the PostgreSQL server's). */
+/**
+ * CPU seconds used so far by every process whose name starts with `prefix` (e.g. the PostgreSQL server's),
+ * counting children that already exited (a PostgreSQL backend's CPU moves to the postmaster when it ends).
+ */
 export function cpuSecondsByName(prefix: string): number {
   let total = 0
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     try {
       const stat = readStat(Number(entry))
-      if (stat && stat.comm.startsWith(prefix)) total += (stat.utime + stat.stime) / 100
+      if (stat && stat.comm.startsWith(prefix)) total += (stat.utime + stat.stime + stat.cutime + stat.cstime) / 100
     } catch {
       // Gone between the listing and the read.
     }

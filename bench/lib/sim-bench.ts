@@ -38,7 +38,8 @@ function memStatsFor(name: string): { file: string; nodeArgs: string[]; env: Rec
 function stopper(child: ChildProcess, memStatsFile: string): () => Promise<void> {
   return async () => {
     rmSync(memStatsFile, { force: true })
-    if (child.exitCode !== null) return
+    // A child killed by a signal (the scale-out benchmark SIGKILLs one) has exitCode null.
+    if (child.exitCode !== null || child.signalCode !== null) return
     const exited = new Promise((r) => child.once('exit', r))
     child.kill('SIGTERM')
     await exited

@@ -35,7 +35,7 @@ export function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string)
   return result.data
 }
 
-function mapError(err: unknown): Mapped {
+function mapError(err: unknown, request?: FastifyRequest): Mapped {
   if (isGatewayError(err)) {
     const status = err.httpStatus
     return { status, code: err.code, message: status >= 500 ? ERROR_CODES[err.code].summary : err.message }
@@ -45,6 +45,12 @@ function mapError(err: unknown): Mapped {
   if (typeof statusCode === 'number' && statusCode === 413) {
     return { status: 413, code: 'E_PAYLOAD_TOO_LARGE', message: 'request body is too large' }
   }
+  if ((err as Partial<FastifyError>).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    // Fastify says only "Unsupported Media Type": say what the API takes and what it got.
+    const got = request?.headers['content-type']
+    const sent = got === undefined ? 'no Content-Type header' : `Content-Type ${JSON.stringify(got.slice(0, 100))}`
+    return { status: 400, code: 'E_BAD_REQUEST', message: `the body must be JSON sent with "Content-Type: application/json" (the request had ${sent})` }
+  }
   if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) {
     return { status: 400, code: 'E_BAD_REQUEST', message: (err as Error).message }
   }
@@ -53,7 +59,7 @@ function mapError(err: unknown): Mapped {
 
 export function registerErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const mapped = mapError(err)
+    const mapped = mapError(err, request)
     if (mapped.status >= 500) {
       request.log.error({ err, code: mapped.code, route: request.routeOptions.url }, 'request failed')
     } else {

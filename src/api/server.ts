@@ -42,6 +42,10 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     clientErrorHandler,
   })
 
+  // Every body the API takes is JSON. Fastify also parses text/plain as a string, which would
+  // reach the schemas as "expected object, received string"; without that parser a text body
+  // gets the same clear "send Content-Type: application/json" as any other type (errors.ts).
+  app.removeContentTypeParser('text/plain')
   registerErrorHandlers(app)
   registerRequestObservers(app, deps.metrics.registry)
   registerHealthRoutes(app, deps)

@@ -66,14 +66,14 @@ export function removeRuntimeFile(dataDir: string, pid: number = process.pid): v
 }
 
 /** The gateway serving this data dir right now, or null (no file, dead pid, or no answer in 1 s). */
-export async function findRunningGateway(dataDir: string): Promise<{ httpUrl: string } | null> {
+export async function findRunningGateway(dataDir: string): Promise<{ httpUrl: string; mqttUrl: string } | null> {
   const info = readRuntimeFile(dataDir)
   if (!info || !isProcessAlive(info.pid)) return null
   const httpUrl = info.httpUrl.replace(/\/+$/, '')
   try {
     const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) })
     await res.body?.cancel()
-    return res.ok ? { httpUrl } : null
+    return res.ok ? { httpUrl, mqttUrl: info.mqttUrl } : null
   } catch {
     return null
   }

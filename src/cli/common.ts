@@ -40,7 +40,7 @@ export function configFromFlags(values: FlagValues, env: NodeJS.ProcessEnv = pro
   const sets = values.set
   for (const item of Array.isArray(sets) ? sets : []) {
     const eq = item.indexOf('=')
-    if (eq <= 0) throw new Error(`--set expects key=value, got "${item}"`)
+    if (eq <= 0) throw new UsageError(`--set expects key=value (for example --set mqtt.port=1884), got "${item}"`)
     overrides[item.slice(0, eq)] = item.slice(eq + 1)
   }
   const configFile = typeof values.config === 'string' ? values.config : env.STREAMGATE_CONFIG

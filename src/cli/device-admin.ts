@@ -1,4 +1,5 @@
-import { resolve } from 'node:path'
+import { existsSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { resolveAdminToken } from '../api/admin-token.js'
 import type { DeviceList, DeviceWithConnectionString } from '../api/devices.js'
 import { findRunningGateway, isProcessAlive, readRuntimeFile } from '../app/runtime-file.js'
@@ -35,6 +36,8 @@ export interface DevicePage {
  */
 export interface DeviceAdmin {
   readonly mode: 'http' | 'local'
+  /** Where the devices are read and written, for the user: the gateway's API or the registry's place. */
+  readonly source: string
   add(input: CreateDeviceInput): Promise<IssuedDevice>
   list(page: { limit: number; after?: string }): Promise<DevicePage>
   /** Rejects E_DEVICE_NOT_FOUND. */
@@ -54,13 +57,20 @@ export class LocalDeviceAdmin implements DeviceAdmin {
     private readonly hostname: string,
     /** The state this CLI process opened; a removed device's queue and session go with it. */
     private readonly stores: StateStores,
+    readonly source: string,
   ) {}
 
   /**
    * Open the registry on state.backend (SQLite: `<dataDir>/registry.db`, created on first use as
    * the gateway would; PostgreSQL: the shared schema, migrated as the gateway would).
    */
-  static async open(config: GatewayConfig): Promise<LocalDeviceAdmin> {
+  static async open(config: GatewayConfig, access: 'read' | 'write' = 'write'): Promise<LocalDeviceAdmin> {
+    const source = config.state.backend === 'postgres' ? 'the PostgreSQL registry (state.backend postgres)' : `the registry file ${registryFile(config)}`
+    // A read never creates a data directory: a mistyped --data-dir (or the wrong working
+    // directory) must not answer "no devices" from an empty registry it just made.
+    if (access === 'read' && config.state.backend === 'sqlite' && !existsSync(registryFile(config))) {
+      throw new GatewayError('E_NO_DATA', `no device registry in the data directory ${resolve(config.dataDir)} (no gateway has run there): pass --data-dir, or run the command where the gateway runs`)
+    }
     const stores = openStateStores(config, 'tool')
     const registry = stores.registry()
     try {
@@ -69,7 +79,7 @@ export class LocalDeviceAdmin implements DeviceAdmin {
       await stores.end()
       throw err
     }
-    return new LocalDeviceAdmin(registry, config.hostname, stores)
+    return new LocalDeviceAdmin(registry, config.hostname, stores, source)
   }
 
   async add(input: CreateDeviceInput): Promise<IssuedDevice> {
@@ -138,11 +148,14 @@ const REQUEST_TIMEOUT_MS = 15_000
 
 export class HttpDeviceAdmin implements DeviceAdmin {
   readonly mode = 'http'
+  readonly source: string
 
   constructor(
     readonly baseUrl: string,
     private readonly token: string,
-  ) {}
+  ) {
+    this.source = `the gateway at ${baseUrl}`
+  }
 
   async add(input: CreateDeviceInput): Promise<IssuedDevice> {
     return issued(await this.request<DeviceWithConnectionString>('POST', '/api/devices', input))
@@ -243,7 +256,11 @@ export async function runningGateway(config: GatewayConfig, warn: (message: stri
 }
 
 /** Through the gateway's API when one serves this data dir (it must learn of every change), otherwise on the registry file. */
-export async function openDeviceAdmin(config: GatewayConfig, warn: (message: string) => void): Promise<DeviceAdmin> {
+export async function openDeviceAdmin(config: GatewayConfig, warn: (message: string) => void, access: 'read' | 'write' = 'write'): Promise<DeviceAdmin> {
   const running = await runningGateway(config, warn, 'its connected devices are not disconnected')
-  return running ? new HttpDeviceAdmin(running.httpUrl, running.token) : LocalDeviceAdmin.open(config)
+  return running ? new HttpDeviceAdmin(running.httpUrl, running.token) : LocalDeviceAdmin.open(config, access)
+}
+
+function registryFile(config: GatewayConfig): string {
+  return join(resolve(config.dataDir), 'registry.db')
 }

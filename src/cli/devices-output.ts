@@ -9,8 +9,8 @@ export function formatTable(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n') + '\n'
 }
 
-export function formatDeviceList(devices: DeviceView[]): string {
-  if (devices.length === 0) return 'no devices\n'
+export function formatDeviceList(devices: DeviceView[], source: string): string {
+  if (devices.length === 0) return `no devices in ${source}\n`
   return formatTable(
     ['DEVICE ID', 'STATUS', 'AUTH', 'CONNECTION', 'LAST ACTIVITY'],
     devices.map((d) => [d.deviceId, d.status, d.authMethod, d.connectionState, d.lastActivityAt ?? '-']),

@@ -60,6 +60,9 @@ interface Subcommand {
   prepare: Prepare
 }
 
+/** Commands that only read: they never create a data directory or a registry file. */
+const READS = new Set(['list', 'show', 'token'])
+
 const SUBCOMMANDS: Record<string, Subcommand> = {
   add: { takesId: true, options: ['auth', 'password', 'thumbprint'], prepare: prepareAdd },
   list: { takesId: false, options: [], prepare: async () => listAll },
@@ -98,7 +101,7 @@ export async function devicesCommand(argv: string[]): Promise<number> {
     const id = checkShape(name!, sub, args, values)
     const config = loadConfig(values)
     const action = await sub.prepare(id, values, config)
-    admin = await openDeviceAdmin(config, (message) => process.stderr.write(`warning: ${message}\n`))
+    admin = await openDeviceAdmin(config, (message) => process.stderr.write(`warning: ${message}\n`), READS.has(name!) ? 'read' : 'write')
     const output = await action(admin)
     process.stdout.write(values.json ? toJson(output.json) : output.human)
     return EXIT_OK
@@ -194,7 +197,9 @@ async function listAll(admin: DeviceAdmin): Promise<Output> {
     if (page.next === null) break
     after = page.next
   }
-  return { human: formatDeviceList(devices), json: devices }
+  // Which registry answered goes to stderr, so that stdout stays the table a script can parse.
+  if (devices.length > 0) process.stderr.write(`${devices.length} device${devices.length === 1 ? '' : 's'} in ${admin.source}\n`)
+  return { human: formatDeviceList(devices, admin.source), json: devices }
 }
 
 function viewOutput(device: DeviceView): Output {

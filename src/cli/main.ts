@@ -17,6 +17,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   tail: { summary: 'print records of a stream topic', load: async () => (await import('./tail.js')).tailCommand },
   send: { summary: 'queue a cloud-to-device message for a device', load: async () => (await import('./commands.js')).sendCommand },
   invoke: { summary: 'call a direct method on a connected device', load: async () => (await import('./commands.js')).invokeCommand },
+  'device-demo': { summary: 'connect as a device that prints what it receives and answers methods', load: async () => (await import('./device-demo.js')).deviceDemoCommand },
   certs: { summary: 'create a development CA, a server certificate and device certificates', load: async () => (await import('./certs.js')).certsCommand },
   ca: { summary: 'trust a CA for devices with X.509 certificates (--auth x509-ca)', load: async () => (await import('./ca.js')).caCommand },
   twin: { summary: "show a device twin or patch its desired properties", load: async () => (await import('./commands.js')).twinCommand },
@@ -30,7 +31,7 @@ const USAGE = [
   'usage: streamgate <command> [options]',
   '',
   'commands:',
-  ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(11)}${c.summary}`),
+  ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(12)}${c.summary}`),
   '',
   'streamgate <command> --help   options of one command',
   'streamgate --version          print the version',
@@ -54,8 +55,8 @@ export async function main(argv: string[]): Promise<number> {
     const command = await COMMANDS[name]!.load()
     return await command(rest)
   } catch (err) {
-    // Commands report their own errors; this catches what escapes them (start's parseArgs, ...).
-    return reportError(err, `${USAGE}\n\nrun: streamgate ${name} --help`)
+    // Commands report their own errors with their own usage; this catches what escapes them.
+    return reportError(err, `usage: streamgate ${name} [options]`)
   }
 }
 

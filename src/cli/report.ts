@@ -19,7 +19,7 @@ export function isUsageProblem(err: unknown): boolean {
 
 export function reportError(err: unknown, usage: string, stderr: NodeJS.WritableStream = process.stderr): number {
   if (isUsageProblem(err)) {
-    stderr.write(`error: ${(err as Error).message}\n\n${usage}\n`)
+    stderr.write(`error: ${(err as Error).message}\n\n${synopsis(usage)}\n`)
     return EXIT_USAGE
   }
   if (isGatewayError(err)) {
@@ -29,4 +29,14 @@ export function reportError(err: unknown, usage: string, stderr: NodeJS.Writable
   const message = err instanceof Error ? err.message : String(err)
   stderr.write(`error E_INTERNAL: ${message}\n`)
   return EXIT_FAILURE
+}
+
+/**
+ * A usage error shows the command's synopsis (its usage text up to the first blank line) and
+ * where the rest is, not the whole help: the message must stay the thing the eye lands on.
+ */
+export function synopsis(usage: string): string {
+  const head = usage.split('\n\n')[0]!
+  const command = /^usage: (streamgate(?: [a-z][a-z-]*)?)/.exec(head)?.[1]
+  return command ? `${head}\n\nrun "${command} --help" for every option` : head
 }

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util'
 import { Gateway, type GatewayAddresses } from '../app/gateway.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { COMMON_OPTIONS, configFromFlags } from './common.js'
+import { reportError } from './report.js'
 
 const USAGE = `usage: streamgate start [--config FILE] [--data-dir DIR] [--hostname H] [--mqtt-port N]
                         [--http-port N] [--admin-token T] [--log-level L] [--set key=value ...]
@@ -14,12 +15,22 @@ MQTT over secure WebSocket (443), which the Azure IoT device SDK needs; \`stream
 makes a development certificate for them (docs/azure-migration.md).`
 
 export async function startCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: COMMON_OPTIONS, allowPositionals: false, strict: true })
-  if (values.help) {
-    process.stdout.write(USAGE + '\n')
-    return 0
+  let config: GatewayConfig
+  try {
+    const { values } = parseArgs({ args: argv, options: COMMON_OPTIONS, allowPositionals: false, strict: true })
+    if (values.help) {
+      process.stdout.write(USAGE + '\n')
+      return 0
+    }
+    config = configFromFlags(values)
+  } catch (err) {
+    return reportError(err, USAGE)
   }
-  const config = configFromFlags(values)
+  // A failure to start (a port in use, a stream that is down) reaches main, which prints its code.
+  return run(config)
+}
+
+async function run(config: GatewayConfig): Promise<number> {
   const gateway = new Gateway({ config })
   const addresses = await gateway.start().catch((err: unknown) => {
     // Start-up rolled back what it had started (app/lifecycle.ts); a handle something left open

@@ -8,6 +8,7 @@ import type { EventStream, StoredRecord } from '../stream/types.js'
 import { recordToJson } from '../stream/format.js'
 import { resolveTopic, selectPartitions, tailRecords } from '../stream/tail.js'
 import { COMMON_OPTIONS, UsageError, configFromFlags } from './common.js'
+import { reportError } from './report.js'
 
 const USAGE = `usage: streamgate tail TOPIC [--from-beginning] [--follow] [--group G] [--partition P ...] [--lines N]
 
@@ -35,6 +36,14 @@ const OPTIONS = {
 } as const
 
 export async function tailCommand(argv: string[]): Promise<number> {
+  try {
+    return await tail(argv)
+  } catch (err) {
+    return reportError(err, USAGE)
+  }
+}
+
+async function tail(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true })
   if (values.help) {
     process.stdout.write(USAGE + '\n')

@@ -136,9 +136,21 @@ function readYamlFile(file: string, problems: string[]): Tree {
     }
     return value as Tree
   } catch (err) {
-    problems.push(`${file}: YAML error: ${(err as Error).message.split('\n')[0]}`)
+    problems.push(describeYamlError(file, err))
     return {}
   }
+}
+
+/**
+ * The yaml library's message is "<reason> at line L, column C:" followed by the source line and a
+ * caret on lines of their own: keep all of it, reason first, the excerpt indented under it.
+ */
+export function describeYamlError(file: string, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err)
+  const at = /^([\s\S]*?) at line (\d+), column (\d+):\n?([\s\S]*)$/.exec(message)
+  if (!at) return `${file}: YAML error: ${message.trim()}`
+  const excerpt = at[4]!.split('\n').filter((line) => line.trim() !== '').map((line) => `      ${line}`)
+  return [`${file}, line ${at[2]}, column ${at[3]}: YAML error: ${at[1]!.trim()}`, ...excerpt].join('\n')
 }
 
 function setPath(tree: Tree, path: string, value: unknown): void {

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   E_UNAUTHORIZED: { http: 401, connack: 5, summary: 'The API request has no valid admin bearer token.' },
   E_NOT_FOUND: { http: 404, connack: 5, summary: 'The API route or resource does not exist.' },
   E_INTERNAL: { http: 500, connack: 3, summary: 'An unexpected internal failure; details are in the log only.' },
+  E_NO_DATA: { http: 404, connack: 3, summary: 'A command that only reads found no gateway data in the data directory it was given (no gateway has run there); nothing was created.' },
   E_LISTEN_FAILED: { http: 500, connack: 3, summary: 'A listener could not bind its address (in use, or a privileged port without the right); the gateway did not start and exits.' },
   E_INTERNALS_CHANGED: { http: 500, connack: 3, summary: 'An Aedes or mqtt-packet internal the gateway relies on is missing or changed (a version other than the pinned one is installed); the gateway does not start.' },
 
@@ -59,7 +60,7 @@ export const ERROR_CODES = {
   E_METHOD_TIMEOUT: { http: 504, connack: 3, summary: 'The device did not answer the direct method within its response timeout; IoT Hub 504101.' },
   E_TWIN_TOO_LARGE: { http: 413, connack: 3, summary: 'A twin section would exceed commands.maxTwinSectionBytes after the patch; nothing is changed.' },
   E_TWIN_TOO_DEEP: { http: 400, connack: 3, summary: 'A twin patch nests objects or arrays deeper than commands.maxTwinDepth (IoT Hub: 10); nothing is changed.' },
-  E_GATEWAY_NOT_RUNNING: { http: 503, connack: 3, summary: 'The CLI command needs a running gateway on the data directory (send, invoke, twin) and found none.' },
+  E_GATEWAY_NOT_RUNNING: { http: 503, connack: 3, summary: 'The CLI command needs a running gateway on the data directory (send, invoke, twin, device-demo) and found none.' },
   E_TWIN_VERSION_MISMATCH: { http: 412, connack: 3, summary: 'The If-Match version does not equal the current desired-properties version; nothing is changed.' },
 
   E_ROUTE_QUERY_INVALID: { http: 400, connack: 3, summary: 'A route condition does not parse (IoT Hub routing query syntax) or exceeds its length or nesting bound; the message gives the column.' },

@@ -175,6 +175,20 @@ describe('devices', () => {
     expect(big.body.error?.code).toBe('E_PAYLOAD_TOO_LARGE')
   })
 
+  it('POST without a JSON content type says what the API takes and what it got', async () => {
+    for (const [headers, got] of [
+      [{ 'content-type': 'text/plain' }, 'Content-Type "text/plain"'],
+      [{}, 'Content-Type "text/plain;charset=UTF-8"'],
+      [{ 'content-type': 'application/x-www-form-urlencoded' }, 'Content-Type "application/x-www-form-urlencoded"'],
+    ] as const) {
+      const res = await fetch(baseUrl + '/api/devices', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, ...headers }, body: '{"deviceId":"typed"}' })
+      const body = (await res.json()) as { error: { code: string; message: string } }
+      expect(res.status).toBe(400)
+      expect(body.error).toEqual({ code: 'E_BAD_REQUEST', message: `the body must be JSON sent with "Content-Type: application/json" (the request had ${got})` })
+    }
+    expect(await registry.get('typed')).toBeNull()
+  })
+
   it('POST of an existing id is 409 E_DEVICE_EXISTS', async () => {
     await call('POST', '/api/devices', { body: { deviceId: 'twice' } })
     const res = await call('POST', '/api/devices', { body: { deviceId: 'twice' } })

@@ -118,6 +118,8 @@ describe('streamgate devices, registry file (no gateway running)', () => {
     expect(text.code).toBe(0)
     const lines = text.stdout.trimEnd().split('\n')
     expect(lines[0]).toMatch(/^DEVICE ID\s+STATUS\s+AUTH\s+CONNECTION\s+LAST ACTIVITY$/)
+    // Which registry answered, on stderr (stdout stays the table).
+    expect(text.stderr).toContain(`2 devices in the registry file ${join(dataDir, 'registry.db')}`)
     expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 3))).toEqual([
       ['dev1', 'enabled', 'sas'],
       ['meter-7', 'enabled', 'password'],
@@ -193,6 +195,9 @@ describe('streamgate devices, registry file (no gateway running)', () => {
     expect(res.code).toBe(2)
     expect(res.stderr).toContain(message)
     expect(res.stderr).toContain('usage: streamgate devices')
+    // The message, the synopsis and where the rest is: not the whole 24-line help.
+    expect(res.stderr.trimEnd().split('\n').length).toBeLessThanOrEqual(6)
+    expect(res.stderr).toContain('run "streamgate devices --help" for every option')
   })
 
   it('uses the registry file when gateway.json names a dead process', async () => {
@@ -281,3 +286,52 @@ describe('streamgate devices, through a running gateway’s API', () => {
   })
 })
 
+
+describe('the first hour: errors a new user meets', () => {
+  it('start --set without "=" is a usage error (exit 2), not E_INTERNAL', async () => {
+    const res = await cli(tmp, ['start', '--set', 'mqtt.port'])
+    expect(res.code).toBe(2)
+    expect(res.stderr).toMatch(/^error: --set expects key=value \(for example --set mqtt.port=1884\), got "mqtt.port"/)
+    expect(res.stderr).not.toContain('E_INTERNAL')
+    expect(res.stderr).toContain('usage: streamgate start')
+  })
+
+  it('a YAML error names the line and column and shows the offending line', async () => {
+    const file = join(tmp, 'broken.yaml')
+    await writeFile(file, 'mqtt:\n  port: 1883\n   tls: on\n')
+    const res = await cli(tmp, ['start', '--config', file])
+    expect(res.code).toBe(1)
+    expect(res.stderr).toContain('E_CONFIG_INVALID')
+    expect(res.stderr).toMatch(/broken\.yaml, line \d+, column \d+: YAML error: \S.+/)
+    // The excerpt the yaml library prints after "column N:" is kept, not cut off.
+    expect(res.stderr).toMatch(/line 2, column 9: YAML error: Nested mappings are not allowed in compact mappings\n +port: 1883\n +\^/)
+  })
+
+  it('tail errors show tail\'s usage, not the list of every command', async () => {
+    const res = await cli(tmp, ['tail'])
+    expect(res.code).toBe(2)
+    expect(res.stderr).toContain('error: tail needs exactly one TOPIC')
+    expect(res.stderr).toContain('usage: streamgate tail TOPIC')
+    expect(res.stderr).not.toContain('commands:')
+    const unknown = await cli(tmp, ['tail', 'telemetry', '--colour'])
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toContain('usage: streamgate tail TOPIC')
+  })
+
+  it('devices list on a data directory where no gateway ran says so and creates nothing', async () => {
+    const missing = join(tmp, 'not-a-data-dir')
+    for (const args of [['devices', 'list'], ['devices', 'show', 'dev1'], ['devices', 'token', 'dev1']]) {
+      const res = await cli(missing, args)
+      expect(res.code).toBe(1)
+      expect(res.stderr).toContain(`error E_NO_DATA: no device registry in the data directory ${missing}`)
+      expect(existsSync(missing)).toBe(false)
+    }
+    // A write still creates the registry, as the gateway would.
+    const added = await cli(missing, ['devices', 'add', 'dev1'])
+    expect(added.code).toBe(0)
+    const listed = await cli(missing, ['devices', 'list'])
+    expect(listed.code).toBe(0)
+    expect(listed.stderr).toContain(`1 device in the registry file ${join(missing, 'registry.db')}`)
+    await rm(missing, { recursive: true, force: true })
+  })
+})

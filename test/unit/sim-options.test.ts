@@ -1,8 +1,9 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parseCli } from '../../device-sim/options.js'
+import { findLocalGateway } from '../../device-sim/local-gateway.js'
 import { gatewayUrls, parseSourceIps } from '../../device-sim/scenario.js'
 import { fleetIds, readCredentialsFile } from '../../device-sim/provision.js'
 import { SimError } from '../../device-sim/errors.js'
@@ -112,5 +113,55 @@ events:
     expect(readCredentialsFile(lines)).toEqual([{ deviceId: 'b', key: 'a2V5PT0=', hubHost: 'hub.example' }])
     writeFileSync(lines, 'HostName=hub;DeviceId=b;x509=true\n')
     expect(() => readCredentialsFile(lines)).toThrow(/line 1/)
+  })
+})
+
+describe('the gateway that runs from ./data (npm start)', () => {
+  function localDir(files: { token?: string; httpUrl?: string; stream?: boolean }): string {
+    const cwd = mkdtempSync(join(tmpdir(), 'streamgate-sim-local-'))
+    const data = join(cwd, 'data')
+    mkdirSync(data)
+    if (files.token !== undefined) writeFileSync(join(data, 'admin-token'), `${files.token}\n`)
+    if (files.httpUrl !== undefined) writeFileSync(join(data, 'gateway.json'), JSON.stringify({ pid: 1, httpUrl: files.httpUrl, mqttUrl: 'mqtt://127.0.0.1:1883', startedAt: '' }))
+    if (files.stream) writeFileSync(join(data, 'stream.db'), '')
+    return cwd
+  }
+  const parse = (argv: string[], cwd: string) => {
+    const parsed = parseCli(argv, noFile, findLocalGateway(cwd))
+    if (parsed.mode !== 'run') throw new Error('expected run mode')
+    return parsed.options
+  }
+
+  it('takes its admin token and counts loss from its embedded stream when the run targets it', () => {
+    const cwd = localDir({ token: 'local-token', httpUrl: 'http://127.0.0.1:8080', stream: true })
+    const options = parse(['--devices', '2'], cwd)
+    expect(options.scenario.token).toBe('local-token')
+    expect(options.scenario.dataDir).toBe(join(cwd, 'data'))
+    expect(options.notes).toEqual([
+      `admin token from ${join(cwd, 'data')}/admin-token`,
+      `counting loss from the embedded stream in ${join(cwd, 'data')} (the gateway at http://127.0.0.1:8080 runs there; --data-dir or --stream-config to change)`,
+    ])
+    // localhost and 127.0.0.1 are the same API.
+    expect(parse(['--api', 'http://localhost:8080'], cwd).scenario.token).toBe('local-token')
+  })
+
+  it('keeps what the command line says, and leaves other gateways alone', () => {
+    const cwd = localDir({ token: 'local-token', httpUrl: 'http://127.0.0.1:8080', stream: true })
+    const given = parse(['--token', 'mine', '--data-dir', '/elsewhere'], cwd)
+    expect([given.scenario.token, given.scenario.dataDir, given.notes]).toEqual(['mine', '/elsewhere', []])
+    const kafka = parse(['--stream-config', 'kafka.yaml'], cwd)
+    expect(kafka.scenario.dataDir).toBeUndefined()
+    const other = parse(['--api', 'http://10.0.0.9:8080'], cwd)
+    expect([other.scenario.token, other.scenario.dataDir, other.notes]).toEqual([undefined, undefined, []])
+    const otherPort = parse(['--api', 'http://127.0.0.1:9090'], cwd)
+    expect(otherPort.scenario.token).toBeUndefined()
+  })
+
+  it('without gateway.json takes the token for the default API but reads no stream', () => {
+    const cwd = localDir({ token: 'local-token', stream: true })
+    const options = parse([], cwd)
+    expect(options.scenario.token).toBe('local-token')
+    expect(options.scenario.dataDir).toBeUndefined()
+    expect(findLocalGateway(mkdtempSync(join(tmpdir(), 'streamgate-sim-none-')))).toBeNull()
   })
 })
