@@ -1,3 +1,4 @@
+import type { StreamsApi } from './streams.js'
 import type { DeviceRegistry } from '../registry/types.js'
 import type { GatewayMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
@@ -19,7 +20,7 @@ export interface CommandsApi {
  * An admin change the gateway reacts to: it records `created` and `removed` on `device-events`,
  * and disconnects the live device on the others (and on `removed`).
  */
-export type DeviceChange = 'created' | 'removed' | 'disabled' | 'keys-rotated' | 'password-changed'
+export type DeviceChange = 'created' | 'removed' | 'disabled' | 'keys-rotated' | 'password-changed' | 'kicked'
 
 export interface ReadinessReport {
   ready: boolean
@@ -60,6 +61,8 @@ export interface ApiDeps {
   routing?: RoutingApi
   analytics?: AnalyticsApi
   /** When given, /api/instances is served. */
+  /** GET /api/streams: topics, offsets, consumer groups and lag. */
+  streams?: StreamsApi
   cluster?: ClusterApi
   /** Largest request body in bytes; default 64 KiB (device admin bodies are tiny). */
   bodyLimit?: number

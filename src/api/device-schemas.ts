@@ -36,6 +36,8 @@ export const rotateKeyBody = z.strictObject({
 export const listQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).optional(),
   after: z.string().optional(),
+  /** Only ids starting with this; at most a device id's length. */
+  prefix: z.string().max(128).optional(),
 })
 
 export const deviceParams = z.strictObject({ id: z.string() })

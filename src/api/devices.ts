@@ -78,6 +78,13 @@ export function registerDeviceRoutes(api: FastifyInstance, deps: ApiDeps): void 
     return toDeviceView(device!)
   })
 
+  // Kick: the device's connection is closed wherever it is (the device may connect again at once).
+  api.post('/devices/:id/disconnect', async (request, reply) => {
+    const device = await mustGet(deps, request)
+    notify(request, device.deviceId, 'kicked')
+    return reply.code(202).send({ deviceId: device.deviceId, disconnecting: true })
+  })
+
   api.post('/devices/:id/keys/rotate', async (request): Promise<DeviceWithConnectionString> => {
     const { id } = parseWith(deviceParams, request.params, 'path')
     // An empty POST (no body at all) means "rotate the primary key".

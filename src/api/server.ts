@@ -5,6 +5,8 @@ import { registerDeviceRoutes } from './devices.js'
 import { registerCommandRoutes } from './commands.js'
 import { registerRoutingRoutes } from './routing.js'
 import { registerAnalyticsRoutes } from './analytics.js'
+import { registerStreamRoutes } from './streams.js'
+import { registerConsoleRoutes } from './ui.js'
 import { registerClusterRoutes } from './cluster.js'
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandlers } from './errors.js'
 import { registerHealthRoutes } from './health.js'
@@ -49,6 +51,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerErrorHandlers(app)
   registerRequestObservers(app, deps.metrics.registry)
   registerHealthRoutes(app, deps)
+  registerConsoleRoutes(app)
   await app.register(
     async (api) => {
       api.addHook('onRequest', bearerAuth(deps.adminToken))
@@ -57,6 +60,7 @@ export async function createApiServer(deps: ApiDeps): Promise<FastifyInstance> {
       if (deps.routing) registerRoutingRoutes(api, deps.routing)
       if (deps.analytics) registerAnalyticsRoutes(api, deps.analytics)
       if (deps.cluster) registerClusterRoutes(api, deps.cluster)
+      if (deps.streams) registerStreamRoutes(api, deps.streams)
     },
     { prefix: '/api' },
   )

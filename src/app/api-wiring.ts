@@ -13,6 +13,7 @@ import { tailRoute } from '../api/tail-socket.js'
 import type { RoutingApi } from '../api/routing.js'
 import type { AnalyticsApi } from '../api/analytics.js'
 import type { ClusterApi } from '../api/cluster.js'
+import type { StreamsApi } from '../api/streams.js'
 import { attachHttpEdge } from './edge.js'
 
 export interface ApiParts {
@@ -30,6 +31,7 @@ export interface ApiParts {
   cluster: ClusterApi
   routing: Omit<RoutingApi, 'maxJsonDepth'>
   analytics: AnalyticsApi
+  streams: Omit<StreamsApi, 'stream'>
 }
 
 /**
@@ -43,6 +45,7 @@ export async function createGatewayApi(config: GatewayConfig, edge: ListenerCont
     routing: { ...p.routing, maxJsonDepth: config.http.maxJsonDepth },
     analytics: p.analytics,
     cluster: p.cluster,
+    streams: { stream: p.stream, ...p.streams },
     // Method payloads (128 KiB) and C2D payloads (64 KiB) travel inside JSON bodies.
     bodyLimit: 2 * Math.max(config.commands.maxMethodPayloadBytes, config.commands.maxMessageBytes, config.commands.maxTwinSectionBytes) + 16 * 1024,
     maxJsonDepth: config.http.maxJsonDepth,

@@ -392,6 +392,10 @@ export class Gateway {
         },
       },
       analytics: { store: this.analyticsStore, service: this.analytics },
+      streams: {
+        topics: () => [...Object.values(this.topics), ...this.routing.endpointTopics()],
+        groups: () => [{ group: this.config.commands.consumerGroup, topic: this.topics.commands }, ...this.routing.consumers()],
+      },
     })
     this.api = api
     return close

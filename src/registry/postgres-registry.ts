@@ -102,13 +102,23 @@ export class PostgresDeviceRegistry implements DeviceRegistry {
   }
 
   async list(options?: ListOptions): Promise<Device[]> {
-    const { limit, after } = resolveListOptions(options)
-    const rows =
-      after === undefined
-        ? await this.query<PgDeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices ORDER BY device_id LIMIT $1`, [limit])
-        : // PostgreSQL cannot hold U+0000: the cursor is cut there, which keeps the page SQLite
-          // gives (no id contains one, so an id sorts after `a\0b` exactly when it sorts after `a`).
-          await this.query<PgDeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE device_id > $1 ORDER BY device_id LIMIT $2`, [beforeNul(after), limit])
+    const { limit, after, prefix } = resolveListOptions(options)
+    // No id holds U+0000 (PostgreSQL cannot store one): a prefix with it matches nothing.
+    if (prefix?.includes('\u0000')) return []
+    const where: string[] = []
+    const args: unknown[] = []
+    // PostgreSQL cannot hold U+0000: the cursor is cut there, which keeps the page SQLite
+    // gives (no id contains one, so an id sorts after `a\0b` exactly when it sorts after `a`).
+    if (after !== undefined) {
+      args.push(beforeNul(after))
+      where.push(`device_id > $${args.length}`)
+    }
+    if (prefix !== undefined) {
+      args.push(prefix)
+      where.push(`device_id >= $${args.length}`, `left(device_id, length($${args.length})) = $${args.length}`)
+    }
+    args.push(limit)
+    const rows = await this.query<PgDeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY device_id LIMIT $${args.length}`, args)
     return rows.map(toDevice)
   }
 

@@ -100,13 +100,20 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   async list(options?: ListOptions): Promise<Device[]> {
-    const { limit, after } = resolveListOptions(options)
-    const rows = this.run((db) =>
-      after === undefined
-        ? prepared<unknown[], DeviceRow>(db, 'SELECT * FROM devices ORDER BY device_id LIMIT ?').all(limit)
-        : prepared<unknown[], DeviceRow>(db, 'SELECT * FROM devices WHERE device_id > ? ORDER BY device_id LIMIT ?')
-            .all(after, limit),
-    )
+    const { limit, after, prefix } = resolveListOptions(options)
+    // A prefix starts the scan at itself in the id index; substr() keeps only the ids it starts.
+    const where: string[] = []
+    const args: unknown[] = []
+    if (after !== undefined) {
+      where.push('device_id > ?')
+      args.push(after)
+    }
+    if (prefix !== undefined) {
+      where.push('device_id >= ?', 'substr(device_id, 1, ?) = ?')
+      args.push(prefix, prefix.length, prefix)
+    }
+    const sql = `SELECT * FROM devices${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY device_id LIMIT ?`
+    const rows = this.run((db) => prepared<unknown[], DeviceRow>(db, sql).all(...args, limit))
     return rows.map(toDevice)
   }
 

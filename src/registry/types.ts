@@ -74,7 +74,7 @@ export interface DeviceRegistry {
   create(input: CreateDeviceInput): Promise<Device>
   /** null when unknown. */
   get(deviceId: string): Promise<Device | null>
-  list(options?: { limit?: number; after?: string }): Promise<Device[]>
+  list(options?: { limit?: number; after?: string; prefix?: string }): Promise<Device[]>
   /** Writes a `deleted` event. Rejects E_DEVICE_NOT_FOUND (and writes nothing). */
   remove(deviceId: string): Promise<void>
   setStatus(deviceId: string, status: DeviceStatus): Promise<Device>

@@ -22,6 +22,8 @@ export interface ListOptions {
   limit?: number
   /** Exclusive cursor: only devices whose id sorts after this one. */
   after?: string
+  /** Only devices whose id starts with this (case-sensitive, as ids compare). */
+  prefix?: string
 }
 
 /**
@@ -94,12 +96,13 @@ export function validateThumbprintFor(method: AuthMethod, thumbprint: unknown): 
   return normalised
 }
 
-export function resolveListOptions(options: ListOptions | undefined): { limit: number; after: string | undefined } {
+export function resolveListOptions(options: ListOptions | undefined): { limit: number; after: string | undefined; prefix: string | undefined } {
   const limit = options?.limit ?? DEFAULT_LIST_LIMIT
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
     throw new GatewayError('E_BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LIST_LIMIT}`)
   }
-  return { limit, after: options?.after }
+  const prefix = options?.prefix === '' ? undefined : options?.prefix
+  return { limit, after: options?.after, prefix }
 }
 
 /** The one E_DEVICE_NOT_FOUND every backend answers for a device that is not registered. */

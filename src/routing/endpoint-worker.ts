@@ -72,6 +72,10 @@ export class EndpointWorker {
   /** Since this gateway started the worker (the metrics have the same, labelled). */
   readonly counts = { delivered: 0, failedAttempts: 0, deadLettered: 0 }
 
+  get consumerGroup(): { group: string; topic: string } {
+    return { group: this.ctx.group, topic: this.ctx.topic }
+  }
+
   constructor(
     private readonly ctx: WorkerContext,
     plan: WorkerPlan,

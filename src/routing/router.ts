@@ -221,6 +221,16 @@ export class RoutingService {
     this.log.info({ endpoints: definitions.endpoints.length, routes: definitions.routes.length, consumers: this.workers.size }, 'routes loaded')
   }
 
+  /** The consumer group of each endpoint worker and the topic it reads (GET /api/streams). */
+  consumers(): Array<{ group: string; topic: string }> {
+    return [...this.workers.values()].map((w) => w.consumerGroup)
+  }
+
+  /** Topics the stream endpoints write to. */
+  endpointTopics(): string[] {
+    return this.definitions.endpoints.flatMap((e) => (e.type === 'stream' ? [e.topic] : []))
+  }
+
   private workerContext(): Omit<ConstructorParameters<typeof EndpointWorker>[0], 'topic' | 'group'> {
     const { stream, metrics, logger, topics, settings } = this.options
     return { stream, metrics, logger, deadLetterTopic: topics.deadLetter, twins: this.twins, restartDelayMs: settings.restartDelayMs }

@@ -172,6 +172,21 @@ export function deviceRegistryContract(name: string, factory: RegistryFactory): 
         expect((await registry.list({ after: 'a0' })).map((d) => d.deviceId)).toEqual(['b', 'c'])
       })
 
+      it('lists the ids that start with a prefix, paged like the rest', async () => {
+        for (const id of ['room-1', 'room-10', 'room-2', 'roof', 'Room-3', 'r', 'room%', 'room_x', 'roomy']) await registry.create({ deviceId: id })
+        const ids = async (o: { prefix?: string; after?: string; limit?: number }): Promise<string[]> => (await registry.list(o)).map((d) => d.deviceId)
+        expect(await ids({ prefix: 'room-' })).toEqual(['room-1', 'room-10', 'room-2'])
+        // Case-sensitive, and % and _ are plain characters (no LIKE patterns).
+        expect(await ids({ prefix: 'Room' })).toEqual(['Room-3'])
+        expect(await ids({ prefix: 'room%' })).toEqual(['room%'])
+        expect(await ids({ prefix: 'room_' })).toEqual(['room_x'])
+        expect(await ids({ prefix: 'room-', limit: 2 })).toEqual(['room-1', 'room-10'])
+        expect(await ids({ prefix: 'room-', after: 'room-10' })).toEqual(['room-2'])
+        expect(await ids({ prefix: 'zzz' })).toEqual([])
+        expect(await ids({ prefix: 'ro\u0000' })).toEqual([])
+        expect(await ids({ prefix: '' })).toHaveLength(9)
+      })
+
       it('rejects a limit outside 1..1000 with E_BAD_REQUEST', async () => {
         await expectCode(registry.list({ limit: 0 }), 'E_BAD_REQUEST')
         await expectCode(registry.list({ limit: 1001 }), 'E_BAD_REQUEST')
