@@ -228,7 +228,7 @@ export class RoutingService {
 
   /** Topics the stream endpoints write to. */
   endpointTopics(): string[] {
-    return this.definitions.endpoints.flatMap((e) => (e.type === 'stream' ? [e.topic] : []))
+    return this.definitions.endpoints.flatMap((e) => (e.type === 'stream' ? [this.topicOf(e.topic)] : []))
   }
 
   private workerContext(): Omit<ConstructorParameters<typeof EndpointWorker>[0], 'topic' | 'group'> {
