@@ -35,6 +35,7 @@ export function device(root, id) {
             ['auth method', data.authMethod],
             ['connection', h('span', { id: 'connection-state', class: data.connectionState === 'connected' ? 'ok' : 'muted' }, data.connectionState)],
             ['since', data.connectionStateUpdatedAt ?? '–'],
+            ['instance', h('span', { id: 'device-instance' }, data.instanceId ?? '–')],
             ['on this instance', data.live ? `${data.live.transport} from ${data.live.remoteAddress} since ${data.live.connectedAt}` : 'no'],
             ['last activity', data.lastActivityAt ?? '–'],
             ['created', data.createdAt],

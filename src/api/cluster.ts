@@ -7,6 +7,8 @@ export interface ClusterApi {
   instances(): Promise<InstanceInfo[]>
   /** This instance's device connections now. */
   liveConnections(): number
+  /** The live instance holding the device's connection, per the shared ownership table (null: none known). */
+  owner(deviceId: string): Promise<string | null>
 }
 
 /**

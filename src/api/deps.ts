@@ -55,6 +55,8 @@ export interface ApiDeps {
   readiness: () => ReadinessReport
   onDeviceChanged?: (deviceId: string, change: DeviceChange) => void
   deviceConnection?: (deviceId: string) => LiveConnection | null
+  /** When given, GET /api/devices/:id adds `instanceId`: the instance holding its connection (null: none). */
+  connectedInstance?: (deviceId: string) => Promise<string | null>
   /** When given, the message, method and twin routes are served. */
   commands?: CommandsApi
   /** When given, /api/routes and /api/endpoints are served. */

@@ -9,7 +9,7 @@ import { parseWith } from './errors.js'
 
 /** A device as the API shows it, plus its connection string where one was just (re)issued. */
 export type DeviceWithConnectionString = DeviceView & { connectionString: string | null }
-export type DeviceDetail = DeviceView & { live?: LiveConnection | null }
+export type DeviceDetail = DeviceView & { live?: LiveConnection | null; instanceId?: string | null }
 export interface DeviceList {
   devices: DeviceView[]
   /** Pass as `after` for the next page; null once a page came back short. */
@@ -51,6 +51,7 @@ export function registerDeviceRoutes(api: FastifyInstance, deps: ApiDeps): void 
     const device = await mustGet(deps, request)
     const view: DeviceDetail = toDeviceView(device)
     if (deps.deviceConnection) view.live = deps.deviceConnection(device.deviceId)
+    if (deps.connectedInstance) view.instanceId = await deps.connectedInstance(device.deviceId)
     return view
   })
 

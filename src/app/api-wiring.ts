@@ -68,6 +68,7 @@ export async function createGatewayApi(config: GatewayConfig, edge: ListenerCont
         void p.commands.deviceRemoved(deviceId).catch((err: unknown) => p.logger.error({ err, deviceId }, 'could not purge the queue of a removed device'))
       }
     },
+    connectedInstance: async (deviceId) => (p.broker.connectionOf(deviceId) ? p.cluster.instanceId() : ((await p.cluster.owner(deviceId)) ?? null)),
     deviceConnection: (deviceId) => {
       const ctx = p.broker.connectionOf(deviceId)
       return ctx ? { connectedAt: new Date(ctx.connectedAt).toISOString(), remoteAddress: ctx.remoteAddress, transport: ctx.transport } : null

@@ -383,6 +383,7 @@ export class Gateway {
         instanceId: () => this.cluster.instanceId,
         instances: () => this.cluster.instances(),
         liveConnections: () => this.broker.connectedCount,
+        owner: async (deviceId) => (await this.cluster.ownerOf(deviceId))?.instanceId ?? null,
       },
       routing: {
         store: this.routeStore,

@@ -71,6 +71,10 @@ describe.runIf(enabled)('three gateway instances on Kafka and PostgreSQL', () =>
       ['gw-c', true, true, 'kafka'],
     ])
     expect((await A.call('GET', '/api/instances', undefined)).status).toBe(200)
+    // Each instance's API says which instance holds the device (the console's device page shows it).
+    for (const gw of [A, B, C]) expect((await gw.call('GET', '/api/devices/list-dev')).body).toMatchObject({ instanceId: 'gw-b', connectionState: 'connected' })
+    expect((await C.call('GET', '/api/devices/list-dev')).body).toMatchObject({ live: null })
+    expect((await B.call('GET', '/api/devices/list-dev')).body).toMatchObject({ live: { transport: 'tcp' } })
   })
 
   it('delivers a C2D message sent through C to a device on A, completed once, with one feedback', async () => {
