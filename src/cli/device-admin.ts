@@ -66,11 +66,7 @@ export class LocalDeviceAdmin implements DeviceAdmin {
    */
   static async open(config: GatewayConfig, access: 'read' | 'write' = 'write'): Promise<LocalDeviceAdmin> {
     const source = config.state.backend === 'postgres' ? 'the PostgreSQL registry (state.backend postgres)' : `the registry file ${registryFile(config)}`
-    // A read never creates a data directory: a mistyped --data-dir (or the wrong working
-    // directory) must not answer "no devices" from an empty registry it just made.
-    if (access === 'read' && config.state.backend === 'sqlite' && !existsSync(registryFile(config))) {
-      throw new GatewayError('E_NO_DATA', `no device registry in the data directory ${resolve(config.dataDir)} (no gateway has run there): pass --data-dir, or run the command where the gateway runs`)
-    }
+    if (access === 'read') requireRegistry(config)
     const stores = openStateStores(config, 'tool')
     const registry = stores.registry()
     try {
@@ -259,6 +255,17 @@ export async function runningGateway(config: GatewayConfig, warn: (message: stri
 export async function openDeviceAdmin(config: GatewayConfig, warn: (message: string) => void, access: 'read' | 'write' = 'write'): Promise<DeviceAdmin> {
   const running = await runningGateway(config, warn, 'its connected devices are not disconnected')
   return running ? new HttpDeviceAdmin(running.httpUrl, running.token) : LocalDeviceAdmin.open(config, access)
+}
+
+/**
+ * A read never creates a data directory: a mistyped --data-dir (or the wrong working directory)
+ * must not answer "no devices" from an empty registry it just made. Where no registry file is,
+ * no gateway has run (a gateway creates it at start), so none can be asked either.
+ */
+export function requireRegistry(config: GatewayConfig): void {
+  if (config.state.backend === 'sqlite' && !existsSync(registryFile(config))) {
+    throw new GatewayError('E_NO_DATA', `no device registry in the data directory ${resolve(config.dataDir)} (no gateway has run there): pass --data-dir, or run the command where the gateway runs`)
+  }
 }
 
 function registryFile(config: GatewayConfig): string {

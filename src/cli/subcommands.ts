@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { GatewayConfig } from '../config/schema.js'
 import { isGatewayError } from '../errors/catalogue.js'
 import { COMMON_OPTIONS, UsageError, configFromFlags, type FlagValues } from './common.js'
+import { requireRegistry } from './device-admin.js'
 import { toJson } from './devices-output.js'
 import { EXIT_OK, reportError } from './report.js'
 
@@ -34,6 +35,9 @@ export interface SubcommandGroup<Admin, Options extends NonNullable<ParseArgsCon
 
 export type ParsedValues<Options extends NonNullable<ParseArgsConfig['options']>> = ReturnType<typeof parseArgs<{ options: Options; allowPositionals: true; strict: true }>>['values']
 
+/** Subcommands that only read: they never create a registry file (E_NO_DATA instead). */
+const READS = new Set(['list', 'rules'])
+
 /** Returns the exit code (0 ok, 1 failed, 2 usage). */
 export async function runSubcommand<Admin, Options extends NonNullable<ParseArgsConfig['options']>>(spec: SubcommandGroup<Admin, Options>, argv: string[]): Promise<number> {
   let admin: (Admin & { close(): Promise<void> }) | undefined
@@ -50,6 +54,7 @@ export async function runSubcommand<Admin, Options extends NonNullable<ParseArgs
     const name = checkShape(`${spec.group} ${command!}`, sub, args, flags, Object.keys(spec.options))
     const config = loadConfig(flags)
     const action = await sub.prepare(name, values as ParsedValues<Options>)
+    if (READS.has(command!)) requireRegistry(config)
     admin = await spec.open(config, (message) => process.stderr.write(`warning: ${message}\n`))
     const output = await action(admin)
     process.stdout.write(flags.json ? toJson(output.json) : output.human)

@@ -226,10 +226,16 @@ export class PostgresCluster implements Cluster {
     })
   }
 
+  /**
+   * The heartbeat goes over the LISTEN connection, which is outside the pool: a pool that every
+   * connecting device keeps busy (a connect storm) must not delay it past the timeout, or the
+   * others would take this live instance for dead and reap its devices. The pool is the way
+   * only while the LISTEN connection is being re-opened.
+   */
   private async heartbeat(): Promise<void> {
     if (this.stopped) return
     try {
-      await this.options.state.pool.query('UPDATE cluster_instances SET heartbeat_at = now(), connections = $2 WHERE instance_id = $1', [this.instanceId, this.options.connections()])
+      await (this.listener ?? this.options.state.pool).query('UPDATE cluster_instances SET heartbeat_at = now(), connections = $2 WHERE instance_id = $1', [this.instanceId, this.options.connections()])
       // Signals for instances that are gone will never be read.
       await this.options.state.pool.query(`DELETE FROM cluster_signals s WHERE NOT EXISTS (SELECT 1 FROM cluster_instances i WHERE i.instance_id = s.instance_id AND ${this.live('i')})`)
     } catch (err) {
@@ -240,7 +246,15 @@ export class PostgresCluster implements Cluster {
   /** The LISTEN connection: outside the pool (LISTEN belongs to a session). Re-opened when it drops. */
   private async listen(): Promise<void> {
     if (this.stopped) return
-    const client = new pg.Client({ connectionString: this.options.url, application_name: `streamgate-listen-${this.instanceId}`, connectionTimeoutMillis: 5000 })
+    // In the schema and under the statement timeout of the pool's connections: the heartbeat
+    // is written over this connection too.
+    const client = new pg.Client({
+      connectionString: this.options.url,
+      application_name: `streamgate-listen-${this.instanceId}`,
+      connectionTimeoutMillis: 5000,
+      statement_timeout: this.options.heartbeatTimeoutMs,
+      options: `-c search_path=${this.options.state.schema}`,
+    })
     client.on('error', () => undefined)
     client.on('notification', (n) => {
       if (n.payload === this.instanceId) this.drainSignals()

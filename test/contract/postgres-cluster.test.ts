@@ -53,6 +53,25 @@ describe.runIf(enabled)('PostgresCluster: instances, ownership, signals', () => 
     expect((await a.instances()).find((i) => i.instanceId === 'b')?.alive).toBe(false)
   })
 
+  it('keeps its heartbeat while every connection of its pool is held (a connect storm)', async () => {
+    const a = node('a')
+    const b = node('b')
+    await a.start()
+    await b.start()
+    expect(await a.claim('dev-a', 'c1')).toMatchObject({ epoch: 1 })
+    // Take all of a's pool (3 connections) for longer than the heartbeat timeout (600 ms).
+    const held = await Promise.all([0, 1, 2].map(() => states[0]!.pool.connect()))
+    try {
+      await new Promise((r) => setTimeout(r, 1500))
+      expect((await b.instances()).find((i) => i.instanceId === 'a')?.alive).toBe(true)
+      // b's reaper finds a alive: its device stays its own.
+      expect(await b.reapOwnerships()).not.toContain('dev-a')
+      expect(await b.ownerOf('dev-a')).toEqual({ instanceId: 'a', epoch: 1 })
+    } finally {
+      for (const c of held) c.release()
+    }
+  })
+
   it('refuses a second instance when either runs on the embedded stream, with a clear error', async () => {
     await node('a', { streamBackend: 'embedded' }).start()
     await expect(node('b').start()).rejects.toMatchObject({ code: 'E_CONFIG_INVALID', message: expect.stringContaining('need stream.backend kafka: instance a runs on the embedded stream') })

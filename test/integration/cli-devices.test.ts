@@ -326,6 +326,12 @@ describe('the first hour: errors a new user meets', () => {
       expect(res.stderr).toContain(`error E_NO_DATA: no device registry in the data directory ${missing}`)
       expect(existsSync(missing)).toBe(false)
     }
+    for (const args of [['routes', 'list'], ['endpoints', 'list'], ['aggregates', 'list'], ['alerts', 'rules'], ['alerts', 'list']]) {
+      const res = await cli(missing, args)
+      expect({ args, code: res.code }).toEqual({ args, code: 1 })
+      expect(res.stderr).toContain('error E_NO_DATA')
+      expect(existsSync(missing)).toBe(false)
+    }
     // A write still creates the registry, as the gateway would.
     const added = await cli(missing, ['devices', 'add', 'dev1'])
     expect(added.code).toBe(0)
