@@ -57,3 +57,21 @@ export function pretty(text) {
 export function time(ms) {
   return new Date(Number(ms)).toLocaleTimeString()
 }
+
+/**
+ * Run `refresh` now and every `ms`; a failure is shown in `line` (with its code) until the next
+ * round succeeds. Returns the view's { stop() }.
+ */
+export function every(ms, line, refresh) {
+  const round = async () => {
+    try {
+      await refresh()
+      if (line.classList.contains('error')) status(line, '', '')
+    } catch (err) {
+      status(line, 'error', errorText(err))
+    }
+  }
+  void round()
+  const timer = setInterval(round, ms)
+  return { stop: () => clearInterval(timer) }
+}

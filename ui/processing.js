@@ -1,5 +1,5 @@
 import { api } from './api.js'
-import { h, fill, status, errorText, table } from './dom.js'
+import { h, fill, every, status, errorText, table } from './dom.js'
 
 /**
  * Routes, endpoints, aggregates and alerts: endpoint health, counters and lag (GET /api/routes),
@@ -22,37 +22,29 @@ export function processing(root) {
     h('section', { class: 'card' }, h('h2', {}, 'Aggregates'), aggregates),
     h('section', { class: 'card' }, h('h2', {}, 'Open alerts'), alerts),
   )
-  const refresh = async () => {
-    try {
-      const { data } = await api('GET', '/api/routes')
-      fill(
-        endpoints,
-        table(
-          ['endpoint', 'type', 'health', 'lag', 'delivered', 'failed attempts', 'dead-lettered', 'last error'],
-          data.endpoints.map((e) => [e.name, e.type, h('span', { class: `health-${e.health}` }, e.health), Object.entries(e.lag).map(([t, n]) => `${t}: ${n}`).join(', ') || '–', String(e.delivered), String(e.failedAttempts), String(e.deadLettered), e.lastError ? `${e.lastError.code}: ${e.lastError.message}` : '–']),
-          'no endpoints',
-        ),
-      )
-      fill(
-        routes,
-        table(
-          ['route', 'source', 'condition', 'endpoints', 'enabled', 'matched', 'undefined condition'],
-          data.routes.map((r) => [r.name, r.source, h('code', {}, r.condition), r.endpoints.join(', '), r.enabled ? 'yes' : 'no', sum(r.matched), sum(r.undefinedCondition)]),
-          'no routes',
-        ),
-      )
-      const agg = await api('GET', '/api/aggregates')
-      fill(aggregates, table(['aggregate', 'definition', 'status'], agg.data.aggregates.map((a) => [a.name, h('code', {}, JSON.stringify({ ...a, name: undefined, status: undefined })), h('code', {}, JSON.stringify(a.status))]), 'no aggregates'))
-      const open = await api('GET', '/api/alerts')
-      fill(alerts, table(['rule', 'device', 'severity', 'since', 'value'], open.data.alerts.map((a) => [a.rule, a.deviceId ?? a.device ?? '', a.severity ?? '', a.since ?? a.raisedAt ?? '', JSON.stringify(a.value)]), 'no open alerts'))
-      line.textContent = ''
-    } catch (err) {
-      status(line, 'error', errorText(err))
-    }
-  }
-  void refresh()
-  const timer = setInterval(refresh, 3000)
-  return { stop: () => clearInterval(timer) }
+  return every(3000, line, async () => {
+    const { data } = await api('GET', '/api/routes')
+    fill(
+      endpoints,
+      table(
+        ['endpoint', 'type', 'health', 'lag', 'delivered', 'failed attempts', 'dead-lettered', 'last error'],
+        data.endpoints.map((e) => [e.name, e.type, h('span', { class: `health-${e.health}` }, e.health), Object.entries(e.lag).map(([t, n]) => `${t}: ${n}`).join(', ') || '–', String(e.delivered), String(e.failedAttempts), String(e.deadLettered), e.lastError ? `${e.lastError.code}: ${e.lastError.message}` : '–']),
+        'no endpoints',
+      ),
+    )
+    fill(
+      routes,
+      table(
+        ['route', 'source', 'condition', 'endpoints', 'enabled', 'matched', 'undefined condition'],
+        data.routes.map((r) => [r.name, r.source, h('code', {}, r.condition), r.endpoints.join(', '), r.enabled ? 'yes' : 'no', sum(r.matched), sum(r.undefinedCondition)]),
+        'no routes',
+      ),
+    )
+    const agg = await api('GET', '/api/aggregates')
+    fill(aggregates, table(['aggregate', 'definition', 'status'], agg.data.aggregates.map((a) => [a.name, h('code', {}, JSON.stringify({ ...a, name: undefined, status: undefined })), h('code', {}, JSON.stringify(a.status))]), 'no aggregates'))
+    const open = await api('GET', '/api/alerts')
+    fill(alerts, table(['rule', 'device', 'severity', 'since', 'raised', 'value'], open.data.alerts.map((a) => [a.rule, a.deviceId, a.severity, a.since, a.raisedAt, JSON.stringify(a.value)]), 'no open alerts'))
+  })
 }
 
 function sum(counts) {
