@@ -45,10 +45,19 @@ describe.runIf(enabled)('three gateway instances on Kafka and PostgreSQL', () =>
 
   afterAll(async () => {
     for (const c of clients) await c.endAsync(true).catch(() => undefined)
-    for (const gw of [A, B, C]) await gw?.kill('SIGTERM')
+    // Clean-up, not a check of this suite: an instance that has not stopped 60 s after SIGTERM
+    // (seen once in CI, not reproduced since) is reported with its last output, then killed.
+    await Promise.all(
+      [A, B, C].map(async (gw) => {
+        if (!gw) return
+        if (await Promise.race([gw.kill('SIGTERM').then(() => true), sleep(60_000).then(() => false)])) return
+        console.error(`[scale-out] ${gw.name} did not stop within 60 s of SIGTERM; its last output:\n${gw.output().slice(-4000)}`)
+        await gw.kill('SIGKILL')
+      }),
+    )
     await schema?.drop()
     await releaseKafka?.()
-  }, 120_000)
+  }, 180_000)
 
   const keep = (client: MqttClient): MqttClient => {
     clients.push(client)
