@@ -258,8 +258,18 @@ static size_t put_str(uint8_t *p, const char *s) {
   return len + 2;
 }
 
+/* A packet of `type` (first byte) around `body`: fixed header, remaining length, then the body. */
+static void queue_packet(struct conn *c, uint8_t type, const uint8_t *body, size_t n) {
+  uint8_t packet[4100];
+  size_t h = 0;
+  packet[h++] = type;
+  h += put_varint(packet + h, n);
+  memcpy(packet + h, body, n);
+  queue_bytes(c, packet, h + n);
+}
+
 static void send_connect(struct conn *c) {
-  uint8_t body[4096], packet[4100];
+  uint8_t body[4096];
   size_t n = 0;
   n += put_str(body + n, "MQTT");
   body[n++] = 4;
@@ -276,11 +286,7 @@ static void send_connect(struct conn *c) {
   n += put_str(body + n, c->client_id);
   if (c->username[0]) n += put_str(body + n, c->username);
   if (c->password[0]) n += put_str(body + n, c->password);
-  size_t h = 0;
-  packet[h++] = 0x10;
-  h += put_varint(packet + h, n);
-  memcpy(packet + h, body, n);
-  queue_bytes(c, packet, h + n);
+  queue_packet(c, 0x10, body, n);
   c->state = WAIT_CONNACK;
 }
 
@@ -339,7 +345,7 @@ static void fill_window(struct conn *c, uint64_t t) {
 
 /* --device: SUBSCRIBE to the device's cloud-to-device topic (QoS 1) and to direct methods (QoS 0). */
 static void send_subscribe(struct conn *c) {
-  uint8_t body[1024], packet[1040];
+  uint8_t body[1024];
   char c2d[600];
   if (strlen(c->client_id) > 500) {
     fprintf(stderr, "loadgen: client id too long for --device: %s\n", c->client_id);
@@ -353,11 +359,7 @@ static void send_subscribe(struct conn *c) {
   body[n++] = 1;
   n += put_str(body + n, "$iothub/methods/POST/#");
   body[n++] = 0;
-  size_t h = 0;
-  packet[h++] = 0x82;
-  h += put_varint(packet + h, n);
-  memcpy(packet + h, body, n);
-  queue_bytes(c, packet, h + n);
+  queue_packet(c, 0x82, body, n);
   c->state = SUBSCRIBING;
 }
 
