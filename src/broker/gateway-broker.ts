@@ -21,6 +21,7 @@ import type {
   DeviceAuthenticator,
   DeviceChannel,
   InboundPublish,
+  PublishDone,
   PublishHandler,
   SendResult,
   SessionStore,
@@ -292,24 +293,35 @@ export class GatewayBroker implements DeviceChannel {
       return
     }
     const inbound: InboundPublish = { topic: packet.topic, payload: toBuffer(packet.payload), qos: packet.qos as 0 | 1 | 2, retain: packet.retain === true }
-    const handled = isIotHubTopic(packet.topic)
-      ? // Requests on IoT Hub's topics are answered one at a time per connection (DeviceConnection.serialize).
-        ctx.serialize(() => this.whenDrained(client, ctx, inbound))
-      : this.whenDrained(client, ctx, inbound)
-    handled.then(
-      () => {
-        ;(packet as IngestedPacket)[INGESTED] = true
-        done(null)
-      },
-      (err: unknown) => done(this.refuse(client, ctx, toGatewayError(err), 'publish')),
-    )
+    const finish = (err: unknown): void => {
+      if (err !== null) {
+        done(this.refuse(client, ctx, toGatewayError(err), 'publish'))
+        return
+      }
+      ;(packet as IngestedPacket)[INGESTED] = true
+      done(null)
+    }
+    if (isIotHubTopic(packet.topic)) {
+      // Requests on IoT Hub's topics are answered one at a time per connection (DeviceConnection.serialize).
+      ctx
+        .serialize(() => new Promise<void>((resolve, reject) => this.whenDrained(client, ctx, inbound, (err) => (err === null ? resolve() : reject(err)))))
+        .then(
+          () => finish(null),
+          (err: unknown) => finish(err ?? new GatewayError('E_INTERNAL', 'device request failed')),
+        )
+    } else this.whenDrained(client, ctx, inbound, finish)
   }
 
   /** A device that does not read what it is sent is not read either (outbound.ts). */
-  private whenDrained(client: Client, ctx: DeviceConnection, inbound: InboundPublish): Promise<void> {
+  private whenDrained(client: Client, ctx: DeviceConnection, inbound: InboundPublish, done: PublishDone): void {
     const ready = drained(client, this.outbound)
     const handler = this.options.publishHandler
-    return ready ? ready.then(() => handler.handlePublish(ctx, inbound)) : handler.handlePublish(ctx, inbound)
+    if (!ready) handler.handlePublish(ctx, inbound, done)
+    else
+      ready.then(
+        () => handler.handlePublish(ctx, inbound, done),
+        (err: unknown) => done(err ?? new GatewayError('E_SLOW_CONSUMER', 'the device does not read what it is sent')),
+      )
   }
 
   private authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {

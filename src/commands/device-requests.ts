@@ -1,4 +1,4 @@
-import type { ConnectionContext, InboundPublish, PublishHandler } from '../broker/ports.js'
+import type { ConnectionContext, InboundPublish, PublishDone, PublishHandler } from '../broker/ports.js'
 import { GatewayError } from '../errors/catalogue.js'
 import { parseDevicePublishTopic, type DevicePublishKind } from '../protocol/topics.js'
 import type { MethodInvoker } from './method-invoker.js'
@@ -19,7 +19,14 @@ export class DeviceRequests implements PublishHandler {
     private readonly maxPayloadBytes: number,
   ) {}
 
-  async handlePublish(ctx: ConnectionContext, packet: InboundPublish): Promise<void> {
+  handlePublish(ctx: ConnectionContext, packet: InboundPublish, done: PublishDone): void {
+    this.handle(ctx, packet).then(
+      () => done(null),
+      (err: unknown) => done(err ?? new GatewayError('E_INTERNAL', 'device request failed')),
+    )
+  }
+
+  private async handle(ctx: ConnectionContext, packet: InboundPublish): Promise<void> {
     if (packet.qos === 2) throw new GatewayError('E_QOS_UNSUPPORTED', 'QoS 2 is not supported; publish with QoS 0 or 1')
     const request = parseDevicePublishTopic(packet.topic, ctx.deviceId, IOTHUB_KINDS)
     if (packet.payload.length > this.maxPayloadBytes) {
@@ -48,7 +55,8 @@ export class DevicePublishRouter implements PublishHandler {
     private readonly requests: PublishHandler,
   ) {}
 
-  handlePublish(ctx: ConnectionContext, packet: InboundPublish): Promise<void> {
-    return packet.topic.startsWith('$iothub/') ? this.requests.handlePublish(ctx, packet) : this.telemetry.handlePublish(ctx, packet)
+  handlePublish(ctx: ConnectionContext, packet: InboundPublish, done: PublishDone): void {
+    if (packet.topic.startsWith('$iothub/')) this.requests.handlePublish(ctx, packet, done)
+    else this.telemetry.handlePublish(ctx, packet, done)
   }
 }

@@ -1,13 +1,20 @@
-import type { AppendResult, EventStream, OutgoingRecord } from '../stream/types.js'
+import type { EventStream, OutgoingRecord } from '../stream/types.js'
+
+/** Told once per record: `null` when the stream holds it durably, else why it does not. */
+export type AppendDone = (err: unknown) => void
 
 /**
  * Collects records for one stream topic and appends them in one call per burst of publishes
  * (or per `maxBatch` records), so the stream gets arrays, not single records: the embedded
- * stream then commits across devices once per event-loop turn, and Kafka gets full batches. Each caller's promise settles with the
- * outcome of the batch its record went out in.
+ * stream then commits across devices once per event-loop turn, and Kafka gets full batches.
+ * Each record's callback is told the outcome of the batch it went out in.
+ *
+ * Callbacks, not a promise per record: this is the telemetry hot path, and one promise per
+ * batch settles all of its records in one loop.
  */
 export class BatchingAppender {
-  private pending: Array<{ record: OutgoingRecord; resolve: (r: AppendResult) => void; reject: (e: unknown) => void }> = []
+  private records: OutgoingRecord[] = []
+  private callbacks: AppendDone[] = []
   private scheduled = false
   private inFlight = new Set<Promise<void>>()
 
@@ -17,17 +24,16 @@ export class BatchingAppender {
     private readonly maxBatch: number,
   ) {}
 
-  append(record: OutgoingRecord): Promise<AppendResult> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ record, resolve, reject })
-      if (this.pending.length >= this.maxBatch) this.flush()
-      else if (!this.scheduled) {
-        // A microtask, not a new event-loop turn: every publish of the socket chunk being handled
-        // is queued by then, and the stream adds its own group commit across connections.
-        this.scheduled = true
-        queueMicrotask(() => this.flush())
-      }
-    })
+  append(record: OutgoingRecord, done: AppendDone): void {
+    this.records.push(record)
+    this.callbacks.push(done)
+    if (this.records.length >= this.maxBatch) this.flush()
+    else if (!this.scheduled) {
+      // A microtask, not a new event-loop turn: every publish of the socket chunk being handled
+      // is queued by then, and the stream adds its own group commit across connections.
+      this.scheduled = true
+      queueMicrotask(() => this.flush())
+    }
   }
 
   /** Resolves once every batch handed to the stream so far has settled. */
@@ -38,14 +44,29 @@ export class BatchingAppender {
 
   private flush(): void {
     this.scheduled = false
-    if (this.pending.length === 0) return
-    const batch = this.pending
-    this.pending = []
-    const done = this.stream.append(this.topic, batch.map((p) => p.record)).then(
-      (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
-      (err: unknown) => batch.forEach((p) => p.reject(err)),
+    if (this.records.length === 0) return
+    const records = this.records
+    const callbacks = this.callbacks
+    this.records = []
+    this.callbacks = []
+    const done = this.stream.append(this.topic, records).then(
+      () => tell(callbacks, null),
+      (err: unknown) => tell(callbacks, err ?? new Error('append failed')),
     )
     this.inFlight.add(done)
     void done.finally(() => this.inFlight.delete(done))
+  }
+}
+
+/** Every callback is told, even when one throws (that error is rethrown on its own, uncaught). */
+function tell(callbacks: AppendDone[], err: unknown): void {
+  for (const cb of callbacks) {
+    try {
+      cb(err)
+    } catch (thrown) {
+      queueMicrotask(() => {
+        throw thrown
+      })
+    }
   }
 }

@@ -44,17 +44,28 @@ export interface TelemetryInput {
  */
 export function buildTelemetryRecord(input: TelemetryInput): OutgoingRecord {
   const headers: Headers = {}
-  for (const [name, value] of input.properties.app) {
-    const header = RESERVED_HEADERS.has(name) ? APP_COLLISION_PREFIX + name : name
-    headers[header] = value ?? ''
+  const { app, system } = input.properties
+  // Most telemetry has no properties: skip the walks (this runs once per message).
+  if (!(app instanceof Map && app.size === 0)) {
+    for (const [name, value] of app) {
+      const header = RESERVED_HEADERS.has(name) ? APP_COLLISION_PREFIX + name : name
+      headers[header] = value ?? ''
+    }
   }
-  for (const [field, header] of SYSTEM_HEADER_ENTRIES) {
-    const value = input.properties.system[field]
-    if (value !== undefined) headers[header] = value
+  if (hasAny(system)) {
+    for (const [field, header] of SYSTEM_HEADER_ENTRIES) {
+      const value = system[field]
+      if (value !== undefined) headers[header] = value
+    }
   }
   headers['device-id'] = input.deviceId
   headers['enqueued-time'] = String(input.enqueuedAt)
   // IoT Hub does not retain; it tags the message instead (IoT Hub MQTT support, "Sending device-to-cloud messages").
   if (input.retain) headers['mqtt-retain'] = 'true'
   return { key: input.deviceId, value: input.payload, headers, timestamp: input.enqueuedAt }
+}
+
+function hasAny(object: object): boolean {
+  for (const _key in object) return true
+  return false
 }

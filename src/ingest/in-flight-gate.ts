@@ -25,6 +25,8 @@ export class InFlightGate {
     private readonly now: () => number = Date.now,
   ) {
     metrics.oldestInFlightAgeMs = () => this.oldestAgeMs()
+    // Read when scraped: two gauge sets per take and per release were a per-message cost.
+    metrics.inFlightStats = () => ({ records: this.records, bytes: this.bytes })
   }
 
   /** Age of the oldest record accepted and not yet durable, 0 when none. */
@@ -34,8 +36,7 @@ export class InFlightGate {
   }
 
   /** Mark a record as in flight for the oldest-age metric; pass what it returns to `done` when it settles. */
-  track(): number {
-    const at = this.now()
+  track(at = this.now()): number {
     this.admitted.set(at, (this.admitted.get(at) ?? 0) + 1)
     return at
   }
@@ -69,7 +70,6 @@ export class InFlightGate {
       this.take(next.bytes)
       next.wake()
     }
-    this.publish()
   }
 
   get inFlightRecords(): number {
@@ -88,11 +88,5 @@ export class InFlightGate {
   private take(bytes: number): void {
     this.records += 1
     this.bytes += bytes
-    this.publish()
-  }
-
-  private publish(): void {
-    this.metrics.inFlightRecords.set(this.records)
-    this.metrics.inFlightBytes.set(this.bytes)
   }
 }

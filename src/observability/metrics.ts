@@ -1,4 +1,5 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+import { FastHistogram } from './fast-histogram.js'
 
 /**
  * All gateway metrics on one prom-client registry (one per gateway instance, so tests can run
@@ -44,10 +45,38 @@ export class GatewayMetrics {
   })
   readonly aclDenials = new Counter({ name: 'streamgate_acl_denials_total', help: 'Publishes or subscriptions refused by the per-device ACL (connection closed)', labelNames: ['action', 'code'], registers: [this.registry] })
   readonly protocolErrors = new Counter({ name: 'streamgate_protocol_errors_total', help: 'Connections closed for a protocol error, by code', labelNames: ['code'], registers: [this.registry] })
-  readonly telemetryRecords = new Counter({ name: 'streamgate_telemetry_records_total', help: 'Telemetry records written durably to the stream', labelNames: ['qos'], registers: [this.registry] })
-  readonly telemetryBytes = new Counter({ name: 'streamgate_telemetry_bytes_total', help: 'Telemetry payload bytes written to the stream', registers: [this.registry] })
-  readonly inFlightRecords = new Gauge({ name: 'streamgate_ingest_in_flight_records', help: 'Records accepted from devices and not yet durable', registers: [this.registry] })
-  readonly inFlightBytes = new Gauge({ name: 'streamgate_ingest_in_flight_bytes', help: 'Payload bytes accepted from devices and not yet durable', registers: [this.registry] })
+  /**
+   * Counted by the ingest in plain fields, once per message, and read into the counters below
+   * when scraped: a prom-client inc() hashes its labels on every call.
+   */
+  readonly telemetryTally = { qos0: 0, qos1: 0, bytes: 0 }
+  private telemetryReported = { qos0: 0, qos1: 0, bytes: 0 }
+  readonly telemetryRecords = new Counter({ collect: () => this.syncTelemetry(), name: 'streamgate_telemetry_records_total', help: 'Telemetry records written durably to the stream', labelNames: ['qos'], registers: [this.registry] })
+  readonly telemetryBytes = new Counter({ collect: () => this.syncTelemetry(), name: 'streamgate_telemetry_bytes_total', help: 'Telemetry payload bytes written to the stream', registers: [this.registry] })
+  /** Set by the ingest's in-flight gate. */
+  inFlightStats: () => { records: number; bytes: number } = () => ({ records: 0, bytes: 0 })
+  readonly inFlightRecords = (() => {
+    const source = (): number => this.inFlightStats().records
+    return new Gauge({
+      name: 'streamgate_ingest_in_flight_records',
+      help: 'Records accepted from devices and not yet durable',
+      registers: [this.registry],
+      collect() {
+        this.set(source())
+      },
+    })
+  })()
+  readonly inFlightBytes = (() => {
+    const source = (): number => this.inFlightStats().bytes
+    return new Gauge({
+      name: 'streamgate_ingest_in_flight_bytes',
+      help: 'Payload bytes accepted from devices and not yet durable',
+      registers: [this.registry],
+      collect() {
+        this.set(source())
+      },
+    })
+  })()
   /** Set by the ingest: milliseconds since the oldest in-flight record was accepted. */
   oldestInFlightAgeMs: () => number = () => 0
   readonly oldestInFlightSeconds = (() => {
@@ -64,12 +93,15 @@ export class GatewayMetrics {
   })()
   readonly backpressureWaits = new Counter({ name: 'streamgate_ingest_backpressure_waits_total', help: 'Publishes that waited for in-flight capacity (device sockets paused meanwhile)', registers: [this.registry] })
   readonly appendErrors = new Counter({ name: 'streamgate_stream_append_errors_total', help: 'Failed stream appends by error code', labelNames: ['code'], registers: [this.registry] })
-  readonly ackLatency = new Histogram({
-    name: 'streamgate_ingest_durable_seconds',
-    help: 'Time from a publish reaching the gateway to its record being durable',
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [this.registry],
-  })
+  /** Observed once per telemetry message: a plain bucket array, not a prom-client Histogram (fast-histogram.ts). */
+  readonly ackLatency = new FastHistogram(
+    {
+      name: 'streamgate_ingest_durable_seconds',
+      help: 'Time from a publish reaching the gateway to its record being durable',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    },
+    this.registry,
+  )
   readonly c2dFeedback = new Counter({ name: 'streamgate_c2d_feedback_total', help: 'Cloud-to-device messages ended, by status (completed, expired, rejected, purged), as written to command-feedback', labelNames: ['status'], registers: [this.registry] })
   readonly methodCalls = new Counter({ name: 'streamgate_methods_total', help: 'Direct method calls by result: answered, or the error code (E_DEVICE_OFFLINE, E_METHOD_TIMEOUT, ...)', labelNames: ['result'], registers: [this.registry] })
   readonly methodSeconds = new Histogram({
@@ -93,6 +125,16 @@ export class GatewayMetrics {
 
   /** Set by the analytics service: brings aggregateRecords up to date before a scrape reads it. */
   syncAggregateCounts: () => void = () => undefined
+
+  /** Moves what the ingest counted since the last scrape into the telemetry counters. */
+  private syncTelemetry(): void {
+    const now = this.telemetryTally
+    const was = this.telemetryReported
+    if (now.qos0 > was.qos0) this.telemetryRecords.inc({ qos: '0' }, now.qos0 - was.qos0)
+    if (now.qos1 > was.qos1) this.telemetryRecords.inc({ qos: '1' }, now.qos1 - was.qos1)
+    if (now.bytes > was.bytes) this.telemetryBytes.inc(now.bytes - was.bytes)
+    this.telemetryReported = { ...now }
+  }
   readonly aggregateRecords = new Counter({ collect: () => this.syncAggregateCounts(), name: 'streamgate_aggregate_records_total', help: 'Records an aggregate read past its filter, by outcome (in = folded into windows, late = dropped, adjusted = moved to the oldest open time, untimed = timestampBy held no usable time) and skipped non-number values', labelNames: ['aggregate', 'outcome'], registers: [this.registry] })
   readonly aggregateEmitDelay = new Histogram({ name: 'streamgate_aggregate_emit_delay_seconds', help: 'From the end of a window (event time) to its output record being durable', labelNames: ['aggregate'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: [this.registry] })
   readonly alertEvents = new Counter({ name: 'streamgate_alert_events_total', help: 'alert-raised and alert-cleared records written to the alerts topic, by rule and type', labelNames: ['rule', 'type'], registers: [this.registry] })

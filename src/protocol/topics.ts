@@ -70,6 +70,19 @@ function requireRid(query: Map<string, string> | null): string {
   return rid
 }
 
+const EVENTS = '/messages/events'
+const BARE_TELEMETRY: DevicePublish = Object.freeze({ kind: 'telemetry', bag: parsePropertyBag('') })
+
+/**
+ * `devices/{id}/messages/events` or the same with a `/`: telemetry without a property bag. With a
+ * topic-safe id nothing else in it can hold a wildcard or NUL.
+ */
+function isBareTelemetryTopic(topic: string, deviceId: string): boolean {
+  const length = 8 + deviceId.length + EVENTS.length
+  if (topic.length !== length && (topic.length !== length + 1 || topic.charCodeAt(length) !== 0x2f)) return false
+  return topic.startsWith('devices/') && topic.startsWith(deviceId, 8) && topic.startsWith(EVENTS, 8 + deviceId.length)
+}
+
 /** `devices/{id}/messages/events[/{bag}]`; returns the bag text or null when not a telemetry topic. */
 function telemetryBag(topic: string, deviceId: string): string | null {
   const prefix = `devices/${deviceId}/messages/events`
@@ -105,6 +118,8 @@ export function parseDevicePublishTopic(
   deviceId: string,
   allowedKinds: ReadonlySet<DevicePublishKind> = ALL_PUBLISH_KINDS,
 ): DevicePublish {
+  // Most telemetry: `devices/{id}/messages/events[/]` with no bag, checked without building a string.
+  if (isBareTelemetryTopic(topic, deviceId) && allowedKinds.has('telemetry') && isTopicSafeDeviceId(deviceId)) return BARE_TELEMETRY
   if (!isTopicSafeDeviceId(deviceId)) throw forbidden('device id cannot appear in a topic')
   // [MQTT-3.3.2-2] topic names carry no wildcards; [MQTT-4.7.3-2] no NUL.
   if (/[+#]/.test(topic) || topic.includes('\u0000')) throw forbidden('wildcard or NUL in a topic name')
