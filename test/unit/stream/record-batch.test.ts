@@ -29,6 +29,26 @@ describe('record-batch (event loop → writer thread)', () => {
     expect(decoded[1]!.records[0]!.value.length).toBe(0)
   })
 
+  it('sends telemetry headers as a flag, and the thread rebuilds exactly the text JSON.stringify gives', () => {
+    const t = 1_700_000_000_123
+    const records: OutgoingRecord[] = [
+      // The shape buildTelemetryRecord gives most telemetry: no header bytes go over.
+      { key: 'dev-"1"\\ü', value: Buffer.from('a'), headers: { 'device-id': 'dev-"1"\\ü', 'enqueued-time': String(t) }, timestamp: t },
+      // Not that shape: sent as text, each for its own reason.
+      { key: 'dev-2', value: Buffer.from('b'), headers: { 'device-id': 'other', 'enqueued-time': String(t) }, timestamp: t },
+      { key: 'dev-3', value: Buffer.from('c'), headers: { 'device-id': 'dev-3', 'enqueued-time': '1' }, timestamp: t },
+      { key: 'dev-4', value: Buffer.from('d'), headers: { 'enqueued-time': String(t), 'device-id': 'dev-4' }, timestamp: t },
+      { key: 'dev-5', value: Buffer.from('e'), headers: { 'device-id': 'dev-5', 'enqueued-time': String(t), 'message-id': 'm' }, timestamp: t },
+      { key: 'dev-6', value: Buffer.from('f'), headers: { 'device-id': 'dev-6', 'enqueued-time': '7' } },
+    ]
+    const { data, length } = encodeBatch([{ topic: 'telemetry', records }], () => 7)
+    const decoded = decodeBatch(data, length)[0]!.records
+    decoded.forEach((d, i) => expect(d.headers, `record ${i}`).toBe(JSON.stringify(records[i]!.headers)))
+    const alone = (r: OutgoingRecord): number => encodeBatch([{ topic: 'telemetry', records: [r] }], () => 7).length
+    expect(alone(records[0]!)).toBe(4 + 2 + 9 + 4 + 1 + 8 + 4 + Buffer.byteLength(records[0]!.key!) + 4 + 1 + 4)
+    expect(alone(records[1]!)).toBeGreaterThan(4 + 2 + 9 + 4 + 1 + 8 + 4 + 5 + 4 + 1 + 4)
+  })
+
   it('packs into a buffer of its own that can be transferred', () => {
     const { data } = encodeBatch([{ topic: 't', records: [{ key: 'k', value: Buffer.from('v') }] }], Date.now)
     const copy = structuredClone(data, { transfer: [data] })
