@@ -188,6 +188,12 @@ const kafkaSchema = z.strictObject({
   sessionTimeoutMs: z.number().int().min(6000).default(10_000),
   /** Longest a consumer's fetch waits for new records, in ms (also bounds Consumer.stop()). */
   fetchMaxWaitMs: positiveInt.default(500),
+  /**
+   * Encode and send produce requests on a thread of their own (kafkajs's encoding took two thirds
+   * of the event loop at saturation), so that the event loop only speaks MQTT. false = produce
+   * on the event loop.
+   */
+  producerThread: z.boolean().default(true),
 })
 
 const topicsSchema = z.strictObject({

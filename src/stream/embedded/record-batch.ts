@@ -1,5 +1,5 @@
 import { GatewayError } from '../../errors/catalogue.js'
-import type { OutgoingRecord } from '../types.js'
+import type { Headers, OutgoingRecord } from '../types.js'
 import { serializeHeaders } from './store.js'
 
 /**
@@ -83,8 +83,27 @@ export function encodeBatch(calls: readonly BatchCall[], now: () => number): { d
 
 /** The calls of a packed batch, records decoded; values are views into `data`, not copies. */
 export function decodeBatch(data: ArrayBuffer, length: number): Array<{ topic: string; records: DecodedRecord[] }> {
+  return decodeCalls(data, length, (buf, flags, key, timestamp, start, end) =>
+    flags & TELEMETRY_HEADERS ? telemetryHeadersJson(key!, timestamp) : flags & NO_HEADERS ? null : buf.toString('utf8', start, end),
+  )
+}
+
+/** The same, with headers as objects (for Kafka, whose client takes them so): telemetry headers are never turned into text. */
+export function decodeBatchRecords(data: ArrayBuffer, length: number): Array<{ topic: string; records: OutgoingRecord[] }> {
+  return decodeCalls(data, length, (buf, flags, key, timestamp, start, end): Headers | undefined =>
+    flags & TELEMETRY_HEADERS
+      ? { 'device-id': key!, 'enqueued-time': String(timestamp) }
+      : flags & NO_HEADERS
+        ? undefined
+        : (JSON.parse(buf.toString('utf8', start, end)) as Headers),
+  )
+}
+
+type HeaderReader<H> = (buf: Buffer, flags: number, key: string | null, timestamp: number, start: number, end: number) => H
+
+function decodeCalls<H>(data: ArrayBuffer, length: number, readHeaders: HeaderReader<H>): Array<{ topic: string; records: Array<{ key: string | null; value: Buffer; headers: H; timestamp: number }> }> {
   const buf = Buffer.from(data, 0, length)
-  const calls: Array<{ topic: string; records: DecodedRecord[]; count: number }> = []
+  const calls: Array<{ topic: string; records: Array<{ key: string | null; value: Buffer; headers: H; timestamp: number }>; count: number }> = []
   let at = 4
   for (let i = buf.readUInt32LE(0); i > 0; i--) {
     const topicLength = buf.readUInt16LE(at)
@@ -105,8 +124,7 @@ export function decodeBatch(data: ArrayBuffer, length: number): Array<{ topic: s
       const value = buf.subarray(at + 4, at + 4 + valueLength)
       at += 4 + valueLength
       const headersLength = buf.readUInt32LE(at)
-      const headers =
-        flags & TELEMETRY_HEADERS ? telemetryHeadersJson(key!, timestamp) : flags & NO_HEADERS ? null : buf.toString('utf8', at + 4, at + 4 + headersLength)
+      const headers = readHeaders(buf, flags, key, timestamp, at + 4, at + 4 + headersLength)
       at += 4 + headersLength
       call.records.push({ key, value, headers, timestamp })
     }

@@ -8,5 +8,5 @@ import { fileURLToPath } from 'node:url'
 export function siblingWorkerFile(moduleUrl: string, workerName: string): string {
   const here = fileURLToPath(moduleUrl)
   const file = here.replace(/[^\\/]+\.(ts|js)$/, `${workerName}.js`)
-  return here.endsWith('.ts') ? file.replace(/([\\/])src([\\/]stream[\\/]embedded[\\/])/, '$1dist$1src$2') : file
+  return here.endsWith('.ts') ? file.replace(/([\\/])src([\\/]stream[\\/](embedded|kafka)[\\/])/, '$1dist$1src$2') : file
 }

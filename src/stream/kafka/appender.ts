@@ -50,6 +50,24 @@ function errorTypes(err: unknown): string[] {
 const isProducerLost = (err: unknown): boolean => errorTypes(err).some((t) => PRODUCER_LOST.has(t))
 const isPermanent = (err: unknown): boolean => errorTypes(err).some((t) => PERMANENT.has(t))
 
+/** The produce path as KafkaEventStream sees it: KafkaAppender here, or on its own thread (producer-thread.ts). */
+export interface RecordProducer {
+  /** `partitionCount` is the topic's partition count; the caller has checked that the topic exists. */
+  append(topic: string, partitionCount: number, records: OutgoingRecord[]): Promise<AppendResult[]>
+  /** Shutdown has begun (see KafkaAppender.beginStop). */
+  beginStop(): void
+  /** Sends what is queued (bounded as beginStop says), then lets the producer go. */
+  close(): Promise<void>
+  /** Why the request at the head has not been acknowledged yet, and since when; null while all is well. */
+  readonly stall: { reason: string; since: number } | null
+  /** Set by a failed produce request, cleared by the next success (for health()). */
+  readonly lastError: string | null
+  /** Told of every failed attempt (for the append-errors counter). */
+  onAttemptFailed: (err: GatewayError) => void
+  /** Forget lastError if it is older than `before` (ms since the epoch): Kafka answered since. */
+  clearErrorBefore(before: number): void
+}
+
 /**
  * Group commit for Kafka: appends queued while a produce request is in flight go out together in
  * the next one (batching across devices and topics), and only one request is in flight at a time.
@@ -68,7 +86,7 @@ const isPermanent = (err: unknown): boolean => errorTypes(err).some((t) => PERMA
  * replaced by a new one; a record that did reach Kafka may then be stored twice, never lost.
  * Errors that no retry can fix (an unknown topic, a record Kafka refuses) reject the calls.
  */
-export class KafkaAppender {
+export class KafkaAppender implements RecordProducer {
   private queue: PendingAppend[] = []
   private producer: Promise<Producer> | null = null
   private sending: Promise<void> | null = null
@@ -107,6 +125,10 @@ export class KafkaAppender {
       this.queue.push({ topic, partitions, records, bytes, resolve, reject })
       this.schedule()
     })
+  }
+
+  clearErrorBefore(before: number): void {
+    if (this.lastErrorAt < before) this.lastError = null
   }
 
   /**

@@ -12,7 +12,8 @@ import type {
   StreamHealth,
   TopicSpec,
 } from '../types.js'
-import { KafkaAppender } from './appender.js'
+import { KafkaAppender, type RecordProducer } from './appender.js'
+import { ThreadedKafkaAppender } from './producer-thread.js'
 import { KafkaDirectConsumer } from './direct-consumer.js'
 import { describeError, toKafkaStreamError } from './errors.js'
 import { PartitionFetcher } from './fetcher.js'
@@ -40,7 +41,7 @@ const START_WAIT_MS = 5000
 export class KafkaEventStream implements EventStream {
   private state: State = 'new'
   private readonly kafka: Kafka
-  private readonly appender: KafkaAppender
+  private readonly appender: RecordProducer
   private readonly topics: KafkaTopics
   private readonly fetcher: PartitionFetcher
   private readonly consumers = new Set<Consumer>()
@@ -53,7 +54,7 @@ export class KafkaEventStream implements EventStream {
 
   constructor(private readonly options: KafkaEventStreamOptions) {
     this.kafka = new Kafka(kafkaClientConfig(options))
-    this.appender = new KafkaAppender(this.kafka, options)
+    this.appender = options.producerThread ? new ThreadedKafkaAppender(options) : new KafkaAppender(this.kafka, options)
     this.topics = new KafkaTopics(this.kafka, options.replicationFactor, (message) => process.emitWarning(message, { code: 'STREAMGATE_KAFKA_TOPIC_MISMATCH' }))
     this.fetcher = new PartitionFetcher(this.kafka)
   }
@@ -221,7 +222,7 @@ export class KafkaEventStream implements EventStream {
             // A produce failure older than this successful check is over: without it, a gateway
             // that gets no traffic (e.g. taken out of a load balancer for being not ready) would
             // stay not ready after Kafka came back.
-            if (this.appender.lastErrorAt < started) this.appender.lastError = null
+            this.appender.clearErrorBefore(started)
           },
           (err: unknown) => (this.clusterError = describeError(err)),
         )

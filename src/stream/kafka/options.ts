@@ -29,6 +29,7 @@ export function kafkaOptions(overrides: Partial<KafkaEventStreamOptions> & { bro
     provisionRetryMs: 2000,
     sessionTimeoutMs: 10_000,
     fetchMaxWaitMs: 500,
+    producerThread: true,
     ...overrides,
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { checkRecord, decodeBatch, encodeBatch } from '../../../src/stream/embedded/record-batch.js'
+import { checkRecord, decodeBatch, decodeBatchRecords, encodeBatch } from '../../../src/stream/embedded/record-batch.js'
 import type { OutgoingRecord } from '../../../src/stream/types.js'
 
 describe('record-batch (event loop → writer thread)', () => {
@@ -44,6 +44,10 @@ describe('record-batch (event loop → writer thread)', () => {
     const { data, length } = encodeBatch([{ topic: 'telemetry', records }], () => 7)
     const decoded = decodeBatch(data, length)[0]!.records
     decoded.forEach((d, i) => expect(d.headers, `record ${i}`).toBe(JSON.stringify(records[i]!.headers)))
+    // For Kafka the same batch decodes to header objects equal to the ones sent.
+    const asRecords = decodeBatchRecords(data, length)[0]!.records
+    asRecords.forEach((d, i) => expect(d.headers, `record ${i}`).toEqual(records[i]!.headers))
+    expect(asRecords.map((d) => d.timestamp)).toEqual([t, t, t, t, t, 7])
     const alone = (r: OutgoingRecord): number => encodeBatch([{ topic: 'telemetry', records: [r] }], () => 7).length
     expect(alone(records[0]!)).toBe(4 + 2 + 9 + 4 + 1 + 8 + 4 + Buffer.byteLength(records[0]!.key!) + 4 + 1 + 4)
     expect(alone(records[1]!)).toBeGreaterThan(4 + 2 + 9 + 4 + 1 + 8 + 4 + 5 + 4 + 1 + 4)
