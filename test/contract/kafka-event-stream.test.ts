@@ -1,6 +1,7 @@
 import { Kafka, logLevel } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { KafkaEventStream } from '../../src/stream/kafka/kafka-event-stream.js'
+import { ThreadedKafkaAppender } from '../../src/stream/kafka/producer-thread.js'
 import { kafkaOptions, type KafkaEventStreamOptions } from '../../src/stream/kafka/options.js'
 import { collector, eventStreamContract, sleep, uniqueTopic, waitFor } from './event-stream.contract.js'
 import { kafkaForSuite, kafkaTestsEnabled, START_TIMEOUT_MS } from '../helpers/kafka.js'
@@ -158,6 +159,83 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
         expect(Date.now() - t0).toBeLessThan(10_000)
       } finally {
         await stream.stop()
+      }
+    })
+  })
+
+  describe('the produce path on its thread and on the event loop', () => {
+    /** Every record of `topic` as [key, value, headers], read back from partition 0. */
+    async function readAll(stream: KafkaEventStream, topic: string, count: number): Promise<Array<[string | null, string, Record<string, string>]>> {
+      const got: Array<[string | null, string, Record<string, string>]> = []
+      await waitFor(async () => {
+        const batch = await stream.read(topic, 0, got.length, 100)
+        for (const r of batch) got.push([r.key, r.value.toString(), r.headers])
+        return got.length >= count
+      }, `${count} records read back`)
+      return got
+    }
+
+    for (const producerThread of [true, false]) {
+      it(`stores what was appended at the offsets the call was given (producerThread: ${producerThread})`, async () => {
+        const stream = new KafkaEventStream(options({ producerThread }))
+        try {
+          const topic = uniqueTopic()
+          await stream.start([{ name: topic, partitions: 1 }])
+          const t = 1_700_000_000_000
+          const records = [
+            // The telemetry shape goes over as a flag (record-batch.ts); the others as JSON text.
+            { key: 'dev-1', value: Buffer.from('a'), headers: { 'device-id': 'dev-1', 'enqueued-time': String(t) }, timestamp: t },
+            { key: 'dev-2', value: Buffer.from('b'), headers: { 'device-id': 'dev-2', 'message-id': 'ünï' }, timestamp: t },
+            { key: null, value: Buffer.from('c') },
+          ]
+          const placed = await stream.append(topic, records)
+          expect(placed.map((p) => [p.partition, p.offset])).toEqual([
+            [0, 0],
+            [0, 1],
+            [0, 2],
+          ])
+          expect(await readAll(stream, topic, 3)).toEqual([
+            ['dev-1', 'a', { 'device-id': 'dev-1', 'enqueued-time': String(t) }],
+            ['dev-2', 'b', { 'device-id': 'dev-2', 'message-id': 'ünï' }],
+            [null, 'c', {}],
+          ])
+        } finally {
+          await stream.stop()
+        }
+      })
+    }
+
+    it('fails the calls a dead producer thread held with E_STREAM_UNAVAILABLE, then starts a new one', async () => {
+      const appender = new ThreadedKafkaAppender(options())
+      const stream = new KafkaEventStream(options())
+      try {
+        const topic = uniqueTopic()
+        await stream.start([{ name: topic, partitions: 1 }])
+        expect(await appender.append(topic, 1, [{ key: 'k', value: Buffer.from('first') }])).toEqual([{ topic, partition: 0, offset: 0 }])
+        const held = appender.append(topic, 1, [{ key: 'k', value: Buffer.from('held') }])
+        // Posted on the next turn; the thread dies right after it has the call.
+        await new Promise((resolve) => setImmediate(resolve))
+        await (appender as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate()
+        await expect(held).rejects.toMatchObject({ code: 'E_STREAM_UNAVAILABLE', message: expect.stringContaining('producer thread exited') })
+        expect(appender.lastError).toContain('producer thread exited')
+        const again = await appender.append(topic, 1, [{ key: 'k', value: Buffer.from('after') }])
+        expect(again[0]!.offset).toBeGreaterThanOrEqual(1)
+        const values = (await readAll(stream, topic, again[0]!.offset + 1)).map(([, v]) => v)
+        // The held record may or may not have reached Kafka before the thread died; never lost after an ack, never reordered.
+        expect(values[0]).toBe('first')
+        expect(values.at(-1)).toBe('after')
+      } finally {
+        await appender.close()
+        await stream.stop()
+      }
+    })
+
+    it('refuses a record that is not storable with E_BAD_REQUEST, on the thread path too', async () => {
+      const appender = new ThreadedKafkaAppender(options())
+      try {
+        await expect(appender.append('t', 1, [{ key: 'k', value: 'text' as unknown as Buffer }])).rejects.toMatchObject({ code: 'E_BAD_REQUEST' })
+      } finally {
+        await appender.close()
       }
     })
   })
