@@ -216,7 +216,8 @@ async function connectStorm(target: Target): Promise<Sample[]> {
     const file = writeConnections(join(work, `connect-${target.name.replace(/\W/g, '')}.tsv`), target.connections(DEVICES))
     await new Promise((r) => setTimeout(r, 1000))
     const before = rssBytes(serverPid(server))
-    const held = await holdConnections({ port: mqttPort(server), connections: file, concurrency: CONCURRENCY })
+    // One loopback source address per connection: see LoadgenOptions.sourceNet (without it the generator was client-bound).
+    const held = await holdConnections({ port: mqttPort(server), connections: file, concurrency: CONCURRENCY, sourceNet: 7 })
     await new Promise((r) => setTimeout(r, 2000))
     const after = rssBytes(serverPid(server))
     const r = await held.release()
