@@ -45,6 +45,8 @@ import { prepared } from '../sqlite/statements.js'
 export class SqliteDeviceRegistry implements DeviceRegistry {
   readonly file: string
   private db: Database | null = null
+  /** Connection changes waiting for this turn's transaction (see recordConnection). */
+  private connectionChanges: ConnectionChange[] = []
 
   constructor(options: { file: string }) {
     this.file = options.file
@@ -56,6 +58,8 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   async stop(): Promise<void> {
+    // Changes already accepted are written before the file closes.
+    this.writeConnectionChanges()
     const db = this.db
     this.db = null
     db?.close()
@@ -161,24 +165,39 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
     return this.update(deviceId, 'password_hash = ?', [hash])
   }
 
-  async recordConnection(deviceId: string, state: ConnectionState, at: Date, facts: ConnectionFacts = {}): Promise<number | null> {
-    const iso = at.toISOString()
-    return this.write((db) => {
-      // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
-      const row = prepared<unknown[], { connection_seq: number }>(db,
-          `UPDATE devices SET
-             connection_state = CASE WHEN @state = 'connected' OR @conn IS NULL OR connection_id IS NULL OR connection_id = @conn THEN @state ELSE connection_state END,
-             connection_state_updated_at = CASE WHEN @state = 'connected' OR @conn IS NULL OR connection_id IS NULL OR connection_id = @conn THEN @at ELSE connection_state_updated_at END,
-             connection_id = CASE WHEN @state = 'connected' THEN @conn WHEN @conn IS NULL OR connection_id = @conn THEN NULL ELSE connection_id END,
-             connection_seq = connection_seq + 1,
-             last_activity_at = CASE WHEN @state = 'connected' THEN @at ELSE last_activity_at END
-           WHERE device_id = @id RETURNING connection_seq`,
-        )
-        .get({ state, conn: facts.connectionId ?? null, at: iso, id: deviceId })
-      const sequence = row ? row.connection_seq : null
-      insertEvent(db, connectionEvent(deviceId, state, at, sequence, facts))
-      return sequence
+  /**
+   * Group commit: the connection changes of one turn of the event loop (a connect storm brings
+   * hundreds) are written in one transaction, each with its event, instead of a transaction each;
+   * a change's promise settles once that transaction has committed. If the shared transaction
+   * fails, each change is tried again in a transaction of its own, so that only a change at fault
+   * fails. Changes keep their call order, in the file and in the outbox.
+   */
+  recordConnection(deviceId: string, state: ConnectionState, at: Date, facts: ConnectionFacts = {}): Promise<number | null> {
+    if (!this.db) return Promise.reject(new GatewayError('E_REGISTRY_UNAVAILABLE', 'the device registry is not started'))
+    return new Promise((resolve, reject) => {
+      this.connectionChanges.push({ deviceId, state, at, facts, resolve, reject })
+      if (this.connectionChanges.length === 1) setImmediate(() => this.writeConnectionChanges())
     })
+  }
+
+  private writeConnectionChanges(): void {
+    const changes = this.connectionChanges
+    this.connectionChanges = []
+    if (changes.length === 0) return
+    let sequences: Array<number | null>
+    try {
+      sequences = this.write((db) => changes.map((c) => applyConnectionChange(db, c)))
+    } catch {
+      for (const change of changes) {
+        try {
+          change.resolve(this.write((db) => applyConnectionChange(db, change)))
+        } catch (err) {
+          change.reject(err)
+        }
+      }
+      return
+    }
+    changes.forEach((c, i) => c.resolve(sequences[i]!))
   }
 
   async resetConnections(at: Date, onlyDevices?: readonly string[]): Promise<string[]> {
@@ -280,4 +299,32 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   private guard<T>(fn: () => T): T {
     return guardRegistryFile(this.file, fn)
   }
+}
+
+interface ConnectionChange {
+  deviceId: string
+  state: ConnectionState
+  at: Date
+  facts: ConnectionFacts
+  resolve: (sequence: number | null) => void
+  reject: (err: unknown) => void
+}
+
+/** One device's connection change and its outbox event; returns the new sequence (null: unknown device). */
+function applyConnectionChange(db: Database, change: ConnectionChange): number | null {
+  const { deviceId, state, at, facts } = change
+  // Connecting counts as activity (as IoT Hub's lastActivityTime); disconnecting does not.
+  const row = prepared<unknown[], { connection_seq: number }>(db,
+      `UPDATE devices SET
+         connection_state = CASE WHEN @state = 'connected' OR @conn IS NULL OR connection_id IS NULL OR connection_id = @conn THEN @state ELSE connection_state END,
+         connection_state_updated_at = CASE WHEN @state = 'connected' OR @conn IS NULL OR connection_id IS NULL OR connection_id = @conn THEN @at ELSE connection_state_updated_at END,
+         connection_id = CASE WHEN @state = 'connected' THEN @conn WHEN @conn IS NULL OR connection_id = @conn THEN NULL ELSE connection_id END,
+         connection_seq = connection_seq + 1,
+         last_activity_at = CASE WHEN @state = 'connected' THEN @at ELSE last_activity_at END
+       WHERE device_id = @id RETURNING connection_seq`,
+    )
+    .get({ state, conn: facts.connectionId ?? null, at: at.toISOString(), id: deviceId })
+  const sequence = row ? row.connection_seq : null
+  insertEvent(db, connectionEvent(deviceId, state, at, sequence, facts))
+  return sequence
 }

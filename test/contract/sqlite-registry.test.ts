@@ -160,4 +160,58 @@ describe('SqliteDeviceRegistry on a file', () => {
     const registry = new SqliteDeviceRegistry({ file })
     await expect(registry.get('x')).rejects.toMatchObject({ code: 'E_REGISTRY_UNAVAILABLE' })
   })
+
+  describe('connection changes written together (group commit)', () => {
+    /** Rows of the outbox as [device, type, sequence], in outbox order. */
+    const outbox = (): Array<[string, string, number | null]> => {
+      const db = new BetterSqlite3(file, { readonly: true })
+      try {
+        return (db.prepare('SELECT body FROM device_event_outbox ORDER BY id').all() as Array<{ body: string }>)
+          .map((r) => JSON.parse(r.body) as { deviceId: string; type: string; sequence: number | null })
+          .filter((e) => e.type === 'connected' || e.type === 'disconnected')
+          .map((e) => [e.deviceId, e.type, e.sequence])
+      } finally {
+        db.close()
+      }
+    }
+
+    it('writes the changes of one turn in one transaction, in call order, each with its sequence and event', async () => {
+      const registry = await open()
+      for (const id of ['a', 'b', 'c']) await registry.create({ deviceId: id })
+      const calls: Array<[string, 'connected' | 'disconnected']> = [['a', 'connected'], ['b', 'connected'], ['a', 'disconnected'], ['c', 'connected'], ['a', 'connected'], ['b', 'disconnected']]
+      // All in one turn: they share one transaction.
+      const sequences = await Promise.all(calls.map(([id, state]) => registry.recordConnection(id, state, new Date())))
+      expect(sequences).toEqual([1, 1, 2, 1, 3, 2])
+      expect(outbox()).toEqual(calls.map(([id, state], i) => [id, state, sequences[i]]))
+      expect((await registry.get('a'))!.connectionState).toBe('connected')
+      expect((await registry.get('b'))!.connectionState).toBe('disconnected')
+    })
+
+    it('fails only the change at fault when the shared transaction fails, and writes the rest', async () => {
+      const registry = await open()
+      for (const id of ['ok-1', 'bad', 'ok-2']) await registry.create({ deviceId: id })
+      const other = new BetterSqlite3(file)
+      other.exec(`CREATE TRIGGER refuse_bad BEFORE INSERT ON device_event_outbox WHEN NEW.device_id = 'bad' BEGIN SELECT RAISE(ABORT, 'outbox refused'); END`)
+      other.close()
+      const results = await Promise.allSettled(['ok-1', 'bad', 'ok-2'].map((id) => registry.recordConnection(id, 'connected', new Date())))
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+      expect(String((results[1] as PromiseRejectedResult).reason)).toContain('outbox refused')
+      expect(outbox()).toEqual([
+        ['ok-1', 'connected', 1],
+        ['ok-2', 'connected', 1],
+      ])
+      // The refused change left nothing behind: no state, no sequence.
+      expect(await registry.get('bad')).toMatchObject({ connectionState: 'disconnected', connectionSeq: 0 })
+    })
+
+    it('writes changes still waiting for their turn when the registry stops', async () => {
+      const registry = await open()
+      await registry.create({ deviceId: 'late' })
+      const pending = registry.recordConnection('late', 'connected', new Date())
+      await registry.stop()
+      expect(await pending).toBe(1)
+      const again = await open()
+      expect((await again.get('late'))!.connectionState).toBe('connected')
+    })
+  })
 })
