@@ -43,10 +43,15 @@ export interface TelemetryInput {
  * header nor be lost. A bare `key` (null value) becomes an empty header value.
  */
 export function buildTelemetryRecord(input: TelemetryInput): OutgoingRecord {
-  const headers: Headers = {}
   const { app, system } = input.properties
+  const noApp = app instanceof Map && app.size === 0
+  if (noApp && !input.retain && !hasAny(system)) {
+    // Most telemetry: a literal, so every such record shares one object shape.
+    return { key: input.deviceId, value: input.payload, headers: { 'device-id': input.deviceId, 'enqueued-time': String(input.enqueuedAt) }, timestamp: input.enqueuedAt }
+  }
+  const headers: Headers = {}
   // Most telemetry has no properties: skip the walks (this runs once per message).
-  if (!(app instanceof Map && app.size === 0)) {
+  if (!noApp) {
     for (const [name, value] of app) {
       const header = RESERVED_HEADERS.has(name) ? APP_COLLISION_PREFIX + name : name
       headers[header] = value ?? ''
