@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util'
 import { benchKafka, freePort, hasCommand, localKafkaMissing } from './lib/local-kafka.js'
 import { holdConnections, runLoadgen, writeConnections, type LoadgenConnection, type LoadgenResult } from './lib/loadgen.js'
 import { producerAlone } from './lib/producer-alone.js'
-import { mqttPort, rssBytes, sasCredentials, seedDevices, startBareAedes, startGateway, waitReady, type SeededDevice, type Server } from './lib/sim-bench.js'
+import { BENCH_ADMIN_TOKEN, mqttPort, rssBytes, sasCredentials, seedDevices, startBareAedes, startGateway, waitReady, type SeededDevice, type Server } from './lib/sim-bench.js'
 
 /**
  * bench/compare: streamgate side by side with a bare in-memory Aedes broker (and Mosquitto when
@@ -198,8 +198,23 @@ async function ingest(target: Target): Promise<Sample[]> {
   return withServer(target, async (server) => {
     const file = writeConnections(join(work, `ingest-${target.name.replace(/\W/g, '')}.tsv`), target.connections(CONNS))
     const r = await runLoadgen({ port: mqttPort(server), connections: file, mode: 'saturate', window: WINDOW, payloadBytes: PAYLOAD, seconds: SECONDS, warmupSeconds: WARMUP })
-    return [sample(target, 'ingest', r.rate, 'PUBACKs/s', r)]
+    // The gateway's figure counts only if nothing was lost: every message sent was acknowledged and is in the stream once.
+    const stored = server.httpUrl ? await storedTelemetry(server.httpUrl) : null
+    if (stored !== null && !(r.sent === r.acked && r.acked === stored)) {
+      throw new Error(`${target.name} ingest: sent ${r.sent}, acked ${r.acked}, stored ${stored} (they must be equal)`)
+    }
+    return [sample(target, 'ingest', r.rate, 'PUBACKs/s', r, stored === null ? undefined : { sent: r.sent, acked: r.acked, stored })]
   })
+}
+
+/** Records in the gateway's telemetry topic (GET /api/streams), embedded or Kafka. */
+async function storedTelemetry(httpUrl: string): Promise<number> {
+  const res = await fetch(`${httpUrl}/api/streams`, { headers: { authorization: `Bearer ${BENCH_ADMIN_TOKEN}` } })
+  if (!res.ok) throw new Error(`GET /api/streams answered ${res.status}`)
+  const { topics } = (await res.json()) as { topics: Array<{ topic: string; records: number }> }
+  const telemetry = topics.find((t) => t.topic === 'telemetry' || t.topic.endsWith('.telemetry') || t.topic.endsWith('telemetry'))
+  if (!telemetry) throw new Error(`the gateway lists no telemetry topic (${topics.map((t) => t.topic).join(', ')})`)
+  return telemetry.records
 }
 
 async function latency(target: Target): Promise<Sample[]> {
@@ -314,7 +329,7 @@ try {
       for (const target of order) {
         const got = await run(target)
         samples.push(...got)
-        out(`  rep ${rep + 1} ${name.padEnd(7)} ${target.name.padEnd(11)} ${got.map((s) => `${s.figure} ${fmt(s.value, s.unit === 'ms' || s.unit === 'KiB' ? 2 : 0)} ${s.unit}`).join(', ')}; generator ${fmt(got[0]!.cpuShare * 100)} % of a core${got[0]!.clientBound ? ' CLIENT-BOUND' : ''}`)
+        out(`  rep ${rep + 1} ${name.padEnd(7)} ${target.name.padEnd(11)} ${got.map((s) => `${s.figure} ${fmt(s.value, s.unit === 'ms' || s.unit === 'KiB' ? 2 : 0)} ${s.unit}${s.detail?.stored !== undefined ? ` (sent = acked = stored ${fmt(s.detail.stored)})` : ''}`).join(', ')}; generator ${fmt(got[0]!.cpuShare * 100)} % of a core${got[0]!.clientBound ? ' CLIENT-BOUND' : ''}`)
       }
     }
   }
@@ -348,7 +363,7 @@ async function kafkaRuns(): Promise<Sample[]> {
       const runGateway = async (): Promise<void> => {
         const [s] = await ingest(gateway)
         got.push({ ...s!, figure: 'Kafka ingest' })
-        out(`  rep ${rep + 1} kafka   streamgate  ${fmt(s!.value)} PUBACKs/s; generator ${fmt(s!.cpuShare * 100)} % of a core${s!.clientBound ? ' CLIENT-BOUND' : ''}`)
+        out(`  rep ${rep + 1} kafka   streamgate  ${fmt(s!.value)} PUBACKs/s; sent = acked = stored ${fmt(s!.detail?.stored ?? NaN)}; generator ${fmt(s!.cpuShare * 100)} % of a core${s!.clientBound ? ' CLIENT-BOUND' : ''}`)
       }
       const runAlone = async (): Promise<void> => {
         const r = await producerAlone({ brokers: kafka.brokers, topic: `${prefix}producer-alone`, partitions, devices: CONNS, window: WINDOW, payload: Buffer.alloc(PAYLOAD, 'x'), seconds: SECONDS, warmupSeconds: WARMUP, deviceId: (i) => seeded[i]!.deviceId })
