@@ -128,7 +128,7 @@ const embeddedSchema = z.strictObject({
    */
   writerThread: z.boolean().default(true),
   /**
-   * Copy WAL pages into the database on a thread of its own (a PASSIVE checkpoint every 200 ms)
+   * Copy WAL pages into the database on a thread of its own (a PASSIVE checkpoint every 10 ms)
    * rather than in the commit that crosses SQLite's threshold, which held PUBACKs for milliseconds.
    */
   checkpointThread: z.boolean().default(true),
