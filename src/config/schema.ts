@@ -123,10 +123,12 @@ const embeddedSchema = z.strictObject({
    */
   busyTimeoutMs: z.number().int().min(0).max(10_000).default(1000),
   /**
-   * Run SQLite commits on a writer thread of their own, so that the event loop only speaks MQTT
-   * and the second core does the writing. false = commit on the event loop (one core).
+   * Where SQLite commits run. auto (default): on the event loop while the load is light (no hop
+   * between threads: the lowest PUBACK latency), on a writer thread of their own above 20,000
+   * records/s (the event loop then only speaks MQTT and the second core writes), back below
+   * 10,000/s for a second. true: always on the thread; false: always on the event loop (one core).
    */
-  writerThread: z.boolean().default(true),
+  writerThread: z.union([z.boolean(), z.literal('auto')]).default('auto'),
   /**
    * Copy WAL pages into the database on a thread of its own (a PASSIVE checkpoint every 10 ms)
    * rather than in the commit that crosses SQLite's threshold, which held PUBACKs for milliseconds.

@@ -35,7 +35,8 @@ describe('durability of acknowledged telemetry across a SIGKILL', () => {
   // A long group-commit linger widens the window between "received" and "durable": a gateway
   // that acknowledged before its commit would lose messages here. Both writers: on the writer
   // thread (the default) the kill lands while that thread holds a batch it has not committed.
-  for (const writerThread of ['true', 'false']) {
+  // 'auto' (the default) commits on the loop or the thread by the load, and may switch mid-run.
+  for (const writerThread of ['true', 'false', 'auto']) {
     const env = { STREAMGATE_STREAM__EMBEDDED__LINGER_MS: '100', STREAMGATE_STREAM__EMBEDDED__WRITER_THREAD: writerThread }
 
     // Two gateway starts and 1500 acknowledged publishes: a few seconds alone, much more under load.

@@ -20,6 +20,7 @@ import { openStreamDatabase, toStreamError } from './schema.js'
 import { StreamStore, type TopicState } from './store.js'
 import { GroupCommitWriter, type RecordWriter, type WriterStats } from './writer.js'
 import { ThreadedWriter } from './writer-thread.js'
+import { AdaptiveWriter } from './adaptive-writer.js'
 import { Checkpointer, WAL_BACKSTOP_PAGES } from './checkpointer.js'
 
 export type EmbeddedStreamConfig = GatewayConfig['stream']['embedded']
@@ -48,10 +49,12 @@ export interface SqliteEventStreamOptions {
   /** How long a write waits for another process's write lock before failing. Default 5000. */
   busyTimeoutMs?: number
   /**
-   * Commit on a thread of its own (writer-thread.ts), so that SQLite never blocks the event loop.
-   * Default false here; the gateway turns it on (`stream.embedded.writerThread`), a CLI tool does not need it.
+   * Commit on a thread of its own (writer-thread.ts), so that SQLite never blocks the event loop;
+   * 'auto': on the event loop while the load is light, on the thread when it is heavy
+   * (adaptive-writer.ts). Default false here; the gateway uses `stream.embedded.writerThread`
+   * ('auto' by default), a CLI tool does not need it.
    */
-  writerThread?: boolean
+  writerThread?: boolean | 'auto'
   /**
    * Copy WAL pages into the database on a thread of their own (checkpointer.ts) instead of in the
    * commit that crosses SQLite's threshold. Default false here; the gateway turns it on
@@ -236,9 +239,10 @@ export class SqliteEventStream implements EventStream {
     this.db = db
     this.store = store
     const committed = (topics: ReadonlySet<string>): void => this.wakeConsumers(topics)
-    this.writer = this.options.writerThread
-      ? new ThreadedWriter({ file, synchronous, busyTimeoutMs, maxBatchRecords, lingerMs, walAutocheckpointPages }, now, committed)
-      : new GroupCommitWriter(db, store, { maxBatchRecords, lingerMs, now }, committed)
+    const threaded = (): ThreadedWriter => new ThreadedWriter({ file, synchronous, busyTimeoutMs, maxBatchRecords, lingerMs, walAutocheckpointPages }, now, committed)
+    const inLoop = (): GroupCommitWriter => new GroupCommitWriter(db, store, { maxBatchRecords, lingerMs, now }, committed)
+    const mode = this.options.writerThread
+    this.writer = mode === 'auto' ? new AdaptiveWriter(inLoop(), threaded(), store) : mode ? threaded() : inLoop()
     this.retention = new Retention(db, store, { ...this.options, now })
     if (this.options.checkpointThread) {
       this.checkpointer = new Checkpointer({ file, intervalMs: CHECKPOINT_INTERVAL_MS, busyTimeoutMs: busyTimeoutMs ?? 5000 })

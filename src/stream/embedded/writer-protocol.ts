@@ -18,7 +18,11 @@ export interface WireError {
 }
 
 /** `data` holds the packed batch (record-batch.ts) in its first `length` bytes. */
-export type ToWorker = { type: 'append'; id: number; data: ArrayBuffer; length: number } | { type: 'close' }
+export type ToWorker =
+  | { type: 'append'; id: number; data: ArrayBuffer; length: number }
+  /** Re-read every partition's next offset from the file (another writer wrote meanwhile). */
+  | { type: 'reload' }
+  | { type: 'close' }
 
 export type FromWorker =
   | { type: 'ready' }

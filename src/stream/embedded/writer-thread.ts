@@ -5,7 +5,7 @@ import { checkRecord, encodeBatch, type BatchCall } from './record-batch.js'
 import type { TopicState } from './store.js'
 import { siblingWorkerFile } from './worker-file.js'
 import type { RecordWriter, WriterStats } from './writer.js'
-import type { FromWorker, WireError, WriterThreadConfig } from './writer-protocol.js'
+import type { FromWorker, ToWorker, WireError, WriterThreadConfig } from './writer-protocol.js'
 
 /**
  * A turn of the loop that reads many sockets can take milliseconds; the thread gets what it has
@@ -71,6 +71,24 @@ export class ThreadedWriter implements RecordWriter {
         setImmediate(() => this.post())
       }
     })
+  }
+
+  /** Resolves once everything appended so far has been answered (sent first if still queued). */
+  async idle(): Promise<void> {
+    this.post()
+    const worker = this.worker
+    while (worker && this.inFlight.size > 0 && this.worker === worker) {
+      await new Promise((resolve) => worker.once('message', resolve))
+    }
+  }
+
+  /**
+   * Another writer has written to the file since this thread last did (AdaptiveWriter): the thread
+   * re-reads each partition's next offset before its next commit. A thread started later reads
+   * them when it opens the file anyway.
+   */
+  reloadOffsets(): void {
+    this.worker?.postMessage({ type: 'reload' } satisfies ToWorker)
   }
 
   /** Send what is queued, wait until the thread has answered for all of it, then stop the thread. */

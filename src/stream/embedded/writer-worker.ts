@@ -31,6 +31,7 @@ try {
   writer = new GroupCommitWriter(db, store, { maxBatchRecords: config.maxBatchRecords, lingerMs: config.lingerMs, now: Date.now }, () => undefined)
   port.on('message', (message: ToWorker) => {
     if (message.type === 'append') append(message.id, message.data, message.length)
+    else if (message.type === 'reload') reload()
     else close(db)
   })
   post({ type: 'ready' })
@@ -62,6 +63,16 @@ function append(id: number, data: ArrayBuffer, length: number): void {
     },
     (err: unknown) => fail(id, err),
   )
+}
+
+function reload(): void {
+  // Everything this thread queued is committed first: offsets are read after its last commit.
+  writer.flush()
+  try {
+    for (const topic of store.allTopics()) store.loadNextOffsets(topic)
+  } catch {
+    // The file is unreachable: the next commit fails, and a failed commit re-reads the offsets itself.
+  }
 }
 
 function fail(id: number, err: unknown): void {
