@@ -2,6 +2,7 @@ import { Kafka, logLevel } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { KafkaEventStream } from '../../src/stream/kafka/kafka-event-stream.js'
 import { ThreadedKafkaAppender } from '../../src/stream/kafka/producer-thread.js'
+import type { OutgoingRecord } from '../../src/stream/types.js'
 import { kafkaOptions, type KafkaEventStreamOptions } from '../../src/stream/kafka/options.js'
 import { collector, eventStreamContract, sleep, uniqueTopic, waitFor } from './event-stream.contract.js'
 import { kafkaForSuite, kafkaTestsEnabled, START_TIMEOUT_MS } from '../helpers/kafka.js'
@@ -182,7 +183,7 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
           const topic = uniqueTopic()
           await stream.start([{ name: topic, partitions: 1 }])
           const t = 1_700_000_000_000
-          const records = [
+          const records: OutgoingRecord[] = [
             // The telemetry shape goes over as a flag (record-batch.ts); the others as JSON text.
             { key: 'dev-1', value: Buffer.from('a'), headers: { 'device-id': 'dev-1', 'enqueued-time': String(t) }, timestamp: t },
             { key: 'dev-2', value: Buffer.from('b'), headers: { 'device-id': 'dev-2', 'message-id': 'ünï' }, timestamp: t },
