@@ -219,6 +219,9 @@ describe.skipIf(!enabled)('KafkaEventStream on a real broker', () => {
         await (appender as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate()
         await expect(held).rejects.toMatchObject({ code: 'E_STREAM_UNAVAILABLE', message: expect.stringContaining('producer thread exited') })
         expect(appender.lastError).toContain('producer thread exited')
+        // A cluster check that succeeded after the loss clears it even with no thread (no traffic since).
+        appender.clearErrorBefore(Date.now() + 1)
+        expect(appender.lastError).toBeNull()
         const again = await appender.append(topic, 1, [{ key: 'k', value: Buffer.from('after') }])
         expect(again[0]!.offset).toBeGreaterThanOrEqual(1)
         const values = (await readAll(stream, topic, again[0]!.offset + 1)).map(([, v]) => v)

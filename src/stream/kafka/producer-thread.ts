@@ -63,6 +63,8 @@ export class ThreadedKafkaAppender implements RecordProducer {
   private stopping = false
   private closing: Promise<void> | null = null
   private onClosed: (() => void) | null = null
+  /** When the last thread was lost (its error is then this side's to clear), 0 if not. */
+  private lostAt = 0
   stall: ProducerState['stall'] = null
   lastError: string | null = null
   onAttemptFailed: (err: GatewayError) => void = () => undefined
@@ -94,6 +96,11 @@ export class ThreadedKafkaAppender implements RecordProducer {
   }
 
   clearErrorBefore(before: number): void {
+    // The thread's own error is cleared there (and reported back); a lost thread's, here.
+    if (this.lostAt > 0 && this.lostAt < before) {
+      this.lostAt = 0
+      this.lastError = null
+    }
     this.worker?.postMessage({ type: 'clearErrorBefore', before } satisfies ToProducer)
   }
 
@@ -137,6 +144,7 @@ export class ThreadedKafkaAppender implements RecordProducer {
     }
     this.stall = message.state.stall
     this.lastError = message.state.lastError
+    this.lostAt = 0
     if (message.type === 'placed') this.settle(message.id, (call) => call.resolve(results(call, message.placed)))
     else if (message.type === 'failed') this.settle(message.id, (call) => call.reject(fromWire(message.error)))
     else if (message.type === 'closed') this.onClosed?.()
@@ -156,7 +164,10 @@ export class ThreadedKafkaAppender implements RecordProducer {
     if (this.worker !== worker) return
     this.worker = null
     const error = new GatewayError('E_STREAM_UNAVAILABLE', reason)
-    if (!this.closing) this.lastError = reason
+    if (!this.closing) {
+      this.lastError = reason
+      this.lostAt = Date.now()
+    }
     this.stall = null
     for (const id of [...this.inFlight.keys()]) this.settle(id, (call) => call.reject(error))
     this.onClosed?.()
