@@ -1,6 +1,18 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
 import { FastHistogram } from './fast-histogram.js'
 
+/** A gauge read from `source` when scraped, never set on a hot path. */
+function scrapedGauge(registry: Registry, name: string, help: string, source: () => number): Gauge {
+  return new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(source())
+    },
+  })
+}
+
 /**
  * All gateway metrics on one prom-client registry (one per gateway instance, so tests can run
  * several gateways in one process).
@@ -13,28 +25,8 @@ export class GatewayMetrics {
   readonly authFailures = new Counter({ name: 'streamgate_auth_failures_total', help: 'Refused CONNECTs by error code', labelNames: ['code'], registers: [this.registry] })
   /** Set by the authenticator: password checks holding a slot and waiting for one (auth/hash-gate.ts). */
   passwordCheckStats: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 })
-  readonly passwordChecksRunning = (() => {
-    const source = (): number => this.passwordCheckStats().running
-    return new Gauge({
-      name: 'streamgate_auth_password_checks_running',
-      help: 'Password checks (scrypt) running now, at most auth.maxConcurrentHashes',
-      registers: [this.registry],
-      collect() {
-        this.set(source())
-      },
-    })
-  })()
-  readonly passwordChecksWaiting = (() => {
-    const source = (): number => this.passwordCheckStats().waiting
-    return new Gauge({
-      name: 'streamgate_auth_password_checks_waiting',
-      help: 'Password checks waiting for a slot, at most auth.maxQueuedHashes',
-      registers: [this.registry],
-      collect() {
-        this.set(source())
-      },
-    })
-  })()
+  readonly passwordChecksRunning = scrapedGauge(this.registry, 'streamgate_auth_password_checks_running', 'Password checks (scrypt) running now, at most auth.maxConcurrentHashes', () => this.passwordCheckStats().running)
+  readonly passwordChecksWaiting = scrapedGauge(this.registry, 'streamgate_auth_password_checks_waiting', 'Password checks waiting for a slot, at most auth.maxQueuedHashes', () => this.passwordCheckStats().waiting)
   readonly passwordChecks = new Counter({ name: 'streamgate_auth_password_checks_total', help: 'Password checks (scrypt) started, including the dummy check for unknown devices', registers: [this.registry] })
   readonly passwordRefusals = new Counter({ name: 'streamgate_auth_password_refusals_total', help: 'Password CONNECTs refused unchecked, by reason: rate-limited (address and device pair), address-queue-full, queue-full', labelNames: ['reason'], registers: [this.registry] })
   readonly passwordWaitSeconds = new Histogram({
@@ -55,42 +47,11 @@ export class GatewayMetrics {
   readonly telemetryBytes = new Counter({ collect: () => this.syncTelemetry(), name: 'streamgate_telemetry_bytes_total', help: 'Telemetry payload bytes written to the stream', registers: [this.registry] })
   /** Set by the ingest's in-flight gate. */
   inFlightStats: () => { records: number; bytes: number } = () => ({ records: 0, bytes: 0 })
-  readonly inFlightRecords = (() => {
-    const source = (): number => this.inFlightStats().records
-    return new Gauge({
-      name: 'streamgate_ingest_in_flight_records',
-      help: 'Records accepted from devices and not yet durable',
-      registers: [this.registry],
-      collect() {
-        this.set(source())
-      },
-    })
-  })()
-  readonly inFlightBytes = (() => {
-    const source = (): number => this.inFlightStats().bytes
-    return new Gauge({
-      name: 'streamgate_ingest_in_flight_bytes',
-      help: 'Payload bytes accepted from devices and not yet durable',
-      registers: [this.registry],
-      collect() {
-        this.set(source())
-      },
-    })
-  })()
+  readonly inFlightRecords = scrapedGauge(this.registry, 'streamgate_ingest_in_flight_records', 'Records accepted from devices and not yet durable', () => this.inFlightStats().records)
+  readonly inFlightBytes = scrapedGauge(this.registry, 'streamgate_ingest_in_flight_bytes', 'Payload bytes accepted from devices and not yet durable', () => this.inFlightStats().bytes)
   /** Set by the ingest: milliseconds since the oldest in-flight record was accepted. */
   oldestInFlightAgeMs: () => number = () => 0
-  readonly oldestInFlightSeconds = (() => {
-    const source = (): number => this.oldestInFlightAgeMs()
-    return new Gauge({
-      name: 'streamgate_ingest_oldest_in_flight_seconds',
-      help: 'Age of the oldest record accepted from a device and not yet durable (0 when none)',
-      registers: [this.registry],
-      // Computed when scraped, not per message.
-      collect() {
-        this.set(source() / 1000)
-      },
-    })
-  })()
+  readonly oldestInFlightSeconds = scrapedGauge(this.registry, 'streamgate_ingest_oldest_in_flight_seconds', 'Age of the oldest record accepted from a device and not yet durable (0 when none)', () => this.oldestInFlightAgeMs() / 1000)
   readonly backpressureWaits = new Counter({ name: 'streamgate_ingest_backpressure_waits_total', help: 'Publishes that waited for in-flight capacity (device sockets paused meanwhile)', registers: [this.registry] })
   readonly appendErrors = new Counter({ name: 'streamgate_stream_append_errors_total', help: 'Failed stream appends by error code', labelNames: ['code'], registers: [this.registry] })
   /** Observed once per telemetry message: a plain bucket array, not a prom-client Histogram (fast-histogram.ts). */
