@@ -59,7 +59,11 @@ class SqliteSessionRows implements SessionRows {
   }
 
   async clear(deviceId: string): Promise<void> {
-    prepared(this.conn(), 'DELETE FROM subscriptions WHERE device_id = ?').run(deviceId)
+    // A read first: a clean-session connect of a device without subscriptions (the common case,
+    // once per connect) then takes no write lock and commits nothing.
+    const db = this.conn()
+    if (!prepared(db, 'SELECT 1 FROM subscriptions WHERE device_id = ? LIMIT 1').get(deviceId)) return
+    prepared(db, 'DELETE FROM subscriptions WHERE device_id = ?').run(deviceId)
   }
 
   private conn(): Database {

@@ -18,6 +18,12 @@ export interface DeviceEventWriterOptions {
    * on the registry file, or whose claim lapsed (a writer that died). Default 5000 ms.
    */
   sweepMs?: number
+  /**
+   * A recorded connect or disconnect is written to the stream this long after, with the others
+   * of that time: in a connect storm one claim, append and removal then carry dozens of events
+   * instead of one each. Default 10 ms.
+   */
+  coalesceMs?: number
 }
 
 /**
@@ -40,6 +46,8 @@ export class DeviceEventWriter implements ConnectionObserver {
   private readonly retryMinMs: number
   private readonly retryMaxMs: number
   private readonly sweepMs: number
+  private readonly coalesceMs: number
+  private coalesceTimer: NodeJS.Timeout | null = null
   private readonly drains = new RerunningTask(() => this.drainOutbox())
   private retryDelayMs: number
   private retryTimer: NodeJS.Timeout | null = null
@@ -60,6 +68,7 @@ export class DeviceEventWriter implements ConnectionObserver {
     this.retryMinMs = options.retryMinMs ?? 100
     this.retryMaxMs = options.retryMaxMs ?? 2000
     this.sweepMs = options.sweepMs ?? 5000
+    this.coalesceMs = options.coalesceMs ?? 10
     this.retryDelayMs = this.retryMinMs
     metrics.watchDeviceEventOutbox(() => registry.pendingEventCount())
   }
@@ -98,6 +107,8 @@ export class DeviceEventWriter implements ConnectionObserver {
     while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()])
     if (this.sweepTimer) clearInterval(this.sweepTimer)
     this.sweepTimer = null
+    if (this.coalesceTimer) clearTimeout(this.coalesceTimer)
+    this.coalesceTimer = null
     this.clearRetry()
     await this.drains.idle()
     await this.flush()
@@ -112,7 +123,7 @@ export class DeviceEventWriter implements ConnectionObserver {
     const next = previous
       .then(() => this.registry.recordConnection(deviceId, state, new Date(), facts))
       .then(
-        () => void this.flush(),
+        () => this.flushSoon(),
         // Neither the state nor the event was recorded (one transaction): no gap, only a missing change.
         (err: unknown) => this.log.error({ deviceId, state, err: (err as Error).message }, 'connection state not recorded'),
       )
@@ -120,6 +131,15 @@ export class DeviceEventWriter implements ConnectionObserver {
     void next.finally(() => {
       if (this.chains.get(deviceId) === next) this.chains.delete(deviceId)
     })
+  }
+
+  /** flush() in coalesceMs, for whatever is recorded until then. */
+  private flushSoon(): void {
+    if (this.coalesceTimer || this.stopped) return
+    this.coalesceTimer = setTimeout(() => {
+      this.coalesceTimer = null
+      void this.flush()
+    }, this.coalesceMs)
   }
 
   private async drainOutbox(): Promise<void> {
@@ -148,6 +168,8 @@ export class DeviceEventWriter implements ConnectionObserver {
         // Written but still in the outbox, claimed: written again once the claim lapses.
         return this.failed(err)
       }
+      // A short batch took all there was: rows added since asked for a run of their own.
+      if (pending.length < this.batchSize) return this.recovered()
     }
   }
 

@@ -42,11 +42,16 @@ import { prepared } from '../sqlite/statements.js'
  * file, and each write is atomic on its own. WAL lets readers proceed during a write; busy_timeout
  * makes a writer wait up to 5 s for another process's write instead of failing at once.
  */
+/** How long connection changes gather before their shared transaction, and how many at most. */
+const CONNECTION_COMMIT_MS = 5
+const CONNECTION_COMMIT_MAX = 500
+
 export class SqliteDeviceRegistry implements DeviceRegistry {
   readonly file: string
   private db: Database | null = null
-  /** Connection changes waiting for this turn's transaction (see recordConnection). */
+  /** Connection changes waiting for the next shared transaction (see recordConnection). */
   private connectionChanges: ConnectionChange[] = []
+  private connectionTimer: NodeJS.Timeout | null = null
 
   constructor(options: { file: string }) {
     this.file = options.file
@@ -166,21 +171,26 @@ export class SqliteDeviceRegistry implements DeviceRegistry {
   }
 
   /**
-   * Group commit: the connection changes of one turn of the event loop (a connect storm brings
-   * hundreds) are written in one transaction, each with its event, instead of a transaction each;
-   * a change's promise settles once that transaction has committed. If the shared transaction
-   * fails, each change is tried again in a transaction of its own, so that only a change at fault
-   * fails. Changes keep their call order, in the file and in the outbox.
+   * Group commit: the connection changes of CONNECTION_COMMIT_MS (a connect storm brings one per
+   * turn of the event loop, so a per-turn group held one change) are written in one transaction,
+   * each with its event, instead of a transaction each; at CONNECTION_COMMIT_MAX changes the
+   * transaction runs at once. A change's promise settles once that transaction has committed. If
+   * the shared transaction fails, each change is tried again in a transaction of its own, so that
+   * only a change at fault fails. Changes keep their call order, in the file and in the outbox.
+   * No device waits for this: its CONNACK does not depend on the record.
    */
   recordConnection(deviceId: string, state: ConnectionState, at: Date, facts: ConnectionFacts = {}): Promise<number | null> {
     if (!this.db) return Promise.reject(new GatewayError('E_REGISTRY_UNAVAILABLE', 'the device registry is not started'))
     return new Promise((resolve, reject) => {
       this.connectionChanges.push({ deviceId, state, at, facts, resolve, reject })
-      if (this.connectionChanges.length === 1) setImmediate(() => this.writeConnectionChanges())
+      if (this.connectionChanges.length >= CONNECTION_COMMIT_MAX) this.writeConnectionChanges()
+      else if (!this.connectionTimer) this.connectionTimer = setTimeout(() => this.writeConnectionChanges(), CONNECTION_COMMIT_MS)
     })
   }
 
   private writeConnectionChanges(): void {
+    if (this.connectionTimer) clearTimeout(this.connectionTimer)
+    this.connectionTimer = null
     const changes = this.connectionChanges
     this.connectionChanges = []
     if (changes.length === 0) return

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { SqliteDeviceRegistry } from '../../src/registry/sqlite-registry.js'
 import { REGISTRY_SCHEMA_VERSION } from '../../src/registry/sqlite-schema.js'
 import { deviceRegistryContract } from './device-registry.contract.js'
@@ -202,6 +202,33 @@ describe('SqliteDeviceRegistry on a file', () => {
       ])
       // The refused change left nothing behind: no state, no sequence.
       expect(await registry.get('bad')).toMatchObject({ connectionState: 'disconnected', connectionSeq: 0 })
+    })
+
+    it('gathers changes of several turns (a storm brings one per turn) into one transaction after 5 ms, and writes at once at 500', async () => {
+      const registry = await open()
+      const ids = Array.from({ length: 500 }, (_, i) => `g-${i}`)
+      for (const id of ids) await registry.create({ deviceId: id })
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] })
+      try {
+        const first = registry.recordConnection('g-0', 'connected', new Date())
+        await new Promise((r) => setImmediate(r))
+        const second = registry.recordConnection('g-1', 'connected', new Date())
+        await new Promise((r) => setImmediate(r))
+        // Two turns later, neither is in the file yet: they wait for the shared transaction.
+        expect(outbox()).toEqual([])
+        vi.advanceTimersByTime(5)
+        expect(await Promise.all([first, second])).toEqual([1, 1])
+        expect(outbox()).toEqual([
+          ['g-0', 'connected', 1],
+          ['g-1', 'connected', 1],
+        ])
+        // 500 waiting: written without waiting for the timer.
+        const storm = ids.map((id) => registry.recordConnection(id, 'disconnected', new Date()))
+        expect(await Promise.all(storm)).toEqual(ids.map((_, i) => (i < 2 ? 2 : 1)))
+        expect(outbox()).toHaveLength(502)
+      } finally {
+        vi.useRealTimers()
+      }
     })
 
     it('writes changes still waiting for their turn when the registry stops', async () => {

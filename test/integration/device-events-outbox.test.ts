@@ -154,6 +154,33 @@ describe('DeviceEventWriter', () => {
     expect(await registry.pendingEventCount()).toBe(0)
   })
 
+  it('writes connects recorded over many turns of the event loop in a few appends, in order (a connect storm)', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `storm-${i}`)
+    for (const id of ids) await registry.create({ deviceId: id })
+    const w = (writer = new DeviceEventWriter(stream, 'device-events', registry, new GatewayMetrics({ defaultMetrics: false }), createLogger('silent'), { sweepMs: 60_000, coalesceMs: 200 }))
+    w.start()
+    await waitFor(async () => (await topicEvents(stream)).length === ids.length, 5000, 'created events written')
+    // Count the appends from here on (the real stream does the writing).
+    const appends: number[] = []
+    const append = stream.append.bind(stream)
+    stream.append = (topic, records) => {
+      appends.push(records.length)
+      return append(topic, records)
+    }
+    // One connect per turn, as a storm brings them.
+    for (const deviceId of ids) {
+      w.connected({ deviceId, connectionId: `c-${deviceId}`, remoteAddress: '127.0.0.1', transport: 'mqtt', authMethod: 'sas-primary', connectedAt: Date.now(), isClosed: () => false })
+      await new Promise((r) => setImmediate(r))
+    }
+    await waitFor(async () => (await topicEvents(stream)).length === 2 * ids.length, 5000, 'connected events written')
+    expect(appends.reduce((a, b) => a + b, 0)).toBe(ids.length)
+    // One append per event before the events of a moment were gathered.
+    expect(appends.length).toBeLessThanOrEqual(3)
+    const connected = (await topicEvents(stream)).filter((e) => e.type === 'connected')
+    expect(connected.map((e) => e.deviceId).sort()).toEqual([...ids].sort())
+    expect(await registry.pendingEventCount()).toBe(0)
+  })
+
   it('drain at shutdown returns while the stream is down and leaves the events for the next start', async () => {
     const w = make()
     w.start()
