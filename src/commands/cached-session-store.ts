@@ -14,12 +14,15 @@ export interface SessionRows {
 }
 
 interface Entry {
-  subs: Map<string, number>
+  /** Null while the device has none (most devices, most of the time): no empty Map per connection. */
+  subs: Map<string, number> | null
   /** Connections of this process that restored the device and are not gone yet. */
   holds: number
 }
 
 const NONE: ReadonlyMap<string, number> = new Map()
+
+const subsOf = (rows: Array<[string, number]>): Map<string, number> | null => (rows.length === 0 ? null : new Map(rows))
 
 /**
  * The SessionStore the broker uses, in front of a backend that may be across a network
@@ -46,7 +49,8 @@ export class CachedSessionStore implements SessionStore {
   }
 
   addSubscription(deviceId: string, filter: string, qos: number): void {
-    this.entries.get(deviceId)?.subs.set(filter, qos)
+    const entry = this.entries.get(deviceId)
+    if (entry) (entry.subs ??= new Map()).set(filter, qos)
     this.write(deviceId, () => this.rows.put(deviceId, filter, qos))
   }
 
@@ -70,10 +74,10 @@ export class CachedSessionStore implements SessionStore {
     const entry = this.entries.get(deviceId)
     if (entry) {
       // A second connection of the device (the first is being replaced): both read the store's view.
-      entry.subs = new Map(loaded)
+      entry.subs = subsOf(loaded)
       entry.holds++
     } else {
-      this.entries.set(deviceId, { subs: new Map(loaded), holds: 1 })
+      this.entries.set(deviceId, { subs: subsOf(loaded), holds: 1 })
     }
   }
 
@@ -85,7 +89,8 @@ export class CachedSessionStore implements SessionStore {
   }
 
   async discard(deviceId: string): Promise<void> {
-    this.entries.get(deviceId)?.subs.clear()
+    const entry = this.entries.get(deviceId)
+    if (entry) entry.subs = null
     await this.run(deviceId, () => this.rows.clear(deviceId))
   }
 
