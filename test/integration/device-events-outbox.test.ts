@@ -169,7 +169,7 @@ describe('DeviceEventWriter', () => {
     }
     // One connect per turn, as a storm brings them.
     for (const deviceId of ids) {
-      w.connected({ deviceId, connectionId: `c-${deviceId}`, remoteAddress: '127.0.0.1', transport: 'mqtt', authMethod: 'sas-primary', connectedAt: Date.now(), isClosed: () => false })
+      w.connected({ deviceId, connectionId: `c-${deviceId}`, remoteAddress: '127.0.0.1', transport: 'tcp', authMethod: 'sas-primary', connectedAt: Date.now(), isClosed: () => false })
       await new Promise((r) => setImmediate(r))
     }
     await waitFor(async () => (await topicEvents(stream)).length === 2 * ids.length, 5000, 'connected events written')
