@@ -37,11 +37,14 @@ export interface AdmissionObserver {
 type Kind = 'mqtt' | 'http'
 
 interface Entry {
-  readonly key: string
+  /** Null once the connection is established: nothing looks it up by key after that. */
+  key: string | null
   readonly socket: Socket
   readonly address: string
   kind: Kind
   pending: boolean
+  /** Forgotten (closed, or evicted): counted out once. */
+  gone: boolean
 }
 
 /** Sockets are found again by their 4-tuple: a TLS or WebSocket stream shares it with its raw socket. */
@@ -80,7 +83,7 @@ export class ConnectionAdmission {
   admit(socket: Socket, kind: Kind): boolean {
     const address = addressKey(socket.remoteAddress ?? 'unknown')
     const key = connectionKey(socket)
-    const entry: Entry = { key, socket, address, kind, pending: false }
+    const entry: Entry = { key, socket, address, kind, pending: false, gone: false }
     if (kind === 'http' ? !this.roomForHttp(address) : !this.roomForMqtt(address)) {
       socket.destroy()
       return false
@@ -120,7 +123,13 @@ export class ConnectionAdmission {
   /** The connection authenticated (CONNACK 0): it no longer counts as pending. */
   established(key: string): void {
     const entry = this.entries.get(key)
-    if (entry?.pending) this.removePending(entry)
+    if (!entry) return
+    if (entry.pending) this.removePending(entry)
+    if (entry.kind === 'mqtt') {
+      // Only counted from now on, until its 'close': its key (a string per held connection) goes.
+      this.entries.delete(key)
+      entry.key = null
+    }
   }
 
   private roomForMqtt(address: string): boolean {
@@ -172,8 +181,9 @@ export class ConnectionAdmission {
   }
 
   private forget(entry: Entry): void {
-    if (this.entries.get(entry.key) !== entry) return
-    this.entries.delete(entry.key)
+    if (entry.gone) return
+    entry.gone = true
+    if (entry.key !== null && this.entries.get(entry.key) === entry) this.entries.delete(entry.key)
     this.removePending(entry)
     this.idleHttp.delete(entry)
     if (entry.kind === 'http') this.httpCount--

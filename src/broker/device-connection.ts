@@ -3,6 +3,15 @@ import { randomUUID } from 'node:crypto'
 import type { Client } from 'aedes'
 import type { ConnectionContext, DisconnectReason, Transport } from './ports.js'
 
+/**
+ * Something a connection holds while it lives, let go with the connection's own state: one
+ * object per kind shared by every connection (no closure per connection, each ~100 bytes with
+ * its scope, for each of thousands of idle devices).
+ */
+export interface Hold {
+  release(ctx: DeviceConnection): void
+}
+
 /** Per-connection state the hooks keep beside the Aedes client. */
 export class DeviceConnection implements ConnectionContext {
   readonly connectionId = randomUUID()
@@ -16,7 +25,7 @@ export class DeviceConnection implements ConnectionContext {
   /** The last device request of this connection in processing (see `serialize`). */
   private requests: Promise<void> | undefined
   /** What the connection holds while it lives (its session cache entry, ...), let go once. */
-  private holds: Array<() => void> | null = []
+  private holds: Hold[] | null = []
 
   constructor(
     readonly deviceId: string,
@@ -29,17 +38,17 @@ export class DeviceConnection implements ConnectionContext {
     return this.closed
   }
 
-  /** Keep `release` until the connection is gone (`releaseHolds`); at once if it is gone already. */
-  hold(release: () => void): void {
-    if (this.holds) this.holds.push(release)
-    else release()
+  /** Keep `hold` until the connection is gone (`releaseHolds`); released at once if it is gone already. */
+  hold(hold: Hold): void {
+    if (this.holds) this.holds.push(hold)
+    else hold.release(this)
   }
 
   /** The transport closed: let go of everything held, in reverse order, once. */
   releaseHolds(): void {
     const holds = this.holds
     this.holds = null
-    if (holds) for (const release of holds.reverse()) release()
+    if (holds) for (let i = holds.length - 1; i >= 0; i--) holds[i]!.release(this)
   }
 
   /**

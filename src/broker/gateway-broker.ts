@@ -7,7 +7,7 @@ import { GatewayError, toGatewayError } from '../errors/catalogue.js'
 import { brokerClients, checkInternals, nextMessageId, releaseConnectPacket, wrapPublish } from './aedes-internals.js'
 import { guardPacketSize, setPacketGuard } from './packet-guard.js'
 import { drained, topicMatches, writePublish, type OutboundBound } from './outbound.js'
-import { connectionMeta, contexts, DeviceConnection, isCleanSession, type ConnectionMeta } from './device-connection.js'
+import { connectionMeta, contexts, DeviceConnection, isCleanSession, type ConnectionMeta, type Hold } from './device-connection.js'
 import { attachSessionHooks, keepSubscriptionsOutOfAedes } from './session-hooks.js'
 import { wireConnectionEvents } from './connection-events.js'
 import { ExpiryWheel } from './token-expiry.js'
@@ -76,6 +76,9 @@ export class GatewayBroker implements DeviceChannel {
   private readonly outbound: OutboundBound
   private readonly expiry: ExpiryWheel<Client>
   private closing = false
+  /** What a connection holds (DeviceConnection.hold): its session cache entry, its ownership epoch. */
+  private readonly sessionHold: Hold
+  private readonly ownershipHold: Hold
 
   private constructor(
     aedes: Aedes,
@@ -90,6 +93,8 @@ export class GatewayBroker implements DeviceChannel {
       overflow: (client, error) => this.closeFor(client, error),
     }
     this.expiry = new ExpiryWheel((client) => this.tokenExpired(client))
+    this.sessionHold = { release: (ctx) => options.sessions.forget(ctx.deviceId) }
+    this.ownershipHold = { release: (ctx) => options.ownership?.release(ctx.deviceId, ctx.epoch) }
   }
 
   static async create(options: GatewayBrokerOptions): Promise<GatewayBroker> {
@@ -234,7 +239,7 @@ export class GatewayBroker implements DeviceChannel {
       // The session is in the cache before the CONNACK: deliveries right behind it read it.
       const { sessions } = this.options
       await sessions.restore(who.deviceId, isCleanSession(client))
-      ctx.hold(forgetSession(sessions, who.deviceId))
+      ctx.hold(this.sessionHold)
       const { ownership } = this.options
       if (ownership) {
         try {
@@ -243,7 +248,7 @@ export class GatewayBroker implements DeviceChannel {
           ctx.releaseHolds()
           throw err
         }
-        ctx.hold(releaseOwnership(ownership, ctx))
+        ctx.hold(this.ownershipHold)
       }
       return { ctx, expiresAt: who.tokenExpiresAt }
     }
@@ -257,7 +262,10 @@ export class GatewayBroker implements DeviceChannel {
         }
         contexts.set(client, ctx)
         releaseConnectPacket(client)
-        if (meta.admissionKey !== undefined) this.options.admission?.established(meta.admissionKey)
+        if (meta.admissionKey !== undefined) {
+          this.options.admission?.established(meta.admissionKey)
+          meta.admissionKey = undefined
+        }
         if (expiresAt !== undefined) this.expiry.schedule(client, expiresAt * 1000 + this.options.tokenGraceMs)
         const previous = this.liveClient(ctx.deviceId)
         const previousCtx = previous && previous !== client ? contexts.get(previous) : undefined
@@ -425,13 +433,3 @@ function toBuffer(payload: PublishPacket['payload']): Buffer {
 const INGESTED = Symbol('streamgate.ingested')
 type IngestedPacket = PublishPacket & { [INGESTED]?: boolean }
 
-// The release closures a connection holds for its lifetime are made out here: made inside
-// authenticate's `run`, they kept its whole scope alive (Aedes' CONNECT state, the credentials),
-// about 2 KiB per held connection.
-function forgetSession(sessions: SessionStore, deviceId: string): () => void {
-  return () => sessions.forget(deviceId)
-}
-
-function releaseOwnership(ownership: DeviceOwnership, ctx: DeviceConnection): () => void {
-  return () => ownership.release(ctx.deviceId, ctx.epoch)
-}
