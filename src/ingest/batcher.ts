@@ -16,7 +16,12 @@ export class BatchingAppender {
   private records: OutgoingRecord[] = []
   private callbacks: AppendDone[] = []
   private scheduled = false
-  private inFlight = new Set<Promise<void>>()
+  /**
+   * Batches handed to the stream and not settled yet. A count: a Set of their promises was
+   * garbage the young generation promoted (a new hash table as batches came and went).
+   */
+  private inFlight = 0
+  private idleWaiters: Array<() => void> = []
 
   constructor(
     private readonly stream: EventStream,
@@ -39,7 +44,7 @@ export class BatchingAppender {
   /** Resolves once every batch handed to the stream so far has settled. */
   async drain(): Promise<void> {
     this.flush()
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight])
+    while (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
   }
 
   private flush(): void {
@@ -49,12 +54,22 @@ export class BatchingAppender {
     const callbacks = this.callbacks
     this.records = []
     this.callbacks = []
-    const done = this.stream.append(this.topic, records).then(
-      () => tell(callbacks, null),
-      (err: unknown) => tell(callbacks, err ?? new Error('append failed')),
+    const appended = this.stream.append(this.topic, records)
+    this.inFlight++
+    appended.then(
+      () => this.settle(callbacks, null),
+      (err: unknown) => this.settle(callbacks, err ?? new Error('append failed')),
     )
-    this.inFlight.add(done)
-    void done.finally(() => this.inFlight.delete(done))
+  }
+
+  private settle(callbacks: AppendDone[], err: unknown): void {
+    this.inFlight--
+    tell(callbacks, err)
+    if (this.inFlight === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters
+      this.idleWaiters = []
+      for (const wake of waiters) wake()
+    }
   }
 }
 

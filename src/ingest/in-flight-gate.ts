@@ -12,11 +12,17 @@ export class InFlightGate {
   private bytes = 0
   private readonly waiters: Array<{ bytes: number; wake: () => void }> = []
   /**
-   * Records in flight by admission time (ms), in admission order: the first key is the oldest.
-   * A count per millisecond, not an object per record: at 100k records/s the objects were garbage
-   * the collector had to chase.
+   * Records in flight by admission time (ms), in admission order: a count per millisecond in two
+   * plain arrays, not an object per record (at 100k records/s those were garbage the collector had
+   * to chase) nor a Map (its table was reallocated as the few keys of a light load came and went:
+   * a third of what the young generation promoted at 5,000 msg/s). The live entries are
+   * [head, tail); entry i has the ticket `base + i`, so `done` finds it without a search.
    */
-  private readonly admitted = new Map<number, number>()
+  private readonly admittedAt: number[] = []
+  private readonly admittedCount: number[] = []
+  private head = 0
+  private tail = 0
+  private base = 0
 
   constructor(
     private readonly maxRecords: number,
@@ -31,20 +37,39 @@ export class InFlightGate {
 
   /** Age of the oldest record accepted and not yet durable, 0 when none. */
   oldestAgeMs(): number {
-    const first = this.admitted.keys().next()
-    return first.done ? 0 : Math.max(0, this.now() - first.value)
+    return this.head < this.tail ? Math.max(0, this.now() - this.admittedAt[this.head]!) : 0
   }
 
-  /** Mark a record as in flight for the oldest-age metric; pass what it returns to `done` when it settles. */
+  /** Mark a record admitted at `at` as in flight (the oldest-age metric); give what it returns to `done` when it settles. */
   track(at = this.now()): number {
-    this.admitted.set(at, (this.admitted.get(at) ?? 0) + 1)
-    return at
+    const last = this.tail - 1
+    if (last >= this.head && this.admittedAt[last] === at) {
+      this.admittedCount[last]!++
+      return this.base + last
+    }
+    this.admittedAt[this.tail] = at
+    this.admittedCount[this.tail] = 1
+    return this.base + this.tail++
   }
 
-  done(at: number): void {
-    const left = (this.admitted.get(at) ?? 1) - 1
-    if (left > 0) this.admitted.set(at, left)
-    else this.admitted.delete(at)
+  done(ticket: number): void {
+    const i = ticket - this.base
+    if (i < this.head || i >= this.tail || this.admittedCount[i] === 0) return
+    this.admittedCount[i]!--
+    while (this.head < this.tail && this.admittedCount[this.head] === 0) this.head++
+    if (this.head === this.tail) {
+      // Nothing in flight: start again at the front (the arrays keep their room).
+      this.base += this.tail
+      this.head = 0
+      this.tail = 0
+    } else if (this.head >= 1024 && this.head * 2 >= this.tail) {
+      // One record held for long while thousands come and go: move the live ones to the front.
+      this.admittedAt.copyWithin(0, this.head, this.tail)
+      this.admittedCount.copyWithin(0, this.head, this.tail)
+      this.base += this.head
+      this.tail -= this.head
+      this.head = 0
+    }
   }
 
   /** Take room for one record at once if there is some and nobody waits; false otherwise. */

@@ -134,25 +134,25 @@ export class TelemetryIngest implements PublishHandler {
   private appendDurably(job: PublishJob, done: PublishDone): void {
     const bytes = job.record!.value.length
     const { gate } = this.options
-    const admittedAt = gate.track(job.receivedAt)
-    if (gate.tryAcquire(bytes)) this.appendAdmitted(job, bytes, admittedAt, done)
-    else void gate.acquire(bytes).then(() => this.appendAdmitted(job, bytes, admittedAt, done))
+    const ticket = gate.track(job.receivedAt)
+    if (gate.tryAcquire(bytes)) this.appendAdmitted(job, bytes, ticket, done)
+    else void gate.acquire(bytes).then(() => this.appendAdmitted(job, bytes, ticket, done))
   }
 
-  private appendAdmitted(job: PublishJob, bytes: number, admittedAt: number, done: PublishDone): void {
+  private appendAdmitted(job: PublishJob, bytes: number, ticket: number, done: PublishDone): void {
     this.options.appender.append(job.record!, (err) => {
       if (err === null) {
-        this.settled(job, bytes, admittedAt, null)
+        this.settled(job, bytes, ticket, null)
         done(null)
         return
       }
       this.appendWithRetry(job, err).then(
         () => {
-          this.settled(job, bytes, admittedAt, null)
+          this.settled(job, bytes, ticket, null)
           done(null)
         },
         (final: unknown) => {
-          this.settled(job, bytes, admittedAt, final)
+          this.settled(job, bytes, ticket, final)
           done(final)
         },
       )
@@ -160,10 +160,10 @@ export class TelemetryIngest implements PublishHandler {
   }
 
   /** Give the record's room back; count it when it was stored. */
-  private settled(job: PublishJob, bytes: number, admittedAt: number, err: unknown): void {
+  private settled(job: PublishJob, bytes: number, ticket: number, err: unknown): void {
     const { gate, metrics } = this.options
     gate.release(bytes)
-    gate.done(admittedAt)
+    gate.done(ticket)
     if (err !== null) return
     const tally = metrics.telemetryTally
     if (job.packet.qos === 0) tally.qos0++

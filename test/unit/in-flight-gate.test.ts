@@ -47,4 +47,40 @@ describe('InFlightGate', () => {
     gate.done(second)
     expect(gate.oldestAgeMs()).toBe(0)
   })
+
+  it('keeps the oldest age right when records settle out of order, share a millisecond, or one stays in flight for long', () => {
+    let now = 0
+    const gate = new InFlightGate(1_000_000, 1_000_000_000, new GatewayMetrics({ defaultMetrics: false }), () => now)
+    // Three records in one millisecond, one in the next; settled newest first.
+    const a = [gate.track(), gate.track(), gate.track()]
+    now = 1
+    const b = gate.track()
+    now = 10
+    gate.done(b)
+    gate.done(a[0]!)
+    gate.done(a[1]!)
+    expect(gate.oldestAgeMs()).toBe(10)
+    gate.done(a[2]!)
+    expect(gate.oldestAgeMs()).toBe(0)
+    // A record held while 5,000 others come and go, one per millisecond (the live entries move to
+    // the front; each settles without a search past the held one).
+    now = 100
+    const stuck = gate.track()
+    for (let i = 1; i <= 5000; i++) {
+      now = 100 + i
+      const r = gate.track()
+      if (i % 7 === 0) expect(gate.oldestAgeMs()).toBe(i)
+      gate.done(r)
+    }
+    // Settling a ticket that is not in flight (twice, or never given) changes nothing.
+    gate.done(123_456)
+    expect(gate.oldestAgeMs()).toBe(5000)
+    now = 6000
+    const later = gate.track()
+    gate.done(stuck)
+    expect(gate.oldestAgeMs()).toBe(0)
+    gate.done(later)
+    gate.done(later)
+    expect(gate.oldestAgeMs()).toBe(0)
+  })
 })

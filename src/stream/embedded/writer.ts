@@ -1,4 +1,4 @@
-import type { Database, Statement } from 'better-sqlite3'
+import type { Database, Statement, Transaction } from 'better-sqlite3'
 import { GatewayError } from '../../errors/catalogue.js'
 import { partitionForKey } from '../partitioner.js'
 import type { AppendResult, OutgoingRecord } from '../types.js'
@@ -54,8 +54,10 @@ interface PendingAppend {
 /** What one transaction assigned: offsets per call, and per partition the new next offset and bytes added. */
 interface BatchPlan {
   results: AppendResult[][]
-  next: Map<TopicState, number[]>
-  bytes: Map<TopicState, number[]>
+  /** The topics the batch touched (most often one), with their new next offsets and bytes added, by position. */
+  topics: TopicState[]
+  next: number[][]
+  bytes: number[][]
 }
 
 /** What SqliteEventStream appends through: GroupCommitWriter on the event loop, or ThreadedWriter (writer-thread.ts). */
@@ -75,12 +77,15 @@ export class GroupCommitWriter implements RecordWriter {
   private timer: NodeJS.Immediate | NodeJS.Timeout | null = null
   private readonly insertRecord: Statement<[string, number, number, number, string | null, Buffer, string | null, number]>
   private readonly updatePartition: Statement<[number, number, string, number]>
+  /** Made once: better-sqlite3 builds a wrapper per db.transaction() call, garbage per commit. */
+  private readonly commitTransaction: Transaction<(batch: PendingAppend[]) => BatchPlan>
+  private readonly topicSets = new Map<string, ReadonlySet<string>>()
   private readonly stats_: Omit<WriterStats, 'queuedRecords'> = { commits: 0, records: 0, failedCommits: 0 }
   /** Last commit failure, for health(); cleared by the next successful commit. */
   lastError: GatewayError | null = null
 
   constructor(
-    private readonly db: Database,
+    db: Database,
     private readonly store: StreamStore,
     private readonly options: WriterOptions,
     /** Told which topics got records, after each commit (wakes same-process consumers). */
@@ -90,6 +95,7 @@ export class GroupCommitWriter implements RecordWriter {
       'INSERT INTO records (topic, partition, offset, timestamp, key, value, headers, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     )
     this.updatePartition = db.prepare('UPDATE partitions SET next_offset = ?, bytes = bytes + ? WHERE topic = ? AND partition = ?')
+    this.commitTransaction = db.transaction((batch: PendingAppend[]) => this.writeBatch(batch))
   }
 
   stats(): WriterStats {
@@ -177,16 +183,14 @@ export class GroupCommitWriter implements RecordWriter {
   private commitBatch(batch: PendingAppend[]): void {
     let plan: BatchPlan
     try {
-      plan = this.db.transaction(() => this.writeBatch(batch)).immediate()
+      plan = this.commitTransaction.immediate(batch)
     } catch (err) {
       this.failBatch(batch, err)
       return
     }
-    const topics = new Set<string>()
-    for (const [topic, next] of plan.next) {
-      topic.next = next
-      topics.add(topic.name)
-    }
+    for (let t = 0; t < plan.topics.length; t++) plan.topics[t]!.next = plan.next[t]!
+    // One topic (the usual batch): a set made once per topic, not a new one per commit.
+    const topics = plan.topics.length === 1 ? this.topicSet(plan.topics[0]!.name) : new Set(plan.topics.map((t) => t.name))
     this.stats_.commits++
     for (let i = 0; i < batch.length; i++) {
       this.stats_.records += batch[i]!.records.length
@@ -198,17 +202,17 @@ export class GroupCommitWriter implements RecordWriter {
 
   /** The body of the transaction: the hot path, kept to plain loops over prepared statements. */
   private writeBatch(batch: PendingAppend[]): BatchPlan {
-    const plan: BatchPlan = { results: [], next: new Map(), bytes: new Map() }
+    const plan: BatchPlan = { results: [], topics: [], next: [], bytes: [] }
     for (const call of batch) {
       const { topic } = call
-      let next = plan.next.get(topic)
-      let bytes = plan.bytes.get(topic)
-      if (!next || !bytes) {
-        next = topic.next.slice()
-        bytes = new Array<number>(topic.partitions).fill(-1)
-        plan.next.set(topic, next)
-        plan.bytes.set(topic, bytes)
+      let t = plan.topics.indexOf(topic)
+      if (t < 0) {
+        t = plan.topics.push(topic) - 1
+        plan.next.push(topic.next.slice())
+        plan.bytes.push(new Array<number>(topic.partitions).fill(-1))
       }
+      const next = plan.next[t]!
+      const bytes = plan.bytes[t]!
       const results: AppendResult[] = []
       for (const r of call.records) {
         const offset = next[r.partition]!++
@@ -219,13 +223,20 @@ export class GroupCommitWriter implements RecordWriter {
       }
       plan.results.push(results)
     }
-    for (const [topic, bytes] of plan.bytes) {
-      const next = plan.next.get(topic)!
+    for (let t = 0; t < plan.topics.length; t++) {
+      const bytes = plan.bytes[t]!
+      const next = plan.next[t]!
       for (let p = 0; p < bytes.length; p++) {
-        if (bytes[p]! >= 0) this.updatePartition.run(next[p]!, bytes[p]!, topic.name, p)
+        if (bytes[p]! >= 0) this.updatePartition.run(next[p]!, bytes[p]!, plan.topics[t]!.name, p)
       }
     }
     return plan
+  }
+
+  private topicSet(name: string): ReadonlySet<string> {
+    let set = this.topicSets.get(name)
+    if (!set) this.topicSets.set(name, (set = new Set([name])))
+    return set
   }
 
   private failBatch(batch: PendingAppend[], cause: unknown): void {
