@@ -1,7 +1,8 @@
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { parse as parseYaml } from 'yaml'
 import { loadConfig, topicNames } from '../../src/config/load.js'
 import { GatewayError } from '../../src/errors/catalogue.js'
 import { openStateStores } from '../../src/app/backends.js'
@@ -31,6 +32,21 @@ describe('configuration', () => {
     expect(builtIn.dataDir).toBe('./data')
     expect(builtIn.limits.maxPayloadBytes).toBe(256 * 1024)
     expect(builtIn.stream.partitions).toBe(8)
+  })
+
+  it('lists every setting in config/default.yaml (a setting missing there is undocumented)', () => {
+    const builtIn = loadConfig({ env: {}, skipDefaultFile: true }) as unknown as Record<string, unknown>
+    const file = parseYaml(readFileSync(join(import.meta.dirname, '..', '..', 'config', 'default.yaml'), 'utf8')) as Record<string, unknown>
+    const missing: string[] = []
+    const walk = (config: Record<string, unknown>, yaml: Record<string, unknown> | undefined, path: string): void => {
+      for (const [key, value] of Object.entries(config)) {
+        const at = path ? `${path}.${key}` : key
+        if (yaml === undefined || !(key in yaml)) missing.push(at)
+        else if (value !== null && typeof value === 'object' && !Array.isArray(value)) walk(value as Record<string, unknown>, yaml[key] as Record<string, unknown>, at)
+      }
+    }
+    walk(builtIn, file, '')
+    expect(missing).toEqual([])
   })
 
   it('layers --config file < STREAMGATE_* env < CLI overrides', () => {

@@ -5,8 +5,8 @@ import type { ThreadedWriter } from './writer-thread.js'
 import type { GroupCommitWriter, RecordWriter, WriterStats } from './writer.js'
 
 /** Above this many records per second the writer thread takes over; below LOOP_BELOW for a second the event loop does again. */
-export const THREAD_ABOVE = 20_000
-export const LOOP_BELOW = 10_000
+const THREAD_ABOVE = 20_000
+const LOOP_BELOW = 10_000
 const SAMPLE_MS = 100
 
 /**
