@@ -3,6 +3,9 @@ import { GatewayError } from '../../errors/catalogue.js'
 import type { PartitionOffsets, TopicSpec } from '../types.js'
 import { isTopicExists, isUnknownTopic, toKafkaStreamError } from './errors.js'
 
+/** Reads of a topic's offsets before a kafkajs TypeError (an incomplete answer) is given up on. */
+const OFFSETS_ATTEMPTS = 4
+
 /** Partition counts change only by an operator's hand; cached this long. */
 const PARTITION_CACHE_MS = 30_000
 
@@ -96,11 +99,19 @@ export class KafkaTopics {
   async offsets(topic: string): Promise<PartitionOffsets[]> {
     await this.partitionCount(topic)
     const admin = await this.connected()
-    try {
-      const offsets = await admin.fetchTopicOffsets(topic)
-      return offsets.map((o) => ({ partition: o.partition, low: Number(o.low), high: Number(o.high) })).sort((a, b) => a.partition - b.partition)
-    } catch (err) {
-      throw toKafkaStreamError(err, 'cannot read Kafka offsets', topic)
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const offsets = await admin.fetchTopicOffsets(topic)
+        return offsets.map((o) => ({ partition: o.partition, low: Number(o.low), high: Number(o.high) })).sort((a, b) => a.partition - b.partition)
+      } catch (err) {
+        // Right after a broker restart, a ListOffsets answer can lack the topic while leaders are
+        // being elected, and kafkajs then fails with a TypeError of its own: read again, briefly.
+        if (err instanceof TypeError && attempt < OFFSETS_ATTEMPTS) {
+          await new Promise((r) => setTimeout(r, 200 * attempt))
+          continue
+        }
+        throw toKafkaStreamError(err, 'cannot read Kafka offsets', topic)
+      }
     }
   }
 
